@@ -1,0 +1,45 @@
+"""What every stage entry point shares: params loading, logging, and turning user errors into one clean message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bayling.errors import PipelineError
+from bayling.params import PARAMS_FILE, read_params_file, validate_sections
+
+ROOT = Path(os.environ.get("BAYLING_ROOT", ".")).resolve()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    from bayling.storage import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path, what: str) -> Any:
+    if not path.exists():
+        raise PipelineError(f"{path.relative_to(ROOT)} not found: run the stage that makes {what} first")
+    return json.loads(path.read_text("utf-8"))
+
+
+def run_stage(stage: str, sections: list[str], body: Callable[..., None]) -> None:
+    """Validate the stage's params sections, then run `body(**sections)`; user errors exit 2 without a traceback."""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s [{stage}] %(message)s", stream=sys.stderr
+    )
+    for noisy in ("httpx", "urllib3", "botocore", "alembic", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    log = logging.getLogger(stage)
+    try:
+        data, text = read_params_file(ROOT / PARAMS_FILE)
+        params = validate_sections(data, sections, text=text, file=PARAMS_FILE, root=ROOT)
+        body(**params)
+    except PipelineError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
