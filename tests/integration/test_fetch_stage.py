@@ -1,0 +1,108 @@
+"""The fetch stage as a user runs it: a subprocess over a params.yaml, with bad input and an S3 source."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+MALFORMED = [
+    b'{"id": "ok-1", "texts": {"eng_Latn": "Wash your hands.", "fra_Latn": "Lavez-vous les mains."}}',
+    b'{"id": "bad-json", "texts": {"eng_Latn": "Stay home."',
+    b'{"id": "no-fr", "texts": {"eng_Latn": "Only English here."}}',
+    b'{"id": "empty", "texts": {"eng_Latn": "Cough into your elbow.", "fra_Latn": "   "}}',
+    b'{"id": "latin1", "texts": {"eng_Latn": "Caf\xe9", "fra_Latn": "Caf\xe9"}}',
+    b'{"id": "ok-2", "texts": {"eng_Latn": "Keep your distance.", "fra_Latn": "Gardez vos distances."}}',
+    b'{"id": "ok-1", "texts": {"eng_Latn": "Same id again.", "fra_Latn": "Encore le meme id."}}',
+]
+
+
+def run_fetch(project: Path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=project, capture_output=True, text=True, env=env)
+
+
+def set_sources(project: Path, sources: list, **fetch_overrides) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["fetch"]["sources"] = sources
+    params["fetch"].update(fetch_overrides)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_malformed_lines_are_quarantined_exactly(project_copy: Path):
+    (project_copy / "data" / "bad.jsonl").write_bytes(b"\n".join(MALFORMED) + b"\n")
+    set_sources(project_copy, [{"name": "bad", "format": "jsonl", "uri": "data/bad.jsonl", "languages": ["eng_Latn", "fra_Latn"]}], max_quarantine_fraction=0.9)
+    result = run_fetch(project_copy)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    manifest = json.loads((project_copy / "data" / "raw" / "manifest.json").read_text())
+    (entry,) = manifest["inputs"]
+    assert (entry["rows_in"], entry["rows_kept"], entry["rows_quarantined"]) == (7, 2, 5)
+    assert manifest["totals"] == {"rows_in": 7, "rows_kept": 2, "rows_quarantined": 5}
+    assert entry["files"][0]["sha256"] and entry["files"][0]["origin"] == "local"
+    quarantined = [json.loads(line) for line in (project_copy / "data" / "raw" / "quarantine.jsonl").read_text().splitlines()]
+    by_line = {q["line"]: q for q in quarantined}
+    assert sorted(by_line) == [2, 3, 4, 5, 7]
+    assert all(q["file"] == "data/bad.jsonl" for q in quarantined)
+    assert by_line[2]["reason"].startswith("invalid JSON")
+    assert (by_line[3]["field"], by_line[3]["reason"]) == ("texts.fra_Latn", "missing language")
+    assert (by_line[4]["field"], by_line[4]["reason"]) == ("texts.fra_Latn", "empty text")
+    assert by_line[5]["reason"].startswith("invalid UTF-8")
+    assert (by_line[7]["field"], by_line[7]["reason"]) == ("id", "duplicate id 'bad:ok-1'")
+    corpus = [json.loads(line) for line in (project_copy / "data" / "raw" / "corpus.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in corpus] == ["bad:ok-1", "bad:ok-2"]
+    assert "data/bad.jsonl:2: invalid JSON" in result.stderr
+
+
+def test_too_much_quarantine_fails_cleanly_but_keeps_the_report(project_copy: Path):
+    (project_copy / "data" / "bad.jsonl").write_bytes(b"\n".join(MALFORMED) + b"\n")
+    set_sources(project_copy, [{"name": "bad", "format": "jsonl", "uri": "data/bad.jsonl"}], max_quarantine_fraction=0.5)
+    result = run_fetch(project_copy)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "above fetch.max_quarantine_fraction=0.5" in result.stderr
+    manifest = json.loads((project_copy / "data" / "raw" / "manifest.json").read_text())
+    assert manifest["totals"]["rows_in"] == manifest["totals"]["rows_kept"] + manifest["totals"]["rows_quarantined"]
+
+
+def test_bad_params_fail_before_any_work(project_copy: Path):
+    set_sources(project_copy, [{"name": "x", "format": "parallel", "files": {"eng_latn": "data/none.en", "fra_Latn": "data/none.fr"}}], dedupe="maybe")
+    result = run_fetch(project_copy)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "2 problems in params.yaml" in result.stderr
+    assert "fetch.sources[0].files.eng_latn: unknown FLORES-200 language code 'eng_latn'; did you mean 'eng_Latn'?" in result.stderr
+    assert "fetch.dedupe: Input should be a valid boolean" in result.stderr
+    assert not (project_copy / "data" / "raw").exists()
+
+
+def test_sha256_mismatch_stops_the_stage(project_copy: Path):
+    files = {"eng_Latn": "data/sample/tico19/tico19.eng_Latn.txt", "fra_Latn": "data/sample/tico19/tico19.fra_Latn.txt"}
+    set_sources(project_copy, [{"name": "t", "format": "parallel", "files": files, "sha256": {files["eng_Latn"]: "0" * 64}}])
+    result = run_fetch(project_copy)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{files['eng_Latn']}: sha256 is " in result.stderr and "but params.yaml expects 0000" in result.stderr
+
+
+def test_s3_source_through_a_real_endpoint(project_copy: Path, s3_env: str, monkeypatch):
+    import os
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="corpora")
+    body = b"hello\tbonjour\nthank you\tmerci\n"
+    s3.put_object(Bucket="corpora", Key="pairs/en-fr.tsv", Body=body)
+    set_sources(project_copy, [{"name": "remote", "format": "tsv", "uri": "s3://corpora/pairs/en-fr.tsv", "columns": ["eng_Latn", "fra_Latn"]}], s3_endpoint_url=s3_env)
+    result = run_fetch(project_copy, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((project_copy / "data" / "raw" / "manifest.json").read_text())
+    (info,) = manifest["inputs"][0]["files"]
+    import hashlib
+
+    assert info["origin"] == "s3" and info["sha256"] == hashlib.sha256(body).hexdigest()
+    assert info["etag"] == s3.head_object(Bucket="corpora", Key="pairs/en-fr.tsv")["ETag"].strip('"')
+    assert manifest["totals"] == {"rows_in": 2, "rows_kept": 2, "rows_quarantined": 0}
