@@ -28,14 +28,15 @@ def configure(root: Path, experiment: str) -> str:
     import mlflow
 
     uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
+    project_default = "MLFLOW_TRACKING_URI" not in os.environ
+    mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(experiment)
     if existing is not None:
         mlflow.set_experiment(experiment_id=existing.experiment_id)
         return existing.experiment_id
     location = None
-    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+    if project_default:
         location = (root / "mlartifacts").resolve().as_uri()
     experiment_id = client.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
