@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ ROOT = Path(os.environ.get("BAYLING_ROOT", ".")).resolve()
 STAGES = ["base_model", "fetch", "synthesize", "tokenize", "train", "evaluate", "register"]
 TRANSIENT_MARKERS = ("Unable to acquire lock", "is locked", "Connection reset", "Connection refused", "timed out")
 TAIL_LINES = 30
+PROGRESS_BAR = re.compile(r"\d+%\|")
 # DVC's git hints are meant for someone at a shell, not for an orchestrated run.
 DVC_HINTS = ("To track the changes with git", "To enable auto staging", "dvc config core.autostage", "git add ", "Use `dvc push`")
 
@@ -48,6 +50,8 @@ def stage_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["BAYLING_ROOT"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"  # stage logs reach the flow's log as they happen
+    env.setdefault("TQDM_DISABLE", "1")
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     return env
 
 
@@ -61,7 +65,7 @@ def repro_stage(stage: str, force: bool = False) -> dict | State:
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
-        if line and "it/s]" not in line and "s/it]" not in line and not line.lstrip().startswith(DVC_HINTS):
+        if line and not PROGRESS_BAR.search(line) and not line.lstrip().startswith(DVC_HINTS):
             output.append(line)
             logger.info(line)
     returncode = proc.wait()
