@@ -61,6 +61,7 @@ def tiny_random_llama(tokenizer: Any, tiny: Any) -> Any:
         num_attention_heads=tiny.num_attention_heads,
         num_key_value_heads=tiny.num_key_value_heads,
         max_position_embeddings=tiny.max_position_embeddings,
+        initializer_range=tiny.initializer_range,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

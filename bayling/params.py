@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bayling.catalogue import TASK_NAMES
 from bayling.errors import PipelineError
 from bayling.languages import is_known, unknown_code_message
 
@@ -53,6 +54,7 @@ class TinyModelParams(Section):
     num_attention_heads: PositiveInt = 4
     num_key_value_heads: PositiveInt = 2
     max_position_embeddings: PositiveInt = 1024
+    initializer_range: Annotated[float, Field(gt=0)] = 0.02
     seed: int = 0
 
     @model_validator(mode="after")
@@ -134,12 +136,117 @@ class FetchParams(Section):
 
 
 # ---------------------------------------------------------------- synthesize
+UnitFloat = Annotated[float, Field(ge=0, le=1)]
+
+
+class InteractiveParams(Section):
+    """BayLing 1 interactive translation: a translation request followed by follow-up tasks."""
+
+    per_row: NonNegativeInt = 1
+    max_followups: PositiveInt = 3
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> InteractiveParams:
+        unknown = sorted(set(self.task_weights) - set(TASK_NAMES))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASK_NAMES)}")
+        return self
+
+    def weights(self) -> dict[str, float]:
+        return {name: self.task_weights.get(name, 1.0) for name in TASK_NAMES}
+
+
+class GeneralSourceParams(Section):
+    name: Slug
+    path: str
+    language: LangCode
+
+
+class GeneralParams(Section):
+    """BayLing 2 general instruction data in `messages` JSONL, carried across languages."""
+
+    sources: list[GeneralSourceParams] = []
+    cross_lingual_targets: list[LangCode] = []  # answer languages the teacher carries replies into
+
+
+class FilterParams(Section):
+    dedupe: Literal["off", "exact", "normalized"] = "normalized"
+    min_script_share: UnitFloat = 0.5  # 0 turns the script check off
+    max_length_ratio: Annotated[float, Field(ge=1)] = 3.0
+    langid: bool = False
+    langid_min_probability: UnitFloat = 0.9
+
+
+class EvalSetParams(Section):
+    name: Slug
+    format: Literal["lines", "jsonl"]
+    paths: Annotated[list[str], Field(min_length=1)]
+    fields: list[str] = ["text", "messages", "prompt", "question", "instruction"]
+
+
+class DecontaminationParams(Section):
+    ngram: PositiveInt = 13
+    eval_sets: list[EvalSetParams] = []
+
+
+class TeacherParams(Section):
+    enabled: bool = False
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "teacher"
+    api_key_env: str | None = "TEACHER_API_KEY"  # the *name* of the variable holding the key
+    max_concurrency: PositiveInt = 4
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_retries: NonNegativeInt = 4
+    backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    max_tokens: PositiveInt = 256
+    cache_path: str = ".cache/teacher.sqlite"
+
+
+class MixParams(Section):
+    mode: Literal["downsample", "report"] = "downsample"
+    ratios: dict[str, dict[Literal["zh", "en", "cross", "other"], Annotated[float, Field(ge=0)]]] = {
+        "any": {"zh": 0.432, "en": 0.262, "cross": 0.306}
+    }
+
+    @model_validator(mode="after")
+    def _families(self) -> MixParams:
+        unknown = sorted(set(self.ratios) - {"any", "translation", "interactive", "general"})
+        if unknown:
+            raise ValueError(f"unknown task family {unknown}; use any, translation, interactive or general")
+        if not any(w > 0 for groups in self.ratios.values() for w in groups.values()):
+            raise ValueError("at least one mix ratio must be positive")
+        return self
+
+
+class DaskParams(Section):
+    enabled: bool = False
+    address: str | None = None  # a running cluster's scheduler; None starts a LocalCluster
+    n_workers: PositiveInt = 2
+
+
 class SynthesizeParams(Section):
     seed: int = 0
     heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     directions: Literal["all"] | Annotated[list[Direction], Field(min_length=1)] = "all"
-    instruction_language: Literal["en", "zh"] = "en"
+    instruction_languages: dict[Literal["en", "zh", "source"], Annotated[float, Field(ge=0)]] = {"en": 1.0}
     system_prompt: str | None = None
+    interactive: InteractiveParams = InteractiveParams()
+    general: GeneralParams = GeneralParams()
+    filters: FilterParams = FilterParams()
+    decontamination: DecontaminationParams = DecontaminationParams()
+    teacher: TeacherParams = TeacherParams()
+    mix: MixParams = MixParams()
+    shard_size: PositiveInt = 2000
+    dask: DaskParams = DaskParams()
+
+    @model_validator(mode="after")
+    def _weights(self) -> SynthesizeParams:
+        if not any(w > 0 for w in self.instruction_languages.values()):
+            raise ValueError("instruction_languages needs at least one positive weight")
+        if self.general.cross_lingual_targets and not self.teacher.enabled:
+            raise ValueError("general.cross_lingual_targets needs teacher.enabled: true")
+        return self
 
 
 # ---------------------------------------------------------------- tokenize

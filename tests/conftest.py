@@ -97,3 +97,25 @@ def project_copy(tmp_path: Path, repo_root: Path) -> Path:
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy2(repo_root / name, dest / name)
     return dest
+
+
+@pytest.fixture(scope="session")
+def flores_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FLORES-200 unpacked into a temporary folder (its maintainers ask that it not be re-hosted as plain text)."""
+    import tarfile
+
+    out = tmp_path_factory.mktemp("flores")
+    with tarfile.open(shared_data / "flores200.tar.gz") as archive:
+        archive.extractall(out, filter="data")
+    return out / "flores200"
+
+
+def make_tiny_model(tokenizer_dir: Path, out: Path, **overrides) -> Path:
+    from transformers import AutoTokenizer
+
+    from bayling.basemodel import save_base, tiny_random_llama
+    from bayling.params import TinyModelParams
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    save_base(tiny_random_llama(tokenizer, TinyModelParams(**overrides)), tokenizer, out, {"source": "tiny-random"})
+    return out

@@ -18,7 +18,7 @@ def bayling_imports(path: Path, root: Path, seen: set[str] | None = None) -> set
         if isinstance(node, ast.ImportFrom) and node.module:
             if node.module == "bayling":
                 names = [f"bayling.{alias.name}" for alias in node.names]
-            elif node.module.startswith("bayling.") or node.module.startswith("stages."):
+            elif node.module.startswith(("bayling.", "stages.", "flows.")):
                 names = [node.module]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("bayling.")]
@@ -47,8 +47,11 @@ def test_stage_deps_cover_every_module_it_uses(repo_root, name):
     used = bayling_imports(repo_root / module, repo_root) | {module}
     missing = sorted(used - deps)
     assert not missing, f"dvc.yaml stage '{name}' should list {missing} in deps"
-    if "bayling/languages.py" in deps:
-        assert "bayling/resources/flores200_languages.tsv" in deps
+    resources = {"bayling/languages.py": "bayling/resources/flores200_languages.tsv",
+                 "bayling/tasks.py": "bayling/resources/task_templates.yaml"}
+    for module_path, resource in resources.items():
+        if module_path in deps:
+            assert resource in deps, f"dvc.yaml stage '{name}' reads {resource} through {module_path}"
 
 
 def test_stage_params_exist_in_params_yaml(repo_root):

@@ -61,12 +61,16 @@ def test_data_contract_is_complete(smoke_run):
 
 def test_heldout_split_shares_no_segment_with_train(smoke_run):
     dest, _, _ = smoke_run
+    corpus = {}
+    for line in (dest / "data/raw/corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        corpus[row["id"]] = set(row["texts"].values())
 
     def segments(split):
         out = set()
         for line in (dest / f"data/synth/{split}.jsonl").read_text().splitlines():
-            conv = json.loads(line)
-            out.update(m["content"] for m in conv["messages"] if m["role"] == "assistant")
+            for source_id in json.loads(line)["meta"]["source_ids"]:
+                out |= corpus[source_id]
         return out
 
     assert segments("heldout") and not (segments("heldout") & segments("train"))
