@@ -53,7 +53,7 @@ def generate(
                     do_sample=False,
                     num_beams=num_beams,
                     pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
+                    eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
                 )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):

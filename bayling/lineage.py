@@ -63,8 +63,9 @@ def directory_sha256(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_fingerprint(model_dir: Path, chat_template: str, max_seq_len: int) -> dict[str, Any]:
-    """Hash of what decides the token ids: tokenizer files, chat template and max length."""
+def tokenizer_fingerprint(model_dir: Path, chat_template: str, max_seq_len: int, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hash of everything that decides the rows: the base tokenizer's files, the chat template, the
+    maximum length, and the template, masking, truncation and packing settings."""
     files = {
         name: sha256_bytes((model_dir / name).read_bytes())
         for name in TOKENIZER_FILES
@@ -74,12 +75,13 @@ def tokenizer_fingerprint(model_dir: Path, chat_template: str, max_seq_len: int)
         "tokenizer_files": files,
         "chat_template_sha256": sha256_bytes(chat_template.encode()),
         "max_seq_len": max_seq_len,
+        "settings": settings or {},
     }
     payload["fingerprint"] = sha256_bytes(json.dumps(payload, sort_keys=True).encode())
     return payload
 
 
 def tokenizer_only_fingerprint(fingerprint: dict[str, Any]) -> str:
-    """The part of a fingerprint that must match between tokenize and train (max length may differ)."""
+    """The part of a fingerprint that must match between tokenize and train: the base tokenizer and the template."""
     core = {k: fingerprint[k] for k in ("tokenizer_files", "chat_template_sha256")}
     return sha256_bytes(json.dumps(core, sort_keys=True).encode())

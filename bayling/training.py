@@ -33,6 +33,30 @@ class PaddingCollator:
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
+@dataclass(frozen=True)
+class PackedCollator:
+    """Batches packed rows: no attention mask, so transformers builds a block-diagonal causal mask from the
+    restarting position ids (and FlashAttention takes the varlen path). Padding is its own sequence."""
+
+    pad_token_id: int
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.arange(width, dtype=torch.long).repeat(len(features), 1)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[row, :n] = torch.as_tensor(f["input_ids"])
+            labels[row, :n] = torch.as_tensor(f["labels"])
+            positions[row, :n] = torch.as_tensor(f["position_ids"])
+            positions[row, n:] = torch.arange(width - n)
+        # use_cache=False matters: with a KV cache in play, transformers skips the packed-sequence mask.
+        return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "use_cache": False}
+
+
 def training_arguments(params: Any, output_dir: Path) -> Any:
     from transformers import TrainingArguments
 
@@ -98,4 +122,8 @@ def make_step_logger(logger: Any) -> Any:
 
 
 def trainable_tokens(dataset: Any) -> int:
-    return sum(sum(1 for t in labels if t != IGNORE_INDEX) for labels in dataset["labels"])
+    """Label positions that carry loss, counted on the Arrow column without materialising rows."""
+    import pyarrow.compute as pc
+
+    labels = dataset.data.column("labels").combine_chunks().flatten()
+    return int(pc.sum(pc.not_equal(labels, IGNORE_INDEX)).as_py() or 0)

@@ -40,12 +40,13 @@ def main(train: TrainParams, base_model: BaseModelParams, tracking: TrackingPara
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     from bayling.lineage import tokenizer_fingerprint, tokenizer_only_fingerprint
+    from bayling.templates import end_of_turn_ids
     from bayling.tracking import ResilientLogger, optional_stage_run
-    from bayling.training import PaddingCollator, make_step_logger, trainable_tokens, training_arguments
+    from bayling.training import PackedCollator, PaddingCollator, make_step_logger, trainable_tokens, training_arguments
 
     model_dir = ROOT / base_model.path
     stored = read_json(TOKENIZED / "fingerprint.json", "data/tokenized")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZED / "tokenizer")
     current = tokenizer_fingerprint(model_dir, tokenizer.chat_template or "", stored["max_seq_len"])
     if tokenizer_only_fingerprint(current) != tokenizer_only_fingerprint(stored):
         raise PipelineError(
@@ -53,7 +54,15 @@ def main(train: TrainParams, base_model: BaseModelParams, tracking: TrackingPara
             "re-run `python -m stages.tokenize` (or `dvc repro`)"
         )
     dataset = load_from_disk(str(TOKENIZED))["train"]
+    packed = "position_ids" in dataset.column_names
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        log.info("resizing embeddings for %d tokens the chat template added", len(tokenizer) - model.get_input_embeddings().weight.shape[0])
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.use_cache = False  # no KV cache while training (and none to hide the packed-sequence mask)
+    end_of_turn = stored["settings"].get("end_of_turn") or tokenizer.eos_token
+    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer, end_of_turn)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     logger = ResilientLogger()
     step_logger = make_step_logger(logger)
     run_id = None
@@ -70,13 +79,14 @@ def main(train: TrainParams, base_model: BaseModelParams, tracking: TrackingPara
             model=model,
             args=training_arguments(train, CHECKPOINTS),
             train_dataset=dataset,
-            data_collator=PaddingCollator(tokenizer.pad_token_id),
+            data_collator=(PackedCollator if packed else PaddingCollator)(tokenizer.pad_token_id),
             processing_class=tokenizer,
             callbacks=[step_logger],
         )
         started = time.perf_counter()
         result = trainer.train()
         runtime = time.perf_counter() - started
+        model.config.use_cache = True
         trainer.save_model(str(FINAL))
         tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
         metrics = {

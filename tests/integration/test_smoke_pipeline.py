@@ -125,3 +125,19 @@ def test_dvc_is_up_to_date_and_an_evaluate_param_reruns_only_evaluate_and_regist
     assert ran == {"evaluate", "register"}
     after = json.loads((dest / "reports/register.json").read_text())
     assert after["version"] == before["version"] and after["created"] is False
+
+
+def test_changing_the_chat_template_reruns_tokenize_and_everything_downstream(smoke_run):
+    dest, _, env = smoke_run
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["tokenize"]["template"] = "bayling-v1"
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repro = dvc(dest, env, "repro")
+    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    ran = {line.split("'")[1] for line in repro.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"tokenize", "train", "evaluate", "register"}
+    from transformers import AutoTokenizer
+
+    exported = AutoTokenizer.from_pretrained(dest / "models/final")
+    rendered = exported.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("### Instruction:\nHi\n### Response:\n")
