@@ -91,11 +91,12 @@ def ours(conversations: Path, tok_dir: Path, max_seq_len: int, num_proc: int, ou
 
 
 def raw_and_naive(conversations: Path, tok_dir: Path, raw_limit: int, naive_limit: int) -> tuple[float, float]:
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import AutoTokenizer
 
     from bayling.chat import IGNORE_INDEX, assistant_spans
 
+    disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     chats = []
     with open(conversations, encoding="utf-8") as handle:
