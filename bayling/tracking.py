@@ -80,23 +80,25 @@ def stringify_params(params: dict[str, Any]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def stage_run(root: Path, stage: str, experiment: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+def stage_run(
+    root: Path, stage: str, experiment: str, tags: dict[str, str] | None = None, log_system_metrics: bool = False
+) -> Iterator[Any]:
     """An MLflow run for one stage, a child of the pipeline's parent run when the flow started one."""
     import mlflow
 
     configure(root, experiment)
     parent = _active_parent(root)
     all_tags = {"pipeline.stage": stage, **(tags or {})}
-    with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=all_tags) as run:
+    with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=all_tags, log_system_metrics=log_system_metrics or None) as run:
         yield run
 
 
 @contextlib.contextmanager
-def optional_stage_run(root: Path, stage: str, experiment: str) -> Iterator[Any]:
+def optional_stage_run(root: Path, stage: str, experiment: str, log_system_metrics: bool = False) -> Iterator[Any]:
     """Like stage_run, but yields None (and warns) when the tracking store can't be reached."""
     stack = contextlib.ExitStack()
     try:
-        run = stack.enter_context(stage_run(root, stage, experiment))
+        run = stack.enter_context(stage_run(root, stage, experiment, log_system_metrics=log_system_metrics))
     except Exception as exc:
         log.warning("MLflow is unreachable (%s); the %s stage continues without tracking", exc, stage)
         run = None

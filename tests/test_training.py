@@ -1,10 +1,29 @@
 import torch
 
 from bayling.chat import IGNORE_INDEX, encode_conversations
-from bayling.training import PaddingCollator
+from bayling.params import TrainParams
+from bayling.training import (
+    PackedCollator,
+    PaddingCollator,
+    flops_per_token,
+    supervised_trainer_class,
+    training_arguments,
+)
 
 
-def test_collator_pads_right_with_ignored_labels():
+def conversations(n):
+    return [
+        [{"role": "user", "content": f"Provide the French translation for this sentence: number {i} " + "x " * (i % 5)},
+         {"role": "assistant", "content": "Lavez-vous les mains." + " encore" * (i % 3)}]
+        for i in range(n)
+    ]
+
+
+def rows(tokenizer, n=16):
+    return [{"input_ids": e.input_ids, "labels": e.labels} for e in encode_conversations(tokenizer, conversations(n))]
+
+
+def test_collators():
     batch = PaddingCollator(pad_token_id=0)([
         {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
         {"input_ids": [8], "labels": [8]},
@@ -12,34 +31,95 @@ def test_collator_pads_right_with_ignored_labels():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    packed = PackedCollator(pad_token_id=0)([
+        {"input_ids": [8, 9, 1, 2], "labels": [8, 9, 1, 2], "position_ids": [0, 1, 0, 1]},
+        {"input_ids": [5, 6], "labels": [IGNORE_INDEX, 6], "position_ids": [0, 1]},
+    ])
+    assert packed["position_ids"].tolist() == [[0, 1, 0, 1], [0, 1, 0, 1]]  # padding is a sequence of its own
+    assert packed["labels"].tolist() == [[8, 9, 1, 2], [IGNORE_INDEX, 6, IGNORE_INDEX, IGNORE_INDEX]]
+    assert "attention_mask" not in packed
 
 
-def test_a_few_trainer_steps_lower_the_loss_on_the_tiny_model(tiny_model_dir, tmp_path):
+def _trainer(model, tokenizer, tmp_path, dataset=None, **overrides):
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
-    from bayling.params import TrainParams
-    from bayling.training import training_arguments
+    params = TrainParams(**{"max_steps": 1, "per_device_batch_size": 8, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+                            "logging_steps": 1, "save_steps": 100, "max_grad_norm": 0.0, **overrides})
+    args = training_arguments(params, tmp_path / "ckpt")
+    args.train_sampling_strategy = "sequential"
+    data = dataset or Dataset.from_list(rows(tokenizer, 8))
+    return supervised_trainer_class()(model=model, args=args, train_dataset=data, data_collator=PaddingCollator(tokenizer.pad_token_id))
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+def test_fast_loss_and_gradients_equal_the_standard_ones(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    conversations = [
-        [{"role": "user", "content": f"Provide the French translation for this sentence: number {i}"},
-         {"role": "assistant", "content": "Lavez-vous les mains."}]
-        for i in range(16)
-    ]
-    encoded = encode_conversations(tokenizer, conversations)
-    dataset = Dataset.from_dict({"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]})
-    collator = PaddingCollator(tokenizer.pad_token_id)
+    trainer = _trainer(model, tokenizer, tmp_path)
+    assert trainer._fast_loss
+    batch = rows(tokenizer, 6)
+    padded = PaddingCollator(tokenizer.pad_token_id)(batch)
+    count = int((padded["labels"][:, 1:] != IGNORE_INDEX).sum())
+    fast = trainer.compute_loss(model, dict(padded), num_items_in_batch=torch.tensor(count))
+    fast.backward()
+    fast_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    standard = model(**padded).loss
+    standard.backward()
+    assert abs(fast.item() - standard.item()) < 1e-5
+    for a, p in zip(fast_grads, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
+
+
+def _one_step_grads(tiny_model_dir, tokenizer, tmp_path, batch, accumulation):
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    captured = {}
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            captured["grads"] = [p.grad.detach().clone() for p in model.parameters()]
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = _trainer(model, tokenizer, tmp_path / f"{batch}x{accumulation}", per_device_batch_size=batch,
+                       gradient_accumulation_steps=accumulation)
+    trainer.add_callback(Capture())
+    result = trainer.train()
+    return result.training_loss, captured["grads"]
+
+
+def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, tokenizer, tmp_path):
+    """Loss normalised over tokens across micro-batches: unequal micro-batch token counts must not bias it."""
+    loss_8x1, grads_8x1 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 8, 1)
+    loss_1x8, grads_1x8 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 1, 8)
+    assert abs(loss_8x1 - loss_1x8) < 1e-5
+    for a, b in zip(grads_8x1, grads_1x8):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_a_few_steps_lower_the_loss(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    data = rows(tokenizer, 16)
 
     def loss_now() -> float:
-        batch = collator([dataset[i] for i in range(len(dataset))])
         with torch.no_grad():
-            return model(**batch).loss.item()
+            return model(**PaddingCollator(tokenizer.pad_token_id)(data)).loss.item()
 
     before = loss_now()
-    params = TrainParams(max_steps=6, per_device_batch_size=8, learning_rate=5e-3, warmup_ratio=0.0, logging_steps=1, save_steps=100)
-    trainer = Trainer(model=model, args=training_arguments(params, tmp_path / "ckpt"), train_dataset=dataset, data_collator=collator)
+    from datasets import Dataset
+
+    trainer = _trainer(model, tokenizer, tmp_path, Dataset.from_list(data), max_steps=6, learning_rate=5e-3, max_grad_norm=1.0)
     trainer.train()
-    after = loss_now()
-    assert after < before - 1.0
+    assert loss_now() < before - 1.0
+
+
+def test_flops_per_token(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    n = sum(p.numel() for p in model.parameters())  # tied embeddings: the head's matmul counts once
+    cfg = model.config
+    assert flops_per_token(model, 256) == 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * 256
+    assert flops_per_token(model, 256, lora=True) == 4 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * 256
