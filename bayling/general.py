@@ -10,7 +10,8 @@ from typing import Any
 
 from bayling.corpus import Problem, Quarantined
 from bayling.languages import get_language
-from bayling.synthesis import INSTRUCTION_CODES, language_group, language_name
+from bayling.prompts import INSTRUCTION_CODES, language_name
+from bayling.synthesis import language_group
 from bayling.tasks import pick
 
 ROLES = ("system", "user", "assistant")

@@ -24,6 +24,7 @@ def generate(
     batch_size: int = 16,
     max_new_tokens: int = 128,
     num_beams: int = 1,
+    min_new_tokens: int | None = None,
 ) -> list[str]:
     """Assistant replies for each conversation (which ends with a user turn), in input order.
 
@@ -50,6 +51,7 @@ def generate(
                 generated = model.generate(
                     **batch,
                     max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens,
                     do_sample=False,
                     num_beams=num_beams,
                     pad_token_id=tokenizer.pad_token_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bayling.errors import PipelineError
 from bayling.languages import bleu_tokenizer_for
@@ -64,3 +65,86 @@ def macro_average(scores: Sequence[Scores]) -> dict[str, float]:
         return {}
     keys = ("bleu", "chrf", "chrf_pp")
     return {k: sum(getattr(s, k) for s in scores) / len(scores) for k in keys}
+
+
+def read_segments(path: str | Path, role: str = "file") -> list[str]:
+    """One segment per line, strictly: undecodable bytes and empty files are errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{role} {path}: file not found")
+    data = path.read_bytes()
+    if not data.strip():
+        raise PipelineError(f"{role} {path}: file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PipelineError(f"{role} {path}: line {line} is not valid UTF-8 (byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def score_files(hyp_path: str | Path, ref_paths: Sequence[str | Path], target_lang: str) -> Scores:
+    """Score a hypothesis file against reference files (in the order given), checking their lengths."""
+    hyps = read_segments(hyp_path, "hypothesis")
+    refs = [read_segments(p, "reference") for p in ref_paths]
+    for path, stream in zip(ref_paths, refs):
+        if len(stream) != len(hyps):
+            raise PipelineError(f"line count mismatch: hypothesis {hyp_path} has {len(hyps)} lines, reference {path} has {len(stream)}")
+    return score_corpus(hyps, refs, target_lang)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    p_values: dict[str, float]
+    baseline: dict[str, float]
+    candidate: dict[str, float]
+
+
+def paired_bootstrap(
+    baseline: Sequence[str], candidate: Sequence[str], references: Sequence[Sequence[str]], target_lang: str,
+    samples: int = 1000, seed: int = 12345,
+) -> PairedResult:
+    """sacreBLEU's paired bootstrap resampling of a candidate against a baseline, seeded: p-values for
+    the hypothesis that the candidate is not better, per metric (BLEU with the target's tokenizer, chrF2, chrF2++)."""
+    import os
+
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    tokenizer = bleu_tokenizer_for(target_lang).tokenizer
+    metrics = {"bleu": BLEU(tokenize=tokenizer), "chrf": CHRF(), "chrf_pp": CHRF(word_order=2)}
+    previous = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = str(seed)  # sacreBLEU reads its bootstrap seed from here
+    try:
+        test = PairedTest([("baseline", list(baseline)), ("candidate", list(candidate))], metrics,
+                          [list(r) for r in references], test_type="bs", n_samples=samples)
+        _, results = test()
+    finally:
+        if previous is None:
+            os.environ.pop("SACREBLEU_SEED", None)
+        else:
+            os.environ["SACREBLEU_SEED"] = previous
+    p_values, base_scores, cand_scores = {}, {}, {}
+    reported = [key for key in results if key != "System"]  # sacreBLEU's display names, in our metrics' order
+    for name, key in zip(metrics, reported):
+        base_result, cand_result = results[key]
+        p_values[name] = float(cand_result.p_value)
+        base_scores[name] = float(base_result.score)
+        cand_scores[name] = float(cand_result.score)
+    return PairedResult(p_values, base_scores, cand_scores)
+
+
+def capability_ratios(ours: dict[str, Scores], theirs: dict[str, Scores]) -> dict[str, dict[str, float]]:
+    """Our score over a reference system's, per direction and metric, plus the mean over directions."""
+    ratios: dict[str, dict[str, float]] = {}
+    for direction in sorted(set(ours) & set(theirs)):
+        ratios[direction] = {
+            m: getattr(ours[direction], m) / getattr(theirs[direction], m) if getattr(theirs[direction], m) else float("nan")
+            for m in ("bleu", "chrf", "chrf_pp")
+        }
+    if ratios:
+        ratios["mean"] = {m: sum(r[m] for r in ratios.values()) / len(ratios) for m in ("bleu", "chrf", "chrf_pp")}
+    return ratios

@@ -82,3 +82,21 @@ def register(
         client.set_model_version_tag(model_name, version, key, str(value)[:5000])
     client.set_registered_model_alias(model_name, alias, version)
     return Registration(model_name, str(version), alias, run_id, created, model_uri)
+
+
+def champion_predictions(model_name: str, alias: str, dest: Path) -> tuple[str, Path] | None:
+    """Download the predictions stored with the version that holds `alias`: (version, folder) or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    run_id = (version.tags or {}).get("register_run_id") or version.run_id
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions", dst_path=str(dest))
+    except (MlflowException, OSError):
+        return None
+    return str(version.version), Path(local)

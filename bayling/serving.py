@@ -25,7 +25,7 @@ class TranslationModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads type hints as a schema
         from bayling.generation import clean_output, generate
-        from bayling.synthesis import translation_prompt
+        from bayling.prompts import translation_prompt
 
         params = params or {}
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)

@@ -24,15 +24,19 @@ def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], trackin
     lines.append("stages: " + ", ".join(f"{r['stage']} ({'ran' if r['ran'] else 'up to date'}, {r['seconds']:.0f}s)" for r in stage_results))
     evaluation = summary.get("eval")
     if evaluation:
-        directions = [k for k in evaluation["final"] if k != "avg"]
-        lines.append(f"held-out translation, macro average over {len(directions)} directions ({evaluation.get('segments', '?')} segments):")
+        from bayling.evaluation import averages
+
+        primary = evaluation.get("primary_test_set", "heldout")
+        directions = {k.split(".")[1] for k in evaluation if k.startswith(f"{primary}.") and ".final." in k} - {"avg"}
+        lines.append(f"{primary} translation, macro average over {len(directions)} directions:")
         lines.append(f"  {'':<12}{'BLEU':>8}{'chrF':>8}{'chrF++':>8}")
-        rows = [("base", evaluation.get("base")), ("fine-tuned", evaluation.get("final")), ("change", evaluation.get("delta"))]
-        for label, block in rows:
-            if block:
-                avg = block["avg"]
+        for label, model in (("base", "base"), ("fine-tuned", "final"), ("change", "delta")):
+            avg = averages(evaluation, primary, model)
+            if avg:
                 spec = "+8.2f" if label == "change" else "8.2f"
                 lines.append(f"  {label:<12}" + "".join(format(avg[m], spec) for m in ("bleu", "chrf", "chrf_pp")))
+        for note in evaluation.get("notes", []):
+            lines.append(f"  note: {note}")
     train = summary.get("train")
     if train:
         lines.append(f"training: {train['steps']} steps, loss {train['train_loss']:.3f}, {train['tokens_per_s']:.0f} tokens/s")

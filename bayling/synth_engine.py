@@ -226,7 +226,7 @@ def synthesize_block(
     if pending:
         from bayling import teacher
 
-        settings = teacher_settings(params.teacher)
+        settings = teacher.settings_from(params.teacher)
         cache = teacher.ResponseCache(Path(root) / params.teacher.cache_path)
         stats = teacher.TeacherStats()
         try:
@@ -244,16 +244,6 @@ def synthesize_block(
             else:
                 conversation["messages"].append({"role": "assistant", "content": reply.strip()})
     return BlockResult(out[False], out[True], skipped, teacher_stats, rejected, fallbacks)
-
-
-def teacher_settings(params: Any) -> Any:
-    from bayling.teacher import TeacherSettings
-
-    return TeacherSettings(
-        base_url=params.base_url, model=params.model, api_key_env=params.api_key_env,
-        max_concurrency=params.max_concurrency, timeout_s=params.timeout_s, max_retries=params.max_retries,
-        backoff_s=params.backoff_s, max_tokens=params.max_tokens,
-    )
 
 
 @dataclass
@@ -410,7 +400,7 @@ def build_general(params: Any, root: Path, decontaminator: Decontaminator | None
         stats = teacher.TeacherStats()
         try:
             flat = [request for job in jobs for request in job[4]]
-            replies = teacher.complete(teacher_settings(params.teacher), flat, cache, stats)
+            replies = teacher.complete(teacher.settings_from(params.teacher), flat, cache, stats)
         finally:
             cache.close()
         result.teacher = {k: v for k, v in stats.as_dict().items() if isinstance(v, int)}

@@ -20,7 +20,7 @@ import yaml
 
 from bayling.catalogue import TASK_NAMES
 from bayling.languages import get_language
-from bayling.synthesis import language_name
+from bayling.prompts import language_name
 
 # Scripts written without spaces: their length unit is the character, and "words" are character runs.
 UNSEGMENTED_SCRIPTS = {"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr", "Tibt"}

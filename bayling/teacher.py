@@ -37,6 +37,15 @@ class TeacherSettings:
     max_tokens: int = 256
 
 
+def settings_from(params: Any) -> TeacherSettings:
+    """TeacherSettings from a params section (synthesize.teacher or evaluate.instructions.judge)."""
+    return TeacherSettings(
+        base_url=params.base_url, model=params.model, api_key_env=params.api_key_env,
+        max_concurrency=params.max_concurrency, timeout_s=params.timeout_s, max_retries=params.max_retries,
+        backoff_s=params.backoff_s, max_tokens=params.max_tokens,
+    )
+
+
 def request_payload(settings: TeacherSettings, messages: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return {
         "model": settings.model,

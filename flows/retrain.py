@@ -119,10 +119,10 @@ def retrain(stages: list[str] | None = None, force: bool = False) -> dict | Stat
     if failure:
         return Failed(message=failure)
     collected = run_summary.collect(ROOT)
-    for key, block in (collected.get("eval") or {}).items():
-        if key in ("base", "final", "delta"):
-            for metric, value in block["avg"].items():
-                client.log_metric(parent.info.run_id, f"{key}.avg.{metric}", value)
+    evaluation = collected.get("eval") or {}
+    for key, value in evaluation.items():
+        if ".avg." in key and isinstance(value, (int, float)):
+            client.log_metric(parent.info.run_id, key, value)
     text = run_summary.render(collected, results, tracking_uri(ROOT), time.perf_counter() - started)
     get_run_logger().info("run summary\n%s", text)
     return {"parent_run_id": parent.info.run_id, "stages": results, "summary": text, **collected}

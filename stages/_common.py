@@ -16,6 +16,12 @@ from bayling.params import PARAMS_FILE, read_params_file, validate_sections
 ROOT = Path(os.environ.get("BAYLING_ROOT", ".")).resolve()
 
 
+def resolve(path: str | Path) -> Path:
+    """A path from params.yaml: absolute as given, otherwise relative to the project root."""
+    path = Path(path)
+    return path if path.is_absolute() else ROOT / path
+
+
 def write_json(path: Path, payload: Any) -> None:
     from bayling.storage import atomic_write_bytes
 
@@ -33,7 +39,7 @@ def run_stage(stage: str, sections: list[str], body: Callable[..., None]) -> Non
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s [{stage}] %(message)s", stream=sys.stderr
     )
-    for noisy in ("httpx", "urllib3", "botocore", "alembic", "filelock"):
+    for noisy in ("httpx", "urllib3", "botocore", "alembic", "filelock", "sacrebleu"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger(stage)
     try:

@@ -26,6 +26,7 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
     import mlflow
 
     from bayling import registry
+    from bayling.evaluation import averages
     from bayling.lineage import directory_sha256, dvc_lock_outs, git_state
     from bayling.tracking import stage_run, tracking_uri
 
@@ -35,6 +36,7 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
     train_run = read_json(ROOT / "reports" / "train" / "run.json", "reports/train/run.json (train)")
     eval_run = read_json(ROOT / "reports" / "eval" / "run.json", "reports/eval/run.json (evaluate)")
     params, _ = read_params_file(ROOT / PARAMS_FILE)
+    primary = metrics.get("primary_test_set", "heldout")
     git = git_state(ROOT)
     tags = {
         "git_commit": git["commit"],
@@ -43,13 +45,15 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
         "evaluate_run_id": eval_run.get("run_id") or "untracked",
         **{f"dvc.{path}.md5": md5 for path, md5 in dvc_lock_outs(ROOT).items()},
         **{f"params.{k}": v for k, v in flatten(params).items()},
-        **{f"eval.{model}.avg.{m}": v for model in ("base", "final", "delta") for m, v in metrics.get(model, {}).get("avg", {}).items()},
+        **{f"eval.{model}.avg.{m}": v for model in ("base", "final", "delta") for m, v in averages(metrics, primary, model).items()},
     }
     model_sha256 = directory_sha256(FINAL)
     try:
         with stage_run(ROOT, "register", tracking.experiment, {"git_commit": git["commit"]}) as run:
             mlflow.log_params({"model_name": register.model_name, "alias": register.alias, "model_sha256": model_sha256})
             mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith("eval.")})
+            # later evaluations test significance against this version's own predictions
+            mlflow.log_artifacts(str(ROOT / "reports" / "eval" / "predictions"), "predictions")
             result = registry.register(
                 model_dir=FINAL, code_dir=ROOT / "bayling", model_name=register.model_name, alias=register.alias,
                 model_sha256=model_sha256, run_id=run.info.run_id, tags=tags,

@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+from servers import BIN, free_port, running  # noqa: E402
 from servers import mlflow_server as _mlflow_server  # noqa: E402
 from servers import moto_server as _moto_server  # noqa: E402
 
@@ -119,3 +120,15 @@ def make_tiny_model(tokenizer_dir: Path, out: Path, **overrides) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     save_base(tiny_random_llama(tokenizer, TinyModelParams(**overrides)), tokenizer, out, {"source": "tiny-random"})
     return out
+
+
+@pytest.fixture(scope="session")
+def teacher_server(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("teacher")
+    # A wider initialisation makes the random model babble Latin-script words instead of newlines.
+    model = make_tiny_model(tokenizer_dir, work / "model", initializer_range=0.2, seed=1)
+    port = free_port()
+    log = work / "serve.log"
+    cmd = [str(BIN / "transformers"), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info", str(model)]
+    with running(cmd, f"http://127.0.0.1:{port}/health", log):
+        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": str(model), "log": log}

@@ -3,6 +3,7 @@ from collections import Counter
 
 import pytest
 
+from bayling.prompts import language_name, translation_prompt
 from bayling.synthesis import (
     PAPER_MIX,
     achieved_mix,
@@ -11,11 +12,9 @@ from bayling.synthesis import (
     draw_instruction_language,
     interactive_conversation,
     keep_draw,
-    language_name,
     plan_mix,
     split_rows,
     translation_conversations,
-    translation_prompt,
 )
 
 ROW = {"id": "c:1", "texts": {"eng_Latn": "Wash your hands.", "fra_Latn": "Lavez-vous les mains.", "swh_Latn": "Nawa mikono."}}

@@ -49,7 +49,7 @@ def test_data_contract_is_complete(smoke_run):
     dest, result, _ = smoke_run
     for rel in CONTRACT:
         assert (dest / rel).is_file(), rel
-    assert any((dest / "reports/eval/predictions/final").glob("*.jsonl"))
+    assert any((dest / "reports/eval/predictions/final/heldout").glob("*.jsonl"))
     assert "registered model: bayling-smoke version" in result.stdout
     from datasets import load_from_disk
 
@@ -84,10 +84,15 @@ def test_final_model_loads_and_metrics_show_before_and_after(smoke_run):
     tokenizer = AutoTokenizer.from_pretrained(dest / "models/final")
     assert tokenizer.chat_template and model.config.model_type == "llama"
     metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
-    assert {"base", "final", "delta", "signatures"} <= set(metrics)
-    assert {"bleu", "chrf", "chrf_pp"} <= set(metrics["final"]["avg"])
-    assert "tok:zh" in metrics["signatures"]["zho_Hans"]["bleu"]
-    assert "tok:13a" in metrics["signatures"]["eng_Latn"]["bleu"]
+    for model in ("base", "final", "delta"):
+        assert {f"heldout.avg.{model}.{m}" for m in ("bleu", "chrf", "chrf_pp")} <= set(metrics)
+    assert "heldout.eng_Latn-fra_Latn.final.chrf_pp" in metrics
+    assert "tok:zh" in metrics["signature.zho_Hans.bleu"]
+    assert "tok:13a" in metrics["signature.eng_Latn.bleu"]
+    assert any("significance test skipped" in note for note in metrics["notes"])
+    assert any("COMET skipped" in note for note in metrics["notes"])
+    html = (dest / "reports/eval/report.html").read_text()
+    assert "<h1>BayLing evaluation report</h1>" in html and "data:image/png;base64," in html
 
 
 def test_registry_holds_a_candidate_with_lineage(smoke_run, mlflow_uri):
@@ -141,3 +146,47 @@ def test_changing_the_chat_template_reruns_tokenize_and_everything_downstream(sm
     exported = AutoTokenizer.from_pretrained(dest / "models/final")
     rendered = exported.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     assert rendered.endswith("### Instruction:\nHi\n### Response:\n")
+
+
+def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, mlflow_uri, shared_data, flores_dir, teacher_server):
+    """Everything evaluate can do, configured at once: WMT and FLORES sets with a reference system,
+    significance against the champion's stored predictions, XCOPA, BayLing-80 with an LLM judge."""
+    import mlflow
+
+    dest, _, env = smoke_run
+    client = mlflow.MlflowClient(mlflow_uri)
+    first = min(client.search_model_versions("name = 'bayling-smoke'"), key=lambda v: int(v.version))
+    client.set_registered_model_alias("bayling-smoke", "champion", first.version)
+    bench = shared_data / "bayling" / "translation_benchmark"
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["evaluate"].update({
+        "test_sets": [
+            {"name": "heldout", "kind": "heldout", "directions": "all", "max_segments": 2},
+            {"name": "wmt22-zh-en", "kind": "wmt", "direction": "zho_Hans-eng_Latn", "src": str(shared_data / "wmt22/zh-en/src.txt"),
+             "refs": [str(shared_data / "wmt22/zh-en/refA.txt")], "max_segments": 6,
+             "reference_systems": {"gpt-4": {"zho_Hans-eng_Latn": str(bench / "gpt-4/zh-en.hypo")}}},
+            {"name": "flores", "kind": "flores", "dir": str(flores_dir / "devtest"), "directions": ["eng_Latn-swh_Latn"], "max_segments": 4},
+        ],
+        "xcopa": {"dir": str(shared_data / "mc/xcopa/data"), "languages": ["sw", "zh"], "split": "val", "max_items": 10},
+        "instructions": {"paths": [str(shared_data / "bayling/data/BayLing-80/BayLing-80.multiturn.en.jsonl")], "max_questions": 3,
+                         "max_new_tokens": 6, "judge": {"enabled": True, "base_url": teacher_server["base_url"],
+                                                        "model": teacher_server["model"], "max_tokens": 16, "max_retries": 1}},
+    })
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    repro = dvc(dest, env, "repro", "evaluate")
+    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
+    assert metrics["champion_version"] == int(first.version)
+    assert 0 < metrics["heldout.avg.final.chrf"] + 1 and "heldout.eng_Latn-fra_Latn.p_vs_champion.bleu" in metrics
+    assert 0 <= metrics["heldout.eng_Latn-fra_Latn.p_vs_champion.chrf"] <= 1
+    assert metrics["wmt22-zh-en.zho_Hans-eng_Latn.gpt-4.bleu"] > 10  # GPT-4 on its first six segments
+    assert "wmt22-zh-en.avg.ratio_vs_gpt-4.chrf" in metrics and "flores.eng_Latn-swh_Latn.final.chrf_pp" in metrics
+    assert {"xcopa.sw.final.accuracy", "xcopa.zh.base.accuracy", "xcopa.avg.final.accuracy"} <= set(metrics)
+    judged = sum(metrics[f"instructions.judge.{k}"] for k in ("win", "loss", "tie", "error"))
+    assert judged == 3
+    reviews = [json.loads(line) for line in (dest / "reports/eval/predictions/instructions/reviews.jsonl").read_text().splitlines()]
+    assert len(reviews) == 3 and {r["outcome"] for r in reviews} <= {"WIN", "LOSS", "TIE", "ERROR"}
+    answers = [json.loads(line) for line in (dest / "reports/eval/predictions/instructions/final.jsonl").read_text().splitlines()]
+    assert [len(a["text"]) for a in answers] == [2, 2, 2]
+    rows = (dest / "reports/eval/per_language.csv").read_text().splitlines()
+    assert rows[0].startswith("test_set,direction,src_lang,tgt_lang,final_bleu") and any(r.startswith("flores,") for r in rows)

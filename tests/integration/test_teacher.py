@@ -11,26 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import BIN, free_port, running
+from servers import free_port
 
 from bayling.teacher import ResponseCache, TeacherSettings, TeacherStats, complete
 
 pytestmark = pytest.mark.integration
 SECRET = "sk-test-DO-NOT-LEAK-7f3a9c"
-
-
-@pytest.fixture(scope="session")
-def teacher_server(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    from conftest import make_tiny_model
-
-    work = tmp_path_factory.mktemp("teacher")
-    # A wider initialisation makes the random model babble Latin-script words instead of newlines.
-    model = make_tiny_model(tokenizer_dir, work / "model", initializer_range=0.2, seed=1)
-    port = free_port()
-    log = work / "serve.log"
-    cmd = [str(BIN / "transformers"), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info", str(model)]
-    with running(cmd, f"http://127.0.0.1:{port}/health", log):
-        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": str(model), "log": log}
 
 
 def served_requests(server) -> int:
