@@ -287,6 +287,9 @@ class TrainParams(Section):
     logging_steps: PositiveInt = 5
     save_steps: PositiveInt = 60
     save_total_limit: PositiveInt = 2
+    # After a successful run the checkpoints are only needed to continue training; DVC caches and pushes
+    # whatever is left in models/checkpoints, so by default they are removed once models/final is written.
+    keep_checkpoints: bool = False
     resume: bool = True  # continue from the newest complete checkpoint of the same configuration
     torch_threads: NonNegativeInt = 0
     num_gpus: PositiveInt = 1  # processes per node (CPU processes with gloo when there is no GPU)
@@ -368,7 +371,7 @@ class EvaluateParams(Section):
     evaluate_base: bool = True
     seed: int = 0
     comet_model: str | None = None  # a local COMET checkpoint; skipped (and said so) when absent
-    champion_alias: str | None = "champion"  # compare with this registered version's stored predictions
+    compare_with_champion: bool = True  # paired bootstrap against the predictions stored with register.champion_alias
     bootstrap_samples: PositiveInt = 1000
     xcopa: XcopaParams | None = None
     instructions: InstructionEvalParams | None = None
@@ -382,9 +385,29 @@ class EvaluateParams(Section):
 
 
 # ---------------------------------------------------------------- register
+class DropRule(Section):
+    metric: Literal["bleu", "chrf", "chrf_pp"] = "chrf"
+    points: Annotated[float, Field(ge=0)] = 1.0  # a larger drop in any direction fails the gate...
+    alpha: UnitFloat = 0.05  # ...when the paired bootstrap says it is significant at this level
+
+
+class GateParams(Section):
+    min_scores: dict[str, float] = {}  # metrics.json key -> minimum, e.g. {heldout.avg.final.chrf: 10}
+    required_test_sets: list[str] = []
+    max_drop_vs_champion: DropRule | None = DropRule()
+
+
+class ApprovalParams(Section):
+    required: bool = True  # pause the flow for a human decision (needs a Prefect server; see README)
+    timeout_s: PositiveInt = 7 * 24 * 3600
+
+
 class RegisterParams(Section):
     model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "bayling-candidate"
     alias: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")] = "candidate"
+    champion_alias: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")] = "champion"
+    gate: GateParams = GateParams()
+    approval: ApprovalParams = ApprovalParams()
 
 
 # ---------------------------------------------------------------- tracking

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,8 @@ class Registration:
 
 def find_version(client: Any, model_name: str, model_sha256: str) -> Any | None:
     """The existing version of `model_name` built from exactly these model files, if any."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client.search_model_versions(f"name = '{model_name}'")
-    except MlflowException:
-        return None
+    # An unreachable server must raise here: treating it as "no match" could register a duplicate.
+    versions = client.search_model_versions(f"name = '{model_name}'")
     matches = [v for v in versions if (v.tags or {}).get(MODEL_IDENTITY_TAG) == model_sha256]
     return max(matches, key=lambda v: int(v.version)) if matches else None
 
@@ -51,13 +48,14 @@ def register(
     model_dir: Path,
     code_dir: Path,
     model_name: str,
-    alias: str,
+    alias: str | None,
     model_sha256: str,
     run_id: str,
     tags: dict[str, str],
 ) -> Registration:
     """Log `model_dir` as a pyfunc translator in the active run and register it, or reuse the version
-    already registered for the same model files; then point `alias` at it and refresh its tags."""
+    already registered for the same model files; refresh its tags and, unless `alias` is None (the gate
+    failed), point the alias at it."""
     import mlflow
 
     from bayling import serving
@@ -80,8 +78,10 @@ def register(
         version, created, model_uri = mv.version, True, info.model_uri
     for key, value in {**tags, MODEL_IDENTITY_TAG: model_sha256, "register_run_id": run_id}.items():
         client.set_model_version_tag(model_name, version, key, str(value)[:5000])
-    client.set_registered_model_alias(model_name, alias, version)
-    return Registration(model_name, str(version), alias, run_id, created, model_uri)
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version)
+        client.set_model_version_tag(model_name, version, f"{alias}_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    return Registration(model_name, str(version), alias or "", run_id, created, model_uri)
 
 
 def champion_predictions(model_name: str, alias: str, dest: Path) -> tuple[str, Path] | None:

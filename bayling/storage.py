@@ -37,11 +37,18 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def s3_client(endpoint_url: str | None = None):  # type: ignore[no-untyped-def]
-    import boto3
+S3_MAX_ATTEMPTS = 5
 
+
+def s3_client(endpoint_url: str | None = None):  # type: ignore[no-untyped-def]
+    """An S3 client with bounded retries (exponential backoff with jitter, botocore's standard mode)
+    and timeouts, so an endpoint that is down or erroring fails clearly instead of hanging."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"total_max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}, connect_timeout=5, read_timeout=60)
     # boto3 reads AWS_ENDPOINT_URL(_S3) itself; an explicit endpoint from params wins.
-    return boto3.client("s3", endpoint_url=endpoint_url or None)
+    return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
 @contextlib.contextmanager
@@ -63,7 +70,7 @@ def materialize(uri: str, *, root: Path, s3_endpoint_url: str | None = None) -> 
             head = client.head_object(Bucket=bucket, Key=key)
             client.download_file(bucket, key, str(local))
         except (ClientError, BotoCoreError) as exc:
-            raise PipelineError(f"cannot read {uri}: {exc}") from None
+            raise PipelineError(f"cannot read {uri} (after up to {S3_MAX_ATTEMPTS} attempts): {exc}") from None
         yield local, FileInfo(
             uri=uri,
             origin="s3",

@@ -49,3 +49,38 @@ def run_stage(stage: str, sections: list[str], body: Callable[..., None]) -> Non
     except PipelineError as exc:
         log.error("%s", exc)
         sys.exit(2)
+
+
+def track_stage(stage: str, experiment: str, params: dict[str, Any], metrics: dict[str, Any], artifacts: list[Path]) -> None:
+    """A child run of the pipeline's parent run for a data stage: its params, counts and report files.
+    Tracking trouble is a warning here, never a failed stage: the data on disk is the result."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    import mlflow
+
+    from bayling.params import flatten
+    from bayling.tracking import ResilientLogger, optional_stage_run
+
+    logger = ResilientLogger()
+    with optional_stage_run(ROOT, stage, experiment) as run:
+        if run is None:
+            return
+        logger.log_params({f"{stage}.{k}": v for k, v in flatten(params).items()})
+        logger.log_metrics(numbers(metrics))
+        for artifact in artifacts:
+            if artifact.is_file():
+                logger._call(f"artifact {artifact.name}", mlflow.log_artifact, str(artifact), "report")
+    if logger.failures:
+        logging.getLogger(stage).warning("MLflow: %s", logger.summary())
+
+
+def numbers(value: Any, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a nested report, under dotted keys (MLflow metrics)."""
+    if isinstance(value, dict):
+        out: dict[str, float] = {}
+        for key, item in value.items():
+            out.update(numbers(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return {prefix: float(value)}
+    return {}

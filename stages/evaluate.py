@@ -222,16 +222,16 @@ def _against_champion(evaluate: EvaluateParams, register: RegisterParams, test_s
     from bayling.registry import champion_predictions
     from bayling.tracking import tracking_uri
 
-    if not evaluate.champion_alias:
+    if not evaluate.compare_with_champion:
         return {}
     try:
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri(ROOT))
         with tempfile.TemporaryDirectory() as tmp:
-            found = champion_predictions(register.model_name, evaluate.champion_alias, Path(tmp))
+            found = champion_predictions(register.model_name, register.champion_alias, Path(tmp))
             if found is None:
-                notes.append(f"no '{evaluate.champion_alias}' version of {register.model_name} with stored predictions: significance test skipped")
+                notes.append(f"no '{register.champion_alias}' version of {register.model_name} with stored predictions: significance test skipped")
                 return {}
             version, folder = found
             out = {"champion_version": int(version)}

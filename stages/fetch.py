@@ -15,16 +15,16 @@ from contextlib import ExitStack
 
 from bayling.corpus import CorpusBuilder, CorpusRow, parse_source
 from bayling.errors import PipelineError
-from bayling.params import FetchParams
+from bayling.params import FetchParams, TrackingParams
 from bayling.storage import atomic_writer, materialize, sha256_of
-from stages._common import ROOT, run_stage, write_json
+from stages._common import ROOT, run_stage, track_stage, write_json
 
 log = logging.getLogger("fetch")
 OUT = ROOT / "data" / "raw"
 SHOW_QUARANTINED = 5
 
 
-def main(fetch: FetchParams) -> None:
+def main(fetch: FetchParams, tracking: TrackingParams) -> None:
     builder = CorpusBuilder(dedupe=fetch.dedupe)
     inputs = []
     shown = 0
@@ -74,6 +74,9 @@ def main(fetch: FetchParams) -> None:
     if shown < totals["rows_quarantined"]:
         log.warning("%d more quarantined rows are listed in data/raw/quarantine.jsonl", totals["rows_quarantined"] - shown)
     fraction = totals["rows_quarantined"] / totals["rows_in"] if totals["rows_in"] else 0.0
+    track_stage("fetch", tracking.experiment, fetch.model_dump(mode="json"),
+                {"rows": totals, "sources": {i["name"]: {k: i[k] for k in ("rows_in", "rows_kept", "rows_quarantined")} for i in inputs}},
+                [OUT / "manifest.json"])
     if totals["rows_kept"] == 0:
         raise PipelineError("no usable rows: every input row was quarantined (see data/raw/quarantine.jsonl)")
     if fraction > fetch.max_quarantine_fraction:
@@ -84,4 +87,4 @@ def main(fetch: FetchParams) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("fetch", ["fetch"], main)
+    run_stage("fetch", ["fetch", "tracking"], main)

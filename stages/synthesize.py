@@ -24,10 +24,10 @@ from bayling import synth_engine as engine
 from bayling import synthesis
 from bayling.decontam import Decontaminator, read_eval_texts
 from bayling.errors import PipelineError
-from bayling.params import SynthesizeParams
+from bayling.params import SynthesizeParams, TrackingParams
 from bayling.plots import language_distribution
 from bayling.storage import atomic_writer
-from stages._common import ROOT, run_stage, write_json
+from stages._common import ROOT, run_stage, track_stage, write_json
 
 log = logging.getLogger("synthesize")
 CORPUS = ROOT / "data" / "raw" / "corpus.jsonl"
@@ -63,7 +63,7 @@ def run_blocks(params: SynthesizeParams, flags) -> engine.BlockSummary:  # type:
     return total
 
 
-def main(synthesize: SynthesizeParams) -> None:
+def main(synthesize: SynthesizeParams, tracking: TrackingParams) -> None:
     if not CORPUS.exists():
         raise PipelineError("data/raw/corpus.jsonl not found: run `python -m stages.fetch` first")
     if WORK.exists():
@@ -137,7 +137,10 @@ def main(synthesize: SynthesizeParams) -> None:
         log.info("%s: %d conversations (%s)", name, info["conversations"],
                  ", ".join(f"{k} {v}" for k, v in info["per_family"].items()))
     log.info("mix requested %s, achieved %s", card["mix"]["requested"], card["mix"]["achieved"])
+    track_stage("synthesize", tracking.experiment, synthesize.model_dump(mode="json", exclude={"dask"}),
+                {"splits": card["splits"], "mix": {"achieved": card["mix"]["achieved"]}},
+                [OUT / "card.json", OUT / "card.md", ROOT / "reports" / "synth" / "languages.png"])
 
 
 if __name__ == "__main__":
-    run_stage("synthesize", ["synthesize"], main)
+    run_stage("synthesize", ["synthesize", "tracking"], main)

@@ -16,15 +16,15 @@ import logging
 import shutil
 
 from bayling.errors import PipelineError
-from bayling.params import BaseModelParams, TokenizeParams
-from stages._common import ROOT, run_stage, write_json
+from bayling.params import BaseModelParams, TokenizeParams, TrackingParams
+from stages._common import ROOT, run_stage, track_stage, write_json
 
 log = logging.getLogger("tokenize")
 SYNTH = ROOT / "data" / "synth"
 OUT = ROOT / "data" / "tokenized"
 
 
-def main(tokenize: TokenizeParams, base_model: BaseModelParams) -> None:
+def main(tokenize: TokenizeParams, base_model: BaseModelParams, tracking: TrackingParams) -> None:
     from transformers import AutoTokenizer
 
     from bayling.chat import Renderer
@@ -64,7 +64,9 @@ def main(tokenize: TokenizeParams, base_model: BaseModelParams) -> None:
     tokenizer.save_pretrained(OUT / "tokenizer")
     write_json(OUT / "fingerprint.json", fingerprint)
     write_json(ROOT / "reports" / "tokenize" / "stats.json", stats)
+    track_stage("tokenize", tracking.experiment, {**tokenize.model_dump(mode="json"), "fingerprint": fingerprint["fingerprint"]},
+                stats, [ROOT / "reports" / "tokenize" / "stats.json", OUT / "fingerprint.json"])
 
 
 if __name__ == "__main__":
-    run_stage("tokenize", ["tokenize", "base_model"], main)
+    run_stage("tokenize", ["tokenize", "base_model", "tracking"], main)

@@ -31,7 +31,8 @@ CHECKPOINTS = ROOT / "models" / "checkpoints"
 FINAL = ROOT / "models" / "final"
 REPORTS = ROOT / "reports" / "train"
 # Settings that change what training computes; logging and checkpoint cadence don't invalidate a checkpoint.
-NOT_IN_CHECKPOINT_HASH = {"logging_steps", "save_steps", "save_total_limit", "resume", "torch_threads", "log_system_metrics", "peak_tflops"}
+NOT_IN_CHECKPOINT_HASH = {"logging_steps", "save_steps", "save_total_limit", "keep_checkpoints", "resume", "torch_threads",
+                          "log_system_metrics", "peak_tflops"}
 
 
 def main(train: TrainParams, base_model: BaseModelParams, tracking: TrackingParams) -> None:
@@ -169,6 +170,9 @@ def run(train: TrainParams, base_model: BaseModelParams, tracking: TrackingParam
         for entry in step_logger.history:
             if "loss" in entry:
                 writer.writerow({k: entry.get(k) for k in writer.fieldnames})
+    if not train.keep_checkpoints:
+        shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+        CHECKPOINTS.mkdir(parents=True, exist_ok=True)  # DVC expects the out to exist
     log.info("trained %d steps in %.1fs: loss %.4f, %.0f tokens/s%s", metrics["steps"], runtime, metrics["train_loss"],
              metrics["tokens_per_s"] or 0, f", resumed from step {metrics['resumed_from_step']}" if resume_from else "")
 

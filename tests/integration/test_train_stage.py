@@ -37,7 +37,7 @@ def tokenized_project(repo_root: Path, tmp_path_factory) -> Path:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["fetch"]["sources"][0]["max_rows"] = 60
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-    set_params(project, "train", max_steps=12, save_steps=2, save_total_limit=3, per_device_batch_size=8,
+    set_params(project, "train", max_steps=12, save_steps=2, save_total_limit=3, keep_checkpoints=True, per_device_batch_size=8,
                logging_steps=1, learning_rate=1e-3, torch_threads=1, log_system_metrics=False)
     for name in ("base_model", "fetch", "synthesize", "tokenize"):
         result = stage(project, name)
