@@ -1,27 +1,40 @@
-"""Prefect flow `retrain`: the pipeline's stages in order through DVC, under one MLflow parent run.
+"""Prefect flow `retrain`: pull, skip if nothing changed, run the stages through DVC under one MLflow
+parent run, push, then pause for a human decision on a candidate that passed the gate.
 
-    python -m flows.retrain [--stage NAME ...] [--force]
+    python -m flows.retrain [-S section.key=value ...] [--stage NAME ...] [--force]
 
-Each stage runs as `dvc repro --single-item <stage>`, so the DVC cache and dvc.lock stay the single
-truth and unchanged stages are skipped. Transient failures (a held DVC lock, a dropped connection)
-are retried. Every section of params.yaml is validated before anything runs. Prefect is ephemeral
-unless PREFECT_API_URL is set; MLflow is the project's sqlite file unless MLFLOW_TRACKING_URI is set.
+1. `dvc pull` from the default DVC remote, when one is configured (an S3 bucket through dvc-s3).
+2. Nothing to do when every corpus source has the version the last fetch read (S3 ETag or sha256)
+   and `dvc status` finds params, code and data unchanged: the run ends in a NothingToDo state.
+3. Each stage runs as `dvc repro --single-item <stage>`, in order; a held DVC lock or a dropped
+   connection is retried. A changed S3 source forces fetch. `-S` overrides write params.yaml first,
+   as `dvc exp run -S` does.
+4. `dvc push --run-cache`, retried, to the same remote.
+5. The MLflow parent run carries the git commit, the Prefect flow-run id and every DVC out's md5.
+6. If the gate passed and register.approval.required, the run pauses for an ApprovalInput (decision,
+   reviewer, note), showing metrics, the gate table and the report path; `python -m flows.approve`
+   or the Prefect UI resumes it. Approve moves the champion alias; reject and timeout leave it.
+   Pausing needs a Prefect server (PREFECT_API_URL); with the ephemeral API the run ends and says
+   how to approve later.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Literal
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger, runtime, task  # noqa: E402
-from prefect.states import Failed, State  # noqa: E402
+from prefect.input import RunInput  # noqa: E402
+from prefect.states import Completed, Failed, State  # noqa: E402
 
 from bayling import summary as run_summary  # noqa: E402
 from bayling.errors import PipelineError  # noqa: E402
@@ -29,11 +42,18 @@ from bayling.params import load_all  # noqa: E402
 
 ROOT = Path(os.environ.get("BAYLING_ROOT", ".")).resolve()
 STAGES = ["base_model", "fetch", "synthesize", "tokenize", "train", "evaluate", "register"]
-TRANSIENT_MARKERS = ("Unable to acquire lock", "is locked", "Connection reset", "Connection refused", "timed out")
+TRANSIENT_MARKERS = ("Unable to acquire lock", "is locked", "Connection reset", "Connection refused", "timed out",
+                     "Could not connect", "EndpointConnectionError", "Max retries exceeded", "InternalError", "SlowDown", "503")
 TAIL_LINES = 30
 PROGRESS_BAR = re.compile(r"\d+%\|")
 # DVC's git hints are meant for someone at a shell, not for an orchestrated run.
 DVC_HINTS = ("To track the changes with git", "To enable auto staging", "dvc config core.autostage", "git add ", "Use `dvc push`")
+
+
+class ApprovalInput(RunInput):
+    decision: Literal["approve", "reject"]
+    reviewer: str
+    note: str = ""
 
 
 def _is_transient(message: str | None) -> bool:
@@ -55,77 +75,207 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient, task_run_name="dvc-repro-{stage}")
-def repro_stage(stage: str, force: bool = False) -> dict | State:
+def dvc(*args: str, log_lines: bool = True) -> tuple[int, list[str]]:
+    """Run a DVC command in the project, streaming its output to the run log; returns (code, lines)."""
     logger = get_run_logger()
-    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=ROOT, env=stage_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
         if line and not PROGRESS_BAR.search(line) and not line.lstrip().startswith(DVC_HINTS):
             output.append(line)
-            logger.info(line)
-    returncode = proc.wait()
-    if returncode != 0:
+            if log_lines:
+                logger.info(line)
+    return proc.wait(), output
+
+
+def default_remote() -> str | None:
+    code, lines = dvc("remote", "default", log_lines=False)
+    return lines[-1].strip() if code == 0 and lines else None
+
+
+def _delays(variable: str, default: str) -> list[float]:
+    return [float(x) for x in os.environ.get(variable, default).split(",") if x.strip()]
+
+
+# Backoff between attempts at a DVC remote; BAYLING_SYNC_RETRY_DELAYS="5,15,45" sets both count and waits.
+SYNC_RETRY_DELAYS = _delays("BAYLING_SYNC_RETRY_DELAYS", "5,15,45")
+
+
+@task(retries=len(SYNC_RETRY_DELAYS), retry_delay_seconds=SYNC_RETRY_DELAYS or 0, retry_condition_fn=_retry_transient,
+      task_run_name="dvc-{action}")
+def sync(action: Literal["pull", "push"]) -> dict | State:
+    """dvc pull (missing cache entries allowed) or dvc push with the run-cache; transient S3 errors are retried."""
+    args = ["pull", "--allow-missing"] if action == "pull" else ["push", "--run-cache"]
+    if action == "pull" and not (ROOT / "dvc.lock").exists():
+        get_run_logger().info("no dvc.lock yet: nothing recorded to pull")
+        return {"action": action, "seconds": 0.0}
+    started = time.perf_counter()
+    code, output = dvc(*args)
+    # With --allow-missing, DVC reports an unreachable remote as an ERROR line yet exits 0.
+    if code != 0 or any(line.startswith("ERROR:") for line in output):
+        return Failed(message=f"dvc {action} failed (exit {code}):\n" + "\n".join(output[-TAIL_LINES:]))
+    return {"action": action, "seconds": round(time.perf_counter() - started, 2)}
+
+
+@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient, task_run_name="dvc-repro-{stage}")
+def repro_stage(stage: str, force: bool = False) -> dict | State:
+    started = time.perf_counter()
+    code, output = dvc("repro", "--single-item", stage, *(["--force"] if force else []))
+    if code != 0:
         # A failed state with the stage's own last lines, not a traceback of this wrapper.
-        return Failed(message=f"stage '{stage}' failed (exit {returncode}):\n" + "\n".join(output[-TAIL_LINES:]))
+        return Failed(message=f"stage '{stage}' failed (exit {code}):\n" + "\n".join(output[-TAIL_LINES:]))
     skipped = any("didn't change, skipping" in line for line in output)
     return {"stage": stage, "ran": not skipped, "seconds": round(time.perf_counter() - started, 2)}
 
 
+@task(task_run_name="check-upstream")
+def nothing_changed(params: dict) -> tuple[bool, list[str], str]:
+    """(whether the run can stop, sources whose upstream version changed, the reason in words)."""
+    from bayling.upstream import changed_sources, current_versions, recorded_versions
+
+    manifest_path = ROOT / "data" / "raw" / "manifest.json"
+    current = current_versions(params["fetch"], ROOT)
+    recorded = recorded_versions(json.loads(manifest_path.read_text("utf-8"))) if manifest_path.exists() else {}
+    changed = changed_sources(current, recorded)
+    code, lines = dvc("status", log_lines=False)
+    up_to_date = code == 0 and any("Data and pipelines are up to date" in line for line in lines)
+    if changed:
+        return False, changed, f"{len(changed)} source(s) changed upstream: {', '.join(changed)}"
+    if not up_to_date:
+        return False, [], "dvc status: " + "; ".join(line.strip() for line in lines[:8])
+    return True, [], "every source has the version the last fetch read, and dvc status finds nothing changed"
+
+
 @flow(name="retrain")
-def retrain(stages: list[str] | None = None, force: bool = False) -> dict | State:
-    """Run the pipeline stages through DVC under one MLflow parent run and print a summary."""
+def retrain(stages: list[str] | None = None, force: bool = False, overrides: dict[str, Any] | None = None) -> dict | State:
+    """Pull, skip if unchanged, run the stages through DVC under one MLflow parent run, push, ask for approval."""
     import mlflow
 
-    from bayling.lineage import git_state
+    from bayling.lineage import dvc_lock_outs, git_state
     from bayling.tracking import clear_parent_run, configure, tracking_uri, write_parent_run
+    from bayling.upstream import apply_overrides
 
+    logger = get_run_logger()
     started = time.perf_counter()
     try:
+        apply_overrides(ROOT / "params.yaml", overrides or {})
         params = load_all(ROOT / "params.yaml")
         wanted = check_stages(stages)
     except PipelineError as exc:
         return Failed(message=str(exc))
+    remote = default_remote()
+    if remote:
+        pulled = sync("pull", return_state=True)
+        if pulled.is_failed():
+            return Failed(message=pulled.message)
+    else:
+        logger.info("no default DVC remote: nothing to pull or push (dvc remote add -d NAME s3://bucket/path)")
+    if not force and stages is None:
+        stop, changed, reason = nothing_changed(params)
+        if stop:
+            logger.info("nothing to do: %s", reason)
+            return Completed(message=f"nothing to do: {reason}", name="NothingToDo", data={"nothing_to_do": reason})
+        logger.info("running: %s", reason)
+    else:
+        changed = []
     experiment_id = configure(ROOT, params["tracking"].experiment)
     client = mlflow.MlflowClient()
     git = git_state(ROOT)
-    parent = client.create_run(
-        experiment_id,
-        run_name="retrain",
-        tags={
-            "pipeline.flow": "retrain",
-            "prefect.flow_run_id": str(runtime.flow_run.id or "none"),
-            "git_commit": git["commit"],
-            "git_dirty": str(git["dirty"]).lower(),
-        },
-    )
+    flow_run_id = str(runtime.flow_run.id or "none")
+    parent = client.create_run(experiment_id, run_name="retrain", tags={
+        "pipeline.flow": "retrain", "prefect.flow_run_id": flow_run_id, "git_commit": git["commit"],
+        "git_dirty": str(git["dirty"]).lower(), **{f"override.{k}": str(v) for k, v in (overrides or {}).items()},
+    })
     write_parent_run(ROOT, parent.info.run_id)
     results: list[dict] = []
     failure: str | None = None
     try:
         for stage in wanted:
-            state = repro_stage(stage, force, return_state=True)
+            state = repro_stage(stage, force or (stage == "fetch" and bool(changed)), return_state=True)
             if state.is_failed():
                 failure = state.message
                 break
             results.append(state.result())
+        if failure is None and remote:
+            pushed = sync("push", return_state=True)
+            if pushed.is_failed():
+                failure = pushed.message
     finally:
         clear_parent_run(ROOT)
+        for path, md5 in dvc_lock_outs(ROOT).items():
+            client.set_tag(parent.info.run_id, f"dvc.{path}.md5", md5)
         client.set_terminated(parent.info.run_id, "FAILED" if failure else "FINISHED")
     if failure:
         return Failed(message=failure)
     collected = run_summary.collect(ROOT)
-    evaluation = collected.get("eval") or {}
-    for key, value in evaluation.items():
+    for key, value in (collected.get("eval") or {}).items():
         if ".avg." in key and isinstance(value, (int, float)):
             client.log_metric(parent.info.run_id, key, value)
     text = run_summary.render(collected, results, tracking_uri(ROOT), time.perf_counter() - started)
-    get_run_logger().info("run summary\n%s", text)
-    return {"parent_run_id": parent.info.run_id, "stages": results, "summary": text, **collected}
+    logger.info("run summary\n%s", text)
+    decision = request_approval(params, collected, flow_run_id) if "register" in wanted else None
+    return {"parent_run_id": parent.info.run_id, "stages": results, "summary": text, "decision": decision, **collected}
+
+
+def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | None:
+    """Pause for a reviewer when the candidate passed the gate; record whatever comes back."""
+    import mlflow
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    from bayling.approval import apply_decision, review_markdown
+    from bayling.gate import RuleResult, markdown_table
+    from bayling.tracking import tracking_uri
+
+    logger = get_run_logger()
+    registration = collected.get("register") or {}
+    settings = params["register"]
+    if not registration:
+        return None
+    gate = registration.get("gate", {})
+    if not gate.get("passed", True):
+        logger.warning("gate failed: version %s is not proposed; the champion stays", registration["version"])
+        return {"decision": "gate_failed"}
+    approve_later = f"python -m flows.approve {registration['version']} --decision approve|reject --by NAME"
+    if not settings.approval.required:
+        return None
+    client = mlflow.MlflowClient(tracking_uri(ROOT))
+    if champion_version(client, registration["model_name"], settings.champion_alias) == str(registration["version"]):
+        logger.info("version %s already holds '%s' (same model files): nothing to decide", registration["version"], settings.champion_alias)
+        return {"decision": "already_champion"}
+    if not os.environ.get("PREFECT_API_URL"):
+        logger.info("no Prefect server (PREFECT_API_URL) to pause on; decide later with: %s", approve_later)
+        return None
+    table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
+    description = review_markdown(registration, collected.get("eval") or {}, table, str(ROOT / "reports" / "eval" / "report.html"), tracking_uri(ROOT))
+    key = f"approval-{registration['model_name']}-v{registration['version']}"
+    poll = int(os.environ.get("BAYLING_APPROVAL_POLL_S", "10"))
+    try:
+        answer = pause_flow_run(
+            wait_for_input=ApprovalInput.with_initial_data(description=description, decision="reject", reviewer=""),
+            timeout=settings.approval.timeout_s, poll_interval=poll, key=key,
+        )
+    except FlowPauseTimeout:
+        apply_decision(client, registration["model_name"], registration["version"], "timeout", "nobody",
+                       f"no decision within {settings.approval.timeout_s}s", flow_run_id, settings.champion_alias)
+        logger.warning("no decision before the timeout: the champion stays")
+        return {"decision": "timeout"}
+    record = apply_decision(client, registration["model_name"], registration["version"], answer.decision, answer.reviewer,
+                            answer.note, flow_run_id, settings.champion_alias)
+    logger.info("%s by %s: %s", answer.decision, answer.reviewer, "champion moved" if record.champion_moved else "champion unchanged")
+    return {"decision": answer.decision, "reviewer": answer.reviewer, "previous_champion": record.previous_champion}
+
+
+def champion_version(client, model_name: str, alias: str) -> str | None:  # type: ignore[no-untyped-def]
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
 
 
 def check_stages(stages: list[str] | None) -> list[str]:
@@ -137,20 +287,28 @@ def check_stages(stages: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bayling.upstream import parse_override
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE", help="override params.yaml, as dvc exp run -S")
     parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-run stages even when DVC says they are up to date")
     args = parser.parse_args(argv)
     try:
-        load_all(ROOT / "params.yaml")  # refuse bad params before starting Prefect at all
+        overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
+        if not overrides:
+            load_all(ROOT / "params.yaml")  # refuse bad params before starting Prefect at all
         check_stages(args.stage)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    state = retrain(stages=args.stage, force=args.force, return_state=True)
+    state = retrain(stages=args.stage, force=args.force, overrides=overrides or None, return_state=True)
     if state.is_failed():
         print(f"error: {state.message}", file=sys.stderr)
         return 1
+    if state.name == "NothingToDo":
+        print(state.message, flush=True)
+        return 0
     print("\n" + state.result()["summary"], flush=True)
     return 0
 

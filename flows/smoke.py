@@ -26,13 +26,28 @@ from bayling.profiles import merge
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pipeline_outputs(root: Path) -> list[str]:
+    """Every out, metric and plot path in dvc.yaml: this checkout's results, which the copy must not inherit."""
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text("utf-8")) or {}).get("stages", {})
+    paths = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                if "${" not in path:
+                    paths.append(path.rstrip("/"))
+    return paths
+
+
 def project_files(root: Path) -> list[str]:
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=root, capture_output=True, check=True,
     ).stdout.decode()
+    outputs = pipeline_outputs(root)
     # dvc.lock records this checkout's results, not the smoke profile's; the copy starts without one.
-    return [f for f in out.split("\0") if f and f != "dvc.lock" and (root / f).is_file()]
+    return [f for f in out.split("\0") if f and f != "dvc.lock" and (root / f).is_file()
+            and not any(f == o or f.startswith(o + "/") for o in outputs)]
 
 
 def make_copy(root: Path, dest: Path, profile: Path) -> None:

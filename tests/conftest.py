@@ -20,6 +20,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 from servers import BIN, free_port, running  # noqa: E402
 from servers import mlflow_server as _mlflow_server  # noqa: E402
 from servers import moto_server as _moto_server  # noqa: E402
+from servers import prefect_server as _prefect_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +80,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
     """A real S3 endpoint: moto_server on a free loopback port."""
     with _moto_server(tmp_path_factory.mktemp("moto")) as uri:
         yield uri
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prefect API: `prefect server start` (sqlite) on a free loopback port."""
+    with _prefect_server(tmp_path_factory.mktemp("prefect")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,27 @@
+"""Serve the retrain flow on its weekly schedule from this process (no work pool needed).
+
+    python -m flows.serve [--cron "0 3 * * 1"]
+
+Needs a Prefect server (PREFECT_API_URL), e.g. `prefect server start` on the same machine.
+`prefect.yaml` describes the same deployment for a work pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from flows.retrain import retrain  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cron", default="0 3 * * 1")
+    args = parser.parse_args()
+    retrain.serve(name="retrain", cron=args.cron, parameters={"force": False, "overrides": {}}, tags=["bayling", "retrain"])
+
+
+if __name__ == "__main__":
+    main()
