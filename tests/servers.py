@@ -60,14 +60,15 @@ def running(cmd: list[str], ready_url: str, log: Path, env: dict[str, str] | Non
 
 
 @contextmanager
-def mlflow_server(workdir: Path, artifacts_destination: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+def mlflow_server(workdir: Path, artifacts_destination: str | None = None, env: dict[str, str] | None = None,
+                  extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
         str(BIN / "mlflow"), "server",
         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
         "--artifacts-destination", artifacts_destination or str(workdir / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra_args,
     ]
     server_env = dict(env or os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     with running(cmd, f"http://127.0.0.1:{port}/health", workdir / "mlflow-server.log", server_env):
