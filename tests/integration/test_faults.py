@@ -1,5 +1,6 @@
 """S3 that is down or erroring, during fetch and during the flow's DVC pull and push: bounded retries with
-backoff, then one clear failure, and no partial file left among the outputs.
+backoff, then one clear failure, and no partial file left among the outputs. Also: a stage that finds
+DVC's lock held by another process is retried by the flow instead of failing the run.
 
 The erroring endpoint is `FailingS3` (every request answered 503 SlowDown, each one counted); the
 endpoint that is down is a free loopback port nobody listens on. MLflow outages and crashes mid-flow
@@ -105,3 +106,35 @@ def test_flow_push_and_pull_against_an_erroring_remote(repo_root: Path, prefect_
         assert "dvc-repro-" not in output  # no stage ran on top of a pull that failed
         assert output.count("Retry 2/2") == 1 and len(s3.requests) > asked
         assert fetch_is_intact(project, env)
+
+
+def test_flow_retries_a_stage_while_another_dvc_process_holds_the_lock(repo_root: Path, tmp_path: Path):
+    from flows.smoke import make_copy
+
+    project = tmp_path / "project"
+    make_copy(repo_root, project, repo_root / "profiles" / "smoke.yaml")
+    (project / ".dvc" / "tmp").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API", "AWS_"))}
+    env.update(BAYLING_ROOT=str(project), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # DVC's own repository lock (zc.lockfile on .dvc/tmp/lock), held as a concurrent `dvc` command would,
+    # until the stage has failed on it once; the flow's retry comes 5 s later.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, zc.lockfile; lock = zc.lockfile.LockFile(sys.argv[1]); "
+                               "print('held', flush=True); sys.stdin.readline(); lock.close()", str(project / ".dvc" / "tmp" / "lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None and holder.stdout.readline().strip() == "held"
+    log = tmp_path / "flow.log"
+    with open(log, "w") as handle:
+        flow = subprocess.Popen([sys.executable, "-m", "flows.retrain", "--stage", "base_model"], cwd=project, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while "Unable to acquire lock" not in log.read_text():
+        assert flow.poll() is None and time.monotonic() < deadline, log.read_text()[-5000:]
+        time.sleep(0.2)
+    holder.stdin.write("release\n")
+    holder.stdin.flush()
+    holder.wait(timeout=30)
+    assert flow.wait(timeout=300) == 0, log.read_text()[-5000:]
+    output = log.read_text()
+    assert "Retry 1/2" in output and "Retry 2/2" not in output
+    assert "base_model (ran" in output
+    assert (project / "models" / "base" / "config.json").is_file()
