@@ -31,16 +31,21 @@ def now() -> str:
 
 def apply_decision(
     client: Any, model_name: str, version: str, decision: Decision, reviewer: str, note: str = "",
-    flow_run_id: str = "none", champion_alias: str = "champion",
+    flow_run_id: str = "none", champion_alias: str = "champion", override_gate: bool = False,
 ) -> DecisionRecord:
     """Record the decision on the version; on approve, point the champion alias at it. Reject and
-    timeout leave the champion where it is."""
+    timeout leave the champion where it is. A version the gate failed is approved only with
+    override_gate, and the override is recorded with the decision."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_model_version(model_name, version)
+        found = client.get_model_version(model_name, version)
     except MlflowException:
         raise PipelineError(f"{model_name} has no version {version}") from None
+    gate = (found.tags or {}).get("gate")
+    if decision == "approve" and gate == "failed" and not override_gate:
+        raise PipelineError(f"{model_name} version {version} failed the gate (see its gate.results tag); "
+                            "approving it anyway needs --override-gate")
     try:
         previous = str(client.get_model_version_by_alias(model_name, champion_alias).version)
     except MlflowException:
@@ -50,6 +55,8 @@ def apply_decision(
     record = DecisionRecord(str(version), decision, reviewer, now(), flow_run_id, previous, note, decision == "approve")
     tags = {"decision": decision, "reviewed_by": reviewer, "reviewed_at": record.reviewed_at,
             "flow_run_id": flow_run_id, "previous_champion": previous, "note": note}
+    if decision == "approve" and gate == "failed":
+        tags["gate_overridden_by"] = reviewer
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     history = _history(client, model_name, version)

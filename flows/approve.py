@@ -1,11 +1,12 @@
 """Decide on a registered candidate: resume the retrain run that is paused for it, or act on the registry.
 
-    python -m flows.approve VERSION --decision approve|reject --by NAME [--note TEXT]
+    python -m flows.approve VERSION --decision approve|reject --by NAME [--note TEXT] [--override-gate]
 
 With a Prefect server (PREFECT_API_URL) and a retrain run paused for VERSION, the decision is sent as
 that run's input and the run records it. Otherwise the decision is applied to the MLflow registry
 directly: tags decision, reviewed_by, reviewed_at, flow_run_id, previous_champion and note on the
-version, and on approve the champion alias moves to it.
+version, and on approve the champion alias moves to it. A version the gate failed is not approved
+without --override-gate, and the override is recorded (tag gate_overridden_by).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ async def paused_run_for(key: str):  # type: ignore[no-untyped-def]
     return None
 
 
-def approve(version: str, decision: str, reviewer: str, note: str = "") -> str:
+def approve(version: str, decision: str, reviewer: str, note: str = "", override_gate: bool = False) -> str:
     """Resume the paused run for `version` with this decision, or apply it to the registry; says which."""
     import mlflow
 
@@ -57,7 +58,8 @@ def approve(version: str, decision: str, reviewer: str, note: str = "") -> str:
             resume_flow_run(run.id, run_input={"decision": decision, "reviewer": reviewer, "note": note})
             return f"resumed flow run {run.name} ({run.id}), which records the decision"
     client = mlflow.MlflowClient(tracking_uri(ROOT))
-    record = apply_decision(client, register.model_name, version, decision, reviewer, note, "none", register.champion_alias)
+    record = apply_decision(client, register.model_name, version, decision, reviewer, note, "none", register.champion_alias,
+                            override_gate=override_gate)
     moved = f"'{register.champion_alias}' now points to version {version}" if record.champion_moved else f"'{register.champion_alias}' unchanged"
     return f"no paused run for version {version}: recorded {decision} on the registry directly; {moved}"
 
@@ -68,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decision", required=True, choices=["approve", "reject"])
     parser.add_argument("--by", required=True, help="who decides")
     parser.add_argument("--note", default="")
+    parser.add_argument("--override-gate", action="store_true", help="approve a version that failed the gate (recorded)")
     args = parser.parse_args(argv)
     try:
-        print(approve(args.version, args.decision, args.by, args.note))
+        print(approve(args.version, args.decision, args.by, args.note, args.override_gate))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -82,6 +82,31 @@ def test_approve_command_acts_on_the_registry_when_no_run_is_paused(mlflow_uri, 
     assert bad.returncode == 2 and "has no version 42" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_version_that_failed_the_gate_is_approved_only_with_an_override(mlflow_uri, repo_root, tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    good, failed = make_versions(client, "approval-gate-model", 2)
+    client.set_model_version_tag("approval-gate-model", failed, "gate", "failed")
+    apply_decision(client, "approval-gate-model", good, "approve", "alice")
+    (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
+        "model_name: bayling-smollm2-135m", "model_name: approval-gate-model"))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
+    command = [sys.executable, "-m", "flows.approve", failed, "--decision", "approve", "--by", "bob"]
+    refused = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "failed the gate" in refused.stderr and "--override-gate" in refused.stderr
+    assert champion(client, "approval-gate-model") == good
+    assert "decision" not in client.get_model_version("approval-gate-model", failed).tags
+    # rejecting it needs no override
+    apply_decision(client, "approval-gate-model", failed, "reject", "carol")
+    forced = subprocess.run([*command, "--override-gate", "--note", "known eval bug"], cwd=repo_root, env=env, capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr
+    assert champion(client, "approval-gate-model") == failed
+    tags = client.get_model_version("approval-gate-model", failed).tags
+    assert tags["gate_overridden_by"] == "bob" and tags["decision"] == "approve" and tags["previous_champion"] == good
+
+
 def test_a_pause_that_times_out_leaves_the_champion(mlflow_uri, prefect_api, monkeypatch, tmp_path: Path):
     import mlflow
     from prefect import flow
