@@ -313,6 +313,12 @@ def _teacher_off(task: str) -> Skipped:
     return Skipped(task, "needs the teacher LLM (synthesize.teacher.enabled is false)")
 
 
+def _source_and_translation(ctx: TaskContext) -> str:
+    """The context every teacher request opens with: the original and the current translation."""
+    return (f"Source ({get_language(ctx.src).name}): {ctx.texts[ctx.src]}\n"
+            f"Translation ({get_language(ctx.current).name}): {ctx.texts[ctx.current]}\n")
+
+
 def change_register(ctx: TaskContext) -> Result:
     """Rewrite the translation more formally or informally: only the teacher can write that."""
     if not ctx.teacher_enabled:
@@ -321,9 +327,7 @@ def change_register(ctx: TaskContext) -> Result:
     user = pick(ctx.instruction_language, "change_register", ctx.rng, style=phrase(ctx.instruction_language, "styles", style))
     request = (
         ("system", "You are a professional translator. Reply with the requested text only."),
-        ("user", f"Source ({get_language(ctx.src).name}): {ctx.texts[ctx.src]}\n"
-                 f"Translation ({get_language(ctx.current).name}): {ctx.texts[ctx.current]}\n"
-                 f"Rewrite the translation in a more {style} register, in {get_language(ctx.current).name}."),
+        ("user", _source_and_translation(ctx) + f"Rewrite the translation in a more {style} register, in {get_language(ctx.current).name}."),
     )
     return Turn("change_register", user, None, (ctx.current,), teacher_messages=request, checks={"script": ctx.current})
 
@@ -340,9 +344,7 @@ def explain_word_choice(ctx: TaskContext) -> Result:
     reply_in = get_language(ctx.instruction_code).name
     request = (
         ("system", "You are a professional translator who explains translation choices briefly."),
-        ("user", f"Source ({get_language(ctx.src).name}): {ctx.texts[ctx.src]}\n"
-                 f"Translation ({get_language(ctx.current).name}): {ctx.texts[ctx.current]}\n"
-                 f"In two or three sentences of {reply_in}, explain why the translation uses \"{word}\"."),
+        ("user", _source_and_translation(ctx) + f"In two or three sentences of {reply_in}, explain why the translation uses \"{word}\"."),
     )
     return Turn("explain_word_choice", user, None, (ctx.instruction_code,), teacher_messages=request,
                 checks={"script": ctx.instruction_code})
@@ -359,9 +361,7 @@ def shorten(ctx: TaskContext) -> Result:
     user = pick(ctx.instruction_language, "shorten", ctx.rng, n=str(limit))
     request = (
         ("system", "You are a professional translator. Reply with the requested text only."),
-        ("user", f"Source ({get_language(ctx.src).name}): {ctx.texts[ctx.src]}\n"
-                 f"Translation ({get_language(ctx.current).name}): {ctx.texts[ctx.current]}\n"
-                 f"Shorten the translation to at most {limit} words, keeping its meaning."),
+        ("user", _source_and_translation(ctx) + f"Shorten the translation to at most {limit} words, keeping its meaning."),
     )
     return Turn("shorten", user, None, (ctx.current,), teacher_messages=request,
                 checks={"max_units": limit, "script": ctx.current})
