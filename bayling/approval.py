@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bayling.errors import PipelineError
+from bayling.registry import alias_holder
 
 Decision = Literal["approve", "reject", "timeout"]
 
@@ -46,10 +47,8 @@ def apply_decision(
     if decision == "approve" and gate == "failed" and not override_gate:
         raise PipelineError(f"{model_name} version {version} failed the gate (see its gate.results tag); "
                             "approving it anyway needs --override-gate")
-    try:
-        previous = str(client.get_model_version_by_alias(model_name, champion_alias).version)
-    except MlflowException:
-        previous = "none"
+    holder = alias_holder(client, model_name, champion_alias)
+    previous = str(holder.version) if holder is not None else "none"
     if decision == "approve" and previous == str(version):
         raise PipelineError(f"{model_name} version {version} already holds '{champion_alias}'")
     record = DecisionRecord(str(version), decision, reviewer, now(), flow_run_id, previous, note, decision == "approve")

@@ -228,6 +228,7 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
 
     from bayling.approval import apply_decision, review_markdown
     from bayling.gate import RuleResult, markdown_table
+    from bayling.registry import alias_holder
     from bayling.tracking import tracking_uri
 
     logger = get_run_logger()
@@ -243,7 +244,8 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     if not settings.approval.required:
         return None
     client = mlflow.MlflowClient(tracking_uri(ROOT))
-    if champion_version(client, registration["model_name"], settings.champion_alias) == str(registration["version"]):
+    champion = alias_holder(client, registration["model_name"], settings.champion_alias)
+    if champion is not None and str(champion.version) == str(registration["version"]):
         logger.info("version %s already holds '%s' (same model files): nothing to decide", registration["version"], settings.champion_alias)
         return {"decision": "already_champion"}
     if not os.environ.get("PREFECT_API_URL"):
@@ -267,15 +269,6 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
                             answer.note, flow_run_id, settings.champion_alias)
     logger.info("%s by %s: %s", answer.decision, answer.reviewer, "champion moved" if record.champion_moved else "champion unchanged")
     return {"decision": answer.decision, "reviewer": answer.reviewer, "previous_champion": record.previous_champion}
-
-
-def champion_version(client, model_name: str, alias: str) -> str | None:  # type: ignore[no-untyped-def]
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
 
 
 def check_stages(stages: list[str] | None) -> list[str]:
