@@ -27,7 +27,7 @@ run: install
 	$(BIN)/python -m flows.retrain
 
 smoke: install
-	$(BIN)/python -m flows.smoke
+	$(BIN)/python -m tools.smoke
 
 test: install
 	$(BIN)/python -m pytest

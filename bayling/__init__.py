@@ -1,3 +1,6 @@
-"""BayLing recipe as a library: pure, typed functions that the pipeline stages call."""
+"""The BayLing pipeline library: one subpackage per stage, with `core` and `config` beneath them all."""
 
-__version__ = "0.1.0"
+import os
+
+# Prefect's ephemeral server would otherwise report usage to Prefect Cloud; this pipeline runs offline.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -12,7 +12,7 @@ parent run, push, then pause for a human decision on a candidate that passed the
 4. `dvc push --run-cache`, retried, to the same remote.
 5. The MLflow parent run carries the git commit, the Prefect flow-run id and every DVC out's md5.
 6. If the gate passed and register.approval.required, the run pauses for an ApprovalInput (decision,
-   reviewer, note), showing metrics, the gate table and the report path; `python -m flows.approve`
+   reviewer, note), showing metrics, the gate table and the report path; `python -m tools.approve`
    or the Prefect UI resumes it. Approve moves the champion alias; reject and timeout leave it.
    Pausing needs a Prefect server (PREFECT_API_URL); with the ephemeral API the run ends and says
    how to approve later.
@@ -30,20 +30,43 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import yaml
+from prefect import flow, get_run_logger, runtime, task
+from prefect.input import RunInput
+from prefect.states import Completed, Failed, State
 
-from prefect import flow, get_run_logger, runtime, task  # noqa: E402
-from prefect.input import RunInput  # noqa: E402
-from prefect.states import Completed, Failed, State  # noqa: E402
+from bayling.config.loader import load_all
+from bayling.core.errors import PipelineError
+from bayling.core.paths import project_root
+from bayling.register import summary as run_summary
 
-from bayling import summary as run_summary  # noqa: E402
-from bayling.errors import PipelineError  # noqa: E402
-from bayling.params import load_all  # noqa: E402
+ROOT = project_root()
 
-ROOT = Path(os.environ.get("BAYLING_ROOT", ".")).resolve()
-STAGES = ["base_model", "fetch", "synthesize", "tokenize", "train", "evaluate", "register"]
-TRANSIENT_MARKERS = ("Unable to acquire lock", "is locked", "Connection reset", "Connection refused", "timed out",
-                     "Could not connect", "EndpointConnectionError", "Max retries exceeded", "InternalError", "SlowDown", "503")
+
+def pipeline_stages(root: Path = ROOT) -> list[str]:
+    """The stages in dvc.yaml, in the order written there (which is the order they depend on each other)."""
+    return list((yaml.safe_load((root / "dvc.yaml").read_text("utf-8")) or {}).get("stages", {}))
+
+
+STAGES = pipeline_stages()
+# Failures worth another attempt, as the tools print them: DVC's held locks, dropped or refused
+# connections, timeouts and throttling from S3 or the tracking server. Matched as whole messages, so a
+# stage that merely logs "503 segments" or "timed out waiting for a reviewer" is not retried.
+TRANSIENT_ERRORS = re.compile("|".join([
+    r"Unable to acquire lock\. Most likely another DVC process",
+    r"'[^']+' is busy, it is being blocked by",
+    r"database is locked",
+    r"Connection reset by peer",
+    r"Connection refused",
+    r"Could not connect to the endpoint URL",
+    r"EndpointConnectionError",
+    r"Max retries exceeded with url",
+    r"Read timed out\.",
+    r"(Connect|Read) timeout on endpoint URL",
+    r"An error occurred \((SlowDown|InternalError|ServiceUnavailable|RequestTimeout|Throttling|50[0234])\) when calling",
+    r"HTTP Error 50[234]",
+    r"\b50[234] (Service Unavailable|Bad Gateway|Gateway Time-?out)\b",
+]))
 TAIL_LINES = 30
 PROGRESS_BAR = re.compile(r"\d+%\|")
 # DVC's git hints are meant for someone at a shell, not for an orchestrated run.
@@ -57,7 +80,7 @@ class ApprovalInput(RunInput):
 
 
 def _is_transient(message: str | None) -> bool:
-    return any(marker in (message or "") for marker in TRANSIENT_MARKERS)
+    return TRANSIENT_ERRORS.search(message or "") is not None
 
 
 def _retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
@@ -134,7 +157,7 @@ def repro_stage(stage: str, force: bool = False) -> dict | State:
 @task(task_run_name="check-upstream")
 def nothing_changed(params: dict) -> tuple[bool, list[str], str]:
     """(whether the run can stop, sources whose upstream version changed, the reason in words)."""
-    from bayling.upstream import changed_sources, current_versions, recorded_versions
+    from bayling.fetch.versions import changed_sources, current_versions, recorded_versions
 
     manifest_path = ROOT / "data" / "raw" / "manifest.json"
     current = current_versions(params["fetch"], ROOT)
@@ -154,9 +177,9 @@ def retrain(stages: list[str] | None = None, force: bool = False, overrides: dic
     """Pull, skip if unchanged, run the stages through DVC under one MLflow parent run, push, ask for approval."""
     import mlflow
 
-    from bayling.lineage import dvc_lock_outs, git_state
-    from bayling.tracking import clear_parent_run, configure, tracking_uri, write_parent_run
-    from bayling.upstream import apply_overrides
+    from bayling.config.overrides import apply_overrides
+    from bayling.core.lineage import dvc_lock_outs, git_state
+    from bayling.core.tracking import clear_parent_run, configure, tracking_uri, write_parent_run
 
     logger = get_run_logger()
     started = time.perf_counter()
@@ -226,10 +249,10 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
-    from bayling.approval import apply_decision, review_markdown
-    from bayling.gate import RuleResult, markdown_table
-    from bayling.registry import alias_holder
-    from bayling.tracking import tracking_uri
+    from bayling.core.tracking import tracking_uri
+    from bayling.register.approval import apply_decision, pause_key, review_markdown
+    from bayling.register.champion import alias_holder
+    from bayling.register.gate import RuleResult, markdown_table
 
     logger = get_run_logger()
     registration = collected.get("register") or {}
@@ -240,7 +263,7 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     if not gate.get("passed", True):
         logger.warning("gate failed: version %s is not proposed; the champion stays", registration["version"])
         return {"decision": "gate_failed"}
-    approve_later = f"python -m flows.approve {registration['version']} --decision approve|reject --by NAME"
+    approve_later = f"python -m tools.approve {registration['version']} --decision approve|reject --by NAME"
     if not settings.approval.required:
         return None
     client = mlflow.MlflowClient(tracking_uri(ROOT))
@@ -252,21 +275,40 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
         logger.info("no Prefect server (PREFECT_API_URL) to pause on; decide later with: %s", approve_later)
         return None
     table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
-    description = review_markdown(registration, collected.get("eval") or {}, table, str(ROOT / "reports" / "eval" / "report.html"), tracking_uri(ROOT))
-    key = f"approval-{registration['model_name']}-v{registration['version']}"
+    report = str(ROOT / "reports" / "eval" / "report.html")
+    description = review_markdown(registration, collected.get("eval") or {}, table, report, tracking_uri(ROOT))
+    key = pause_key(registration["model_name"], registration["version"])
     poll = int(os.environ.get("BAYLING_APPROVAL_POLL_S", "10"))
     try:
         answer = pause_flow_run(
             wait_for_input=ApprovalInput.with_initial_data(description=description, decision="reject", reviewer=""),
-            timeout=settings.approval.timeout_s, poll_interval=poll, key=key,
+            timeout=settings.approval.timeout_s,
+            poll_interval=poll,
+            key=key,
         )
     except FlowPauseTimeout:
-        apply_decision(client, registration["model_name"], registration["version"], "timeout", "nobody",
-                       f"no decision within {settings.approval.timeout_s}s", flow_run_id, settings.champion_alias)
+        apply_decision(
+            client,
+            registration["model_name"],
+            registration["version"],
+            "timeout",
+            "nobody",
+            f"no decision within {settings.approval.timeout_s}s",
+            flow_run_id,
+            settings.champion_alias,
+        )
         logger.warning("no decision before the timeout: the champion stays")
         return {"decision": "timeout"}
-    record = apply_decision(client, registration["model_name"], registration["version"], answer.decision, answer.reviewer,
-                            answer.note, flow_run_id, settings.champion_alias)
+    record = apply_decision(
+        client,
+        registration["model_name"],
+        registration["version"],
+        answer.decision,
+        answer.reviewer,
+        answer.note,
+        flow_run_id,
+        settings.champion_alias,
+    )
     logger.info("%s by %s: %s", answer.decision, answer.reviewer, "champion moved" if record.champion_moved else "champion unchanged")
     return {"decision": answer.decision, "reviewer": answer.reviewer, "previous_champion": record.previous_champion}
 
@@ -280,10 +322,12 @@ def check_stages(stages: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bayling.upstream import parse_override
+    from bayling.config.overrides import parse_override
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE", help="override params.yaml, as dvc exp run -S")
+    parser.add_argument(
+        "-S", "--set-param", action="append", default=[], metavar="KEY=VALUE", help="override params.yaml, as dvc exp run -S"
+    )
     parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-run stages even when DVC says they are up to date")
     args = parser.parse_args(argv)

@@ -9,11 +9,8 @@ Needs a Prefect server (PREFECT_API_URL), e.g. `prefect server start` on the sam
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-from flows.retrain import retrain  # noqa: E402
+from flows.retrain import retrain
 
 
 def main() -> None:

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bayling.errors import PipelineError
-from bayling.params import PARAMS_FILE, read_params_file, validate_sections
+from bayling.config.loader import PARAMS_FILE, read_params_file, validate_sections
+from bayling.core.errors import PipelineError
+from bayling.core.jsonl import write_json
+from bayling.core.paths import project_root
+from bayling.core.paths import resolve as resolve_in
 
-ROOT = Path(os.environ.get("BAYLING_ROOT", ".")).resolve()
+ROOT = project_root()
+__all__ = ["ROOT", "read_json", "resolve", "run_stage", "track_stage", "write_json"]
 
 
 def resolve(path: str | Path) -> Path:
     """A path from params.yaml: absolute as given, otherwise relative to the project root."""
-    path = Path(path)
-    return path if path.is_absolute() else ROOT / path
-
-
-def write_json(path: Path, payload: Any) -> None:
-    from bayling.storage import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return resolve_in(path, ROOT)
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -54,33 +50,17 @@ def run_stage(stage: str, sections: list[str], body: Callable[..., None]) -> Non
 def track_stage(stage: str, experiment: str, params: dict[str, Any], metrics: dict[str, Any], artifacts: list[Path]) -> None:
     """A child run of the pipeline's parent run for a data stage: its params, counts and report files.
     Tracking trouble is a warning here, never a failed stage: the data on disk is the result."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    import mlflow
+    from bayling.config.loader import flatten
+    from bayling.core.tracking import ResilientLogger, fail_fast, numeric_leaves, optional_stage_run
 
-    from bayling.params import flatten
-    from bayling.tracking import ResilientLogger, optional_stage_run
-
+    fail_fast()
     logger = ResilientLogger()
     with optional_stage_run(ROOT, stage, experiment) as run:
         if run is None:
             return
         logger.log_params({f"{stage}.{k}": v for k, v in flatten(params).items()})
-        logger.log_metrics(numbers(metrics))
+        logger.log_metrics(numeric_leaves(metrics))
         for artifact in artifacts:
-            if artifact.is_file():
-                logger._call(f"artifact {artifact.name}", mlflow.log_artifact, str(artifact), "report")
+            logger.log_artifact(artifact, "report")
     if logger.failures:
         logging.getLogger(stage).warning("MLflow: %s", logger.summary())
-
-
-def numbers(value: Any, prefix: str = "") -> dict[str, float]:
-    """The numeric leaves of a nested report, under dotted keys (MLflow metrics)."""
-    if isinstance(value, dict):
-        out: dict[str, float] = {}
-        for key, item in value.items():
-            out.update(numbers(item, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-        return {prefix: float(value)}
-    return {}

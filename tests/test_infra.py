@@ -84,7 +84,9 @@ def test_compose_credentials_come_only_from_the_environment(compose: dict):
     assert literal == {}
     # every variable the file interpolates is documented in .env.example, with a placeholder value
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", (INFRA / "docker-compose.yml").read_text()))
-    example = dict(line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
     assert used <= set(example), used - set(example)
     assert all("change-me" in example[k] for k in example if SECRET_NAME.search(k) and "ACCESS_KEY" not in k)
 
@@ -119,7 +121,7 @@ def test_kubernetes_manifests_follow_the_schemas():
 
 
 def test_kubernetes_validation_can_fail():
-    (_, deployment), = [(n, d) for n, d in k8s_documents() if d["kind"] == "Deployment"]
+    ((_, deployment),) = [(n, d) for n, d in k8s_documents() if d["kind"] == "Deployment"]
     broken = copy.deepcopy(deployment)
     broken["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["gpu"] = {"count": 1}
     with pytest.raises(kubernetes_validate.ValidationError):

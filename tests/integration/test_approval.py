@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bayling.approval import apply_decision
-from bayling.errors import PipelineError
+from bayling.core.errors import PipelineError
+from bayling.register.approval import apply_decision
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +72,12 @@ def test_approve_command_acts_on_the_registry_when_no_run_is_paused(mlflow_uri, 
         "model_name: bayling-smollm2-135m", "model_name: approval-cli-model"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "flows.approve", version, "--decision", "approve", "--by", "alice", "--note", "ok"],
+    result = subprocess.run([sys.executable, "-m", "tools.approve", version, "--decision", "approve", "--by", "alice", "--note", "ok"],
                             cwd=repo_root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "recorded approve on the registry directly" in result.stdout
     assert champion(client, "approval-cli-model") == version
-    bad = subprocess.run([sys.executable, "-m", "flows.approve", "42", "--decision", "reject", "--by", "alice"],
+    bad = subprocess.run([sys.executable, "-m", "tools.approve", "42", "--decision", "reject", "--by", "alice"],
                          cwd=repo_root, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "has no version 42" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -93,14 +93,16 @@ def test_a_version_that_failed_the_gate_is_approved_only_with_an_override(mlflow
         "model_name: bayling-smollm2-135m", "model_name: approval-gate-model"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
-    command = [sys.executable, "-m", "flows.approve", failed, "--decision", "approve", "--by", "bob"]
+    command = [sys.executable, "-m", "tools.approve", failed, "--decision", "approve", "--by", "bob"]
     refused = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "failed the gate" in refused.stderr and "--override-gate" in refused.stderr
     assert champion(client, "approval-gate-model") == good
     assert "decision" not in client.get_model_version("approval-gate-model", failed).tags
     # rejecting it needs no override
     apply_decision(client, "approval-gate-model", failed, "reject", "carol")
-    forced = subprocess.run([*command, "--override-gate", "--note", "known eval bug"], cwd=repo_root, env=env, capture_output=True, text=True)
+    forced = subprocess.run(
+        [*command, "--override-gate", "--note", "known eval bug"], cwd=repo_root, env=env, capture_output=True, text=True
+    )
     assert forced.returncode == 0, forced.stderr
     assert champion(client, "approval-gate-model") == failed
     tags = client.get_model_version("approval-gate-model", failed).tags
@@ -113,7 +115,7 @@ def test_a_pause_that_times_out_leaves_the_champion(mlflow_uri, prefect_api, mon
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from bayling.params import RegisterParams
+    from bayling.config.register import RegisterParams
     from flows.retrain import request_approval
 
     client = mlflow.MlflowClient(mlflow_uri)

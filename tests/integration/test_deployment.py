@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def deployed(repo_root: Path, prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
-    from flows.smoke import make_copy
+    from tools.smoke import make_copy
 
     work = tmp_path_factory.mktemp("deploy")
     project = work / "project"

@@ -72,7 +72,7 @@ def fetch_is_intact(project: Path, env: dict) -> bool:
 
 
 def test_flow_push_and_pull_against_an_erroring_remote(repo_root: Path, prefect_api: str, tmp_path: Path):
-    from flows.smoke import make_copy
+    from tools.smoke import make_copy
 
     project = tmp_path / "project"
     make_copy(repo_root, project, repo_root / "profiles" / "smoke.yaml")
@@ -109,7 +109,7 @@ def test_flow_push_and_pull_against_an_erroring_remote(repo_root: Path, prefect_
 
 
 def test_flow_retries_a_stage_while_another_dvc_process_holds_the_lock(repo_root: Path, tmp_path: Path):
-    from flows.smoke import make_copy
+    from tools.smoke import make_copy
 
     project = tmp_path / "project"
     make_copy(repo_root, project, repo_root / "profiles" / "smoke.yaml")

@@ -34,7 +34,11 @@ def set_sources(project: Path, sources: list, **fetch_overrides) -> None:
 
 def test_malformed_lines_are_quarantined_exactly(project_copy: Path):
     (project_copy / "data" / "bad.jsonl").write_bytes(b"\n".join(MALFORMED) + b"\n")
-    set_sources(project_copy, [{"name": "bad", "format": "jsonl", "uri": "data/bad.jsonl", "languages": ["eng_Latn", "fra_Latn"]}], max_quarantine_fraction=0.9)
+    set_sources(
+        project_copy,
+        [{"name": "bad", "format": "jsonl", "uri": "data/bad.jsonl", "languages": ["eng_Latn", "fra_Latn"]}],
+        max_quarantine_fraction=0.9,
+    )
     result = run_fetch(project_copy)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -69,7 +73,11 @@ def test_too_much_quarantine_fails_cleanly_but_keeps_the_report(project_copy: Pa
 
 
 def test_bad_params_fail_before_any_work(project_copy: Path):
-    set_sources(project_copy, [{"name": "x", "format": "parallel", "files": {"eng_latn": "data/none.en", "fra_Latn": "data/none.fr"}}], dedupe="maybe")
+    set_sources(
+        project_copy,
+        [{"name": "x", "format": "parallel", "files": {"eng_latn": "data/none.en", "fra_Latn": "data/none.fr"}}],
+        dedupe="maybe",
+    )
     result = run_fetch(project_copy)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -96,7 +104,11 @@ def test_s3_source_through_a_real_endpoint(project_copy: Path, s3_env: str, monk
     s3.create_bucket(Bucket="corpora")
     body = b"hello\tbonjour\nthank you\tmerci\n"
     s3.put_object(Bucket="corpora", Key="pairs/en-fr.tsv", Body=body)
-    set_sources(project_copy, [{"name": "remote", "format": "tsv", "uri": "s3://corpora/pairs/en-fr.tsv", "columns": ["eng_Latn", "fra_Latn"]}], s3_endpoint_url=s3_env)
+    set_sources(
+        project_copy,
+        [{"name": "remote", "format": "tsv", "uri": "s3://corpora/pairs/en-fr.tsv", "columns": ["eng_Latn", "fra_Latn"]}],
+        s3_endpoint_url=s3_env,
+    )
     result = run_fetch(project_copy, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((project_copy / "data" / "raw" / "manifest.json").read_text())

@@ -39,7 +39,7 @@ def test_anonymous_and_wrong_password_calls_are_refused(auth_server):
 def test_the_pipeline_client_works_with_credentials_from_the_environment(auth_server, monkeypatch, tmp_path: Path):
     import mlflow
 
-    from bayling.tracking import configure
+    from bayling.core.tracking import configure
 
     uri, password = auth_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -69,7 +69,7 @@ def finish(proc: subprocess.Popen, log: Path, expect: int = 0) -> str:
 
 
 def paused_run(ops: Ops, proc: subprocess.Popen, log: Path, key: str) -> dict:
-    """Wait until the flow run pauses with this key (the same lookup flows.approve makes)."""
+    """Wait until the flow run pauses with this key (the same lookup tools.approve makes)."""
     deadline = time.monotonic() + FLOW_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -85,7 +85,7 @@ def paused_run(ops: Ops, proc: subprocess.Popen, log: Path, key: str) -> dict:
 
 
 def approve(ops: Ops, version: str, decision: str, reviewer: str, note: str) -> str:
-    result = run(ops, sys.executable, "-m", "flows.approve", version, "--decision", decision, "--by", reviewer, "--note", note)
+    result = run(ops, sys.executable, "-m", "tools.approve", version, "--decision", decision, "--by", reviewer, "--note", note)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -112,8 +112,8 @@ def dvc(ops: Ops, *args: str, cwd: Path | None = None) -> subprocess.CompletedPr
 def ops(repo_root: Path, s3_endpoint: str, prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
     import boto3
 
-    from bayling.upstream import apply_overrides
-    from flows.smoke import make_copy
+    from bayling.config.overrides import apply_overrides
+    from tools.smoke import make_copy
 
     work = tmp_path_factory.mktemp("ops")
     planted = ["planted-aws-" + secrets.token_hex(12), "planted-teacher-" + secrets.token_hex(12)]
@@ -139,7 +139,9 @@ def ops(repo_root: Path, s3_endpoint: str, prefect_api: str, tmp_path_factory: p
         ops = Ops(project, env, uri, s3_endpoint, prefect_api, planted, work)
         for args in (("remote", "add", "-d", "store", f"s3://{BUCKET}/dvc"), ("remote", "modify", "store", "endpointurl", s3_endpoint)):
             assert dvc(ops, *args).returncode == 0
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "ops settings"], cwd=project, check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "ops settings"], cwd=project, check=True
+        )
         yield ops
 
 
@@ -245,7 +247,12 @@ def test_dvc_pull_restores_the_outputs_in_a_fresh_clone(ops: Ops, tmp_path: Path
     assert not (clone / "models" / "final").exists()
     pulled = dvc(ops, "pull", cwd=clone)
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    for rel in ("data/raw/corpus.jsonl", "data/synth/train.jsonl", "models/final/model.safetensors", "data/tokenized/train/dataset_info.json"):
+    for rel in (
+        "data/raw/corpus.jsonl",
+        "data/synth/train.jsonl",
+        "models/final/model.safetensors",
+        "data/tokenized/train/dataset_info.json",
+    ):
         assert (clone / rel).read_bytes() == (ops.project / rel).read_bytes(), rel
     status = dvc(ops, "status", cwd=clone)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
@@ -265,7 +272,7 @@ def test_a_crash_mid_pipeline_resumes_without_redoing_finished_stages(ops: Ops):
 
     proc, log = start_flow(ops, "6-resume")
     output = finish(proc, log)
-    summary = output[output.rindex("stages: "):].splitlines()[0]
+    summary = output[output.rindex("stages: ") :].splitlines()[0]
     for stage in ("fetch", "synthesize", "tokenize"):
         assert f"{stage} (up to date" in summary, summary
     assert "train (ran" in summary and "register (ran" in summary, summary
@@ -288,8 +295,9 @@ def test_no_planted_secret_reaches_tracking_artifacts_or_committed_files(ops: Op
         scan(f"run {r.info.run_id} tags", json.dumps(r.data.tags))
     for version in client.search_model_versions(f"name = '{MODEL}'"):
         scan(f"version {version.version} tags", json.dumps(version.tags))
-    s3 = boto3.client("s3", endpoint_url=ops.s3_endpoint, aws_access_key_id="ops-tester",
-                      aws_secret_access_key=ops.planted[0], region_name="us-east-1")
+    s3 = boto3.client(
+        "s3", endpoint_url=ops.s3_endpoint, aws_access_key_id="ops-tester", aws_secret_access_key=ops.planted[0], region_name="us-east-1"
+    )
     artifacts = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="mlflow/"):
         for obj in page.get("Contents", []):

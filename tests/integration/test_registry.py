@@ -2,8 +2,8 @@
 
 import pytest
 
-from bayling import registry
-from bayling.tracking import stage_run
+from bayling.core.tracking import stage_run
+from bayling.register import registry
 
 pytestmark = pytest.mark.integration
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 def test_register_is_idempotent_per_model_files(tiny_model_dir, repo_root, mlflow_uri, monkeypatch, tmp_path):
     import mlflow
 
-    from bayling.lineage import directory_sha256
+    from bayling.core.lineage import directory_sha256
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     sha = directory_sha256(tiny_model_dir)
@@ -43,7 +43,7 @@ def test_registered_model_serves_translations(tiny_model_dir, repo_root, mlflow_
     import mlflow
     import pandas as pd
 
-    from bayling.lineage import directory_sha256
+    from bayling.core.lineage import directory_sha256
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     with stage_run(tmp_path, "register", "registry-test") as run:

@@ -34,7 +34,7 @@ def smoke_run(repo_root: Path, mlflow_uri: str, tmp_path_factory):
     dest = tmp_path_factory.mktemp("smoke") / "repo"
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_uri)
     result = subprocess.run(
-        [sys.executable, "-m", "flows.smoke", "--dest", str(dest)], cwd=repo_root, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tools.smoke", "--dest", str(dest)], cwd=repo_root, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return dest, result, env
@@ -159,19 +159,42 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     client.set_registered_model_alias("bayling-smoke", "champion", first.version)
     bench = shared_data / "bayling" / "translation_benchmark"
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["evaluate"].update({
-        "test_sets": [
-            {"name": "heldout", "kind": "heldout", "directions": "all", "max_segments": 2},
-            {"name": "wmt22-zh-en", "kind": "wmt", "direction": "zho_Hans-eng_Latn", "src": str(shared_data / "wmt22/zh-en/src.txt"),
-             "refs": [str(shared_data / "wmt22/zh-en/refA.txt")], "max_segments": 6,
-             "reference_systems": {"gpt-4": {"zho_Hans-eng_Latn": str(bench / "gpt-4/zh-en.hypo")}}},
-            {"name": "flores", "kind": "flores", "dir": str(flores_dir / "devtest"), "directions": ["eng_Latn-swh_Latn"], "max_segments": 4},
-        ],
-        "xcopa": {"dir": str(shared_data / "mc/xcopa/data"), "languages": ["sw", "zh"], "split": "val", "max_items": 10},
-        "instructions": {"paths": [str(shared_data / "bayling/data/BayLing-80/BayLing-80.multiturn.en.jsonl")], "max_questions": 3,
-                         "max_new_tokens": 6, "judge": {"enabled": True, "base_url": teacher_server["base_url"],
-                                                        "model": teacher_server["model"], "max_tokens": 16, "max_retries": 1}},
-    })
+    params["evaluate"].update(
+        {
+            "test_sets": [
+                {"name": "heldout", "kind": "heldout", "directions": "all", "max_segments": 2},
+                {
+                    "name": "wmt22-zh-en",
+                    "kind": "wmt",
+                    "direction": "zho_Hans-eng_Latn",
+                    "src": str(shared_data / "wmt22/zh-en/src.txt"),
+                    "refs": [str(shared_data / "wmt22/zh-en/refA.txt")],
+                    "max_segments": 6,
+                    "reference_systems": {"gpt-4": {"zho_Hans-eng_Latn": str(bench / "gpt-4/zh-en.hypo")}},
+                },
+                {
+                    "name": "flores",
+                    "kind": "flores",
+                    "dir": str(flores_dir / "devtest"),
+                    "directions": ["eng_Latn-swh_Latn"],
+                    "max_segments": 4,
+                },
+            ],
+            "xcopa": {"dir": str(shared_data / "mc/xcopa/data"), "languages": ["sw", "zh"], "split": "val", "max_items": 10},
+            "instructions": {
+                "paths": [str(shared_data / "bayling/data/BayLing-80/BayLing-80.multiturn.en.jsonl")],
+                "max_questions": 3,
+                "max_new_tokens": 6,
+                "judge": {
+                    "enabled": True,
+                    "base_url": teacher_server["base_url"],
+                    "model": teacher_server["model"],
+                    "max_tokens": 16,
+                    "max_retries": 1,
+                },
+            },
+        }
+    )
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     repro = dvc(dest, env, "repro", "evaluate")
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]

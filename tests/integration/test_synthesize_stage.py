@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bayling.catalogue import DATA_TASKS
+from bayling.config.synthesize import DATA_TASKS
 
 pytestmark = pytest.mark.integration
 

@@ -121,7 +121,14 @@ def test_lora_exports_merged_weights(tokenized_project: Path, tmp_path: Path):
     from transformers import AutoModelForCausalLM
 
     project = copy_of(tokenized_project, tmp_path, "lora")
-    set_params(project, "train", method="lora", max_steps=3, save_steps=3, lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    set_params(
+        project,
+        "train",
+        method="lora",
+        max_steps=3,
+        save_steps=3,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+    )
     result = stage(project, "train")
     assert result.returncode == 0, result.stderr[-3000:]
     files = {p.name for p in (project / "models/final").iterdir()}

@@ -1,0 +1,1 @@
+"""Materialising the base model as a plain Hugging Face directory (the base_model prepare step)."""

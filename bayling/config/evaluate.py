@@ -1,0 +1,80 @@
+"""`evaluate`: the test sets, decoding, and the optional comparisons (champion, COMET, XCOPA, BayLing-80)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from bayling.config.types import Direction, EndpointParams, PositiveInt, Section, Slug
+
+
+class EvalTestSet(Section):
+    """A translation test set: the held-out split, WMT-style files, or a FLORES-style folder."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no dots: it leads the metric keys
+    kind: Literal["heldout", "wmt", "flores"]
+    directions: Literal["all"] | Annotated[list[Direction], Field(min_length=1)] = "all"
+    direction: Direction | None = None  # wmt: the one direction of src/refs
+    src: str | None = None  # wmt
+    refs: list[str] = []  # wmt: one or more references, used in this order
+    dir: str | None = None  # flores: folder with one file per language
+    pattern: str = "{code}.devtest"  # flores: file name for a FLORES-200 code
+    max_segments: PositiveInt | None = None
+    instruction_language: Literal["en", "zh"] = "en"
+    system_prompt: str | None = None
+    reference_systems: dict[Slug, dict[Direction, str]] = {}  # outputs of other systems, for capability ratios
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> EvalTestSet:
+        if self.kind == "wmt" and not (self.direction and self.src and self.refs):
+            raise ValueError("a wmt test set needs direction, src and refs")
+        if self.kind == "flores" and (not self.dir or self.directions == "all"):
+            raise ValueError("a flores test set needs dir and a list of directions")
+        if "{code}" not in self.pattern:
+            raise ValueError("pattern must contain {code}")
+        return self
+
+
+class XcopaParams(Section):
+    dir: str  # folder with <lang>/{val,test}.<lang>.jsonl
+    languages: Annotated[list[str], Field(min_length=1)]
+    split: Literal["val", "test"] = "test"
+    max_items: PositiveInt | None = None
+    length_normalized: bool = False
+
+
+class JudgeParams(EndpointParams):
+    """An LLM judge behind an OpenAI-compatible endpoint (same client and cache as the synthesis teacher)."""
+
+    reference: str = "base"  # "base": the base model's answers; or a JSONL of another system's answers
+    cache_path: str = ".cache/judge.sqlite"
+    max_tokens: PositiveInt = 512
+
+
+class InstructionEvalParams(Section):
+    paths: Annotated[list[str], Field(min_length=1)]  # BayLing-80-style JSONL: {"question_id", "text": str | [turns]}
+    max_questions: PositiveInt | None = None
+    max_new_tokens: PositiveInt = 256
+    judge: JudgeParams = JudgeParams()
+
+
+class EvaluateParams(Section):
+    test_sets: Annotated[list[EvalTestSet], Field(min_length=1)] = [EvalTestSet(name="heldout", kind="heldout", max_segments=8)]
+    batch_size: PositiveInt = 16
+    max_new_tokens: PositiveInt = 128
+    num_beams: PositiveInt = 1
+    evaluate_base: bool = True
+    seed: int = 0
+    comet_model: str | None = None  # a local COMET checkpoint; skipped (and said so) when absent
+    compare_with_champion: bool = True  # paired bootstrap against the predictions stored with register.champion_alias
+    bootstrap_samples: PositiveInt = 1000
+    xcopa: XcopaParams | None = None
+    instructions: InstructionEvalParams | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvaluateParams:
+        names = [t.name for t in self.test_sets]
+        if len(set(names)) != len(names):
+            raise ValueError("test set names must be unique")
+        return self

@@ -1,0 +1,36 @@
+"""`register`: the registered model's name and aliases, the promotion gate and the approval step."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from bayling.config.types import PositiveInt, Section, UnitFloat
+
+Alias = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+
+
+class DropRule(Section):
+    metric: Literal["bleu", "chrf", "chrf_pp"] = "chrf"
+    points: Annotated[float, Field(ge=0)] = 1.0  # a larger drop in any direction fails the gate...
+    alpha: UnitFloat = 0.05  # ...when the paired bootstrap says it is significant at this level
+
+
+class GateParams(Section):
+    min_scores: dict[str, float] = {}  # metrics.json key -> minimum, e.g. {heldout.avg.final.chrf: 10}
+    required_test_sets: list[str] = []
+    max_drop_vs_champion: DropRule | None = DropRule()
+
+
+class ApprovalParams(Section):
+    required: bool = True  # pause the flow for a human decision (needs a Prefect server; see README)
+    timeout_s: PositiveInt = 7 * 24 * 3600
+
+
+class RegisterParams(Section):
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "bayling-candidate"
+    alias: Alias = "candidate"
+    champion_alias: Alias = "champion"
+    gate: GateParams = GateParams()
+    approval: ApprovalParams = ApprovalParams()

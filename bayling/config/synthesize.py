@@ -1,0 +1,126 @@
+"""`synthesize`: the instruction recipe (translation, interactive follow-ups, general chats), filters,
+decontamination, the teacher, the mix and how shards run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from bayling.config.types import Direction, EndpointParams, LangCode, PositiveInt, Section, Slug, UnitFloat
+
+# The interactive-translation follow-up tasks params may weigh (bayling.synthesize.followups implements
+# exactly these). Nine derive their reply from the multi-parallel data; the last three need the teacher.
+DATA_TASKS = (
+    "pivot", "back_translate", "constrained", "length_limit", "correct_draft", "translate_list",
+    "compare_candidates", "multi_target", "identify_language",
+)
+TEACHER_TASKS = ("change_register", "explain_word_choice", "shorten")
+INTERACTIVE_TASKS = DATA_TASKS + TEACHER_TASKS
+
+# BayLing 2's mix of 3.2M instructions (arXiv 2411.16300): 43.2% Chinese, 26.2% English, 30.6% cross-lingual.
+BAYLING2_MIX: dict[str, dict[Literal["zh", "en", "cross", "other"], float]] = {
+    "any": {"zh": 0.432, "en": 0.262, "cross": 0.306}
+}
+
+
+class InteractiveParams(Section):
+    """BayLing 1 interactive translation: a translation request followed by follow-up tasks."""
+
+    per_row: Annotated[int, Field(ge=0)] = 1
+    max_followups: PositiveInt = 3
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> InteractiveParams:
+        unknown = sorted(set(self.task_weights) - set(INTERACTIVE_TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(INTERACTIVE_TASKS)}")
+        return self
+
+    def weights(self) -> dict[str, float]:
+        return {name: self.task_weights.get(name, 1.0) for name in INTERACTIVE_TASKS}
+
+
+class GeneralSourceParams(Section):
+    name: Slug
+    path: str
+    language: LangCode
+
+
+class GeneralParams(Section):
+    """BayLing 2 general instruction data in `messages` JSONL, carried across languages."""
+
+    sources: list[GeneralSourceParams] = []
+    cross_lingual_targets: list[LangCode] = []  # answer languages the teacher carries replies into
+
+
+class FilterParams(Section):
+    dedupe: Literal["off", "exact", "normalized"] = "normalized"
+    min_script_share: UnitFloat = 0.5  # 0 turns the script check off
+    max_length_ratio: Annotated[float, Field(ge=1)] = 3.0
+    langid: bool = False
+    langid_min_probability: UnitFloat = 0.9
+
+
+class EvalSetParams(Section):
+    name: Slug
+    format: Literal["lines", "jsonl"]
+    paths: Annotated[list[str], Field(min_length=1)]
+    fields: list[str] = ["text", "messages", "prompt", "question", "instruction"]
+
+
+class DecontaminationParams(Section):
+    ngram: PositiveInt = 13
+    eval_sets: list[EvalSetParams] = []
+
+
+class TeacherParams(EndpointParams):
+    """An optional LLM that writes the replies the data cannot give."""
+
+
+class MixParams(Section):
+    mode: Literal["downsample", "report"] = "downsample"
+    ratios: dict[str, dict[Literal["zh", "en", "cross", "other"], Annotated[float, Field(ge=0)]]] = BAYLING2_MIX
+
+    @model_validator(mode="after")
+    def _families(self) -> MixParams:
+        unknown = sorted(set(self.ratios) - {"any", "translation", "interactive", "general"})
+        if unknown:
+            raise ValueError(f"unknown task family {unknown}; use any, translation, interactive or general")
+        if not any(w > 0 for groups in self.ratios.values() for w in groups.values()):
+            raise ValueError("at least one mix ratio must be positive")
+        return self
+
+
+class DaskParams(Section):
+    enabled: bool = False
+    address: str | None = None  # a running cluster's scheduler; None starts a LocalCluster
+    n_workers: PositiveInt = 2
+
+
+class SynthesizeParams(Section):
+    seed: int = 0
+    heldout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    directions: Literal["all"] | Annotated[list[Direction], Field(min_length=1)] = "all"
+    instruction_languages: dict[Literal["en", "zh", "source"], Annotated[float, Field(ge=0)]] = {"en": 1.0}
+    system_prompt: str | None = None
+    interactive: InteractiveParams = InteractiveParams()
+    general: GeneralParams = GeneralParams()
+    filters: FilterParams = FilterParams()
+    decontamination: DecontaminationParams = DecontaminationParams()
+    teacher: TeacherParams = TeacherParams()
+    mix: MixParams = MixParams()
+    shard_size: PositiveInt = 2000
+    dask: DaskParams = DaskParams()
+
+    @model_validator(mode="after")
+    def _weights(self) -> SynthesizeParams:
+        if not any(w > 0 for w in self.instruction_languages.values()):
+            raise ValueError("instruction_languages needs at least one positive weight")
+        if self.general.cross_lingual_targets and not self.teacher.enabled:
+            raise ValueError("general.cross_lingual_targets needs teacher.enabled: true")
+        return self
+
+    def allowed_directions(self) -> list[str] | None:
+        return None if self.directions == "all" else list(self.directions)

@@ -1,0 +1,65 @@
+"""`train`: method, precision, optimisation, checkpoints and how many processes on how many nodes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from bayling.config.types import PositiveInt, Section
+
+
+class LoraParams(Section):
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] = "all-linear"
+
+
+class TrainParams(Section):
+    method: Literal["full", "lora"] = "full"
+    lora: LoraParams = LoraParams()
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    max_steps: PositiveInt = 60
+    per_device_batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 1
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-5
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: Annotated[float, Field(ge=0)] = 1.0
+    logging_steps: PositiveInt = 5
+    save_steps: PositiveInt = 60
+    save_total_limit: PositiveInt = 2
+    # After a successful run the checkpoints are only needed to continue training; DVC caches and pushes
+    # whatever is left in models/checkpoints, so by default they are removed once models/final is written.
+    keep_checkpoints: bool = False
+    resume: bool = True  # continue from the newest complete checkpoint of the same configuration
+    torch_threads: Annotated[int, Field(ge=0)] = 0
+    num_gpus: PositiveInt = 1  # processes per node (CPU processes with gloo when there is no GPU)
+    num_nodes: PositiveInt = 1
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    hostfile: str | None = None  # for the deepspeed launcher across nodes
+    deepspeed: Literal["zero2", "zero3", "zero3_offload"] | None = None  # <deepspeed_dir>/<name>.json
+    deepspeed_dir: str = "infra/deepspeed"  # where the DeepSpeed configs live, relative to the project
+    peak_tflops: Annotated[float, Field(gt=0)] | None = None  # per device, for MFU; None: the device table
+    log_system_metrics: bool = True
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainParams:
+        if self.method == "lora" and self.deepspeed in ("zero3", "zero3_offload"):
+            raise ValueError("method lora with ZeRO-3 is not supported (the merged export needs the full weights); use zero2")
+        if self.hostfile and self.launcher != "deepspeed":
+            raise ValueError("hostfile is read by the deepspeed launcher; set launcher: deepspeed")
+        return self
+
+    def world_size(self) -> int:
+        return self.num_gpus * self.num_nodes
+
+
+# Settings that change what training computes; logging and checkpoint cadence don't invalidate a checkpoint.
+NOT_IN_CHECKPOINT_HASH = frozenset({"logging_steps", "save_steps", "save_total_limit", "keep_checkpoints", "resume",
+                                    "torch_threads", "log_system_metrics", "peak_tflops", "deepspeed_dir"})

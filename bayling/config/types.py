@@ -1,0 +1,54 @@
+"""Building blocks every section schema uses: the strict base model and validated value types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from bayling.core.languages import is_known, unknown_code_message
+
+
+class Section(BaseModel):
+    """A params section: unknown keys are errors, values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_code(code: str) -> str:
+    if not is_known(code):
+        raise ValueError(unknown_code_message(code))
+    return code
+
+
+def _check_direction(direction: str) -> str:
+    parts = direction.split("-")
+    if len(parts) != 2:
+        raise ValueError(f"direction '{direction}' must look like 'eng_Latn-fra_Latn'")
+    for code in parts:
+        _check_code(code)
+    if parts[0] == parts[1]:
+        raise ValueError(f"direction '{direction}' translates a language into itself")
+    return direction
+
+
+LangCode = Annotated[str, AfterValidator(_check_code)]
+Direction = Annotated[str, AfterValidator(_check_direction)]
+Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+UnitFloat = Annotated[float, Field(ge=0, le=1)]
+
+
+class EndpointParams(Section):
+    """An OpenAI-compatible chat endpoint (the synthesis teacher, the BayLing-80 judge, served evaluation)."""
+
+    enabled: bool = False
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "teacher"
+    api_key_env: str | None = "TEACHER_API_KEY"  # the *name* of the variable holding the key
+    max_concurrency: PositiveInt = 4
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    max_retries: NonNegativeInt = 4  # the openai SDK's retries (exponential backoff with jitter)
+    max_tokens: PositiveInt = 256
+    cache_path: str = ".cache/teacher.sqlite"

@@ -1,0 +1,1 @@
+"""Stage 5, evaluate: test sets, generation, metrics, comparisons with champion and reference systems, report."""

@@ -1,0 +1,65 @@
+"""Instruction following on BayLing-80-style question sets: the questions, multi-turn answers generated in
+batches (turn k of every question in one batch), and other systems' released answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bayling.core.errors import PipelineError
+from bayling.evaluate.generation import generate
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    turns: tuple[str, ...]
+    category: str
+
+
+def read_questions(paths: Sequence[Path], limit: int | None = None) -> list[Question]:
+    questions = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    text = row["text"]
+                except (json.JSONDecodeError, KeyError) as exc:
+                    raise PipelineError(f"{path}:{lineno}: not a BayLing-80 question ({exc})") from None
+                turns = tuple(text) if isinstance(text, list) else (text,)
+                questions.append(Question(f"{Path(path).stem}:{row.get('question_id', lineno)}", turns, row.get("category", "")))
+    return questions[:limit] if limit else questions
+
+
+def answer(model: Any, tokenizer: Any, questions: Sequence[Question], *, batch_size: int, max_new_tokens: int) -> list[list[str]]:
+    """Every question's answers, turn by turn: the whole set's turn k is one batched generation."""
+    histories: list[list[dict[str, str]]] = [[] for _ in questions]
+    answers: list[list[str]] = [[] for _ in questions]
+    for turn in range(max(len(q.turns) for q in questions)):
+        active = [i for i, q in enumerate(questions) if turn < len(q.turns)]
+        for i in active:
+            histories[i].append({"role": "user", "content": questions[i].turns[turn]})
+        replies = generate(model, tokenizer, [histories[i] for i in active], batch_size=batch_size, max_new_tokens=max_new_tokens)
+        for i, reply in zip(active, replies):
+            text = reply.strip()
+            histories[i].append({"role": "assistant", "content": text})
+            answers[i].append(text)
+    return answers
+
+
+def read_answers(path: Path) -> dict[str, list[str]]:
+    """Another system's answers, BayLing style: {"question_id", "text": str | [answers]} per line."""
+    out = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                text = row["text"]
+                out[str(row["question_id"])] = list(text) if isinstance(text, list) else [text]
+    return out

@@ -1,0 +1,100 @@
+"""The candidate against others on the same segments: capability ratios over reference systems' released
+outputs, and sacreBLEU's paired bootstrap against the predictions stored with the current champion."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bayling.config.evaluate import EvaluateParams
+from bayling.config.register import RegisterParams
+from bayling.core.errors import PipelineError
+from bayling.core.metric_keys import AVERAGE, METRICS, score_key
+from bayling.evaluate.metrics import Scores, capability_ratios, paired_bootstrap, read_segments, score_corpus
+from bayling.evaluate.test_sets import TestItem
+
+TestSets = dict[str, dict[str, list[TestItem]]]  # test set -> direction -> items
+
+
+@dataclass
+class Comparison:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def reference_streams(items: list[TestItem]) -> list[list[str]]:
+    """The items' references as sacreBLEU wants them: one list per reference stream."""
+    return [list(stream) for stream in zip(*(i.references for i in items))]
+
+
+def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[str, dict[str, Scores]],
+                     resolve: Callable[[str], Path]) -> Comparison:
+    """Our scores over each configured reference system's, per direction and on average."""
+    out = Comparison()
+    for spec in params.test_sets:
+        for system, files in spec.reference_systems.items():
+            theirs = {}
+            for direction, path in files.items():
+                items = test_sets[spec.name].get(direction)
+                if not items:
+                    out.notes.append(f"reference system {system} has outputs for {direction}, which test set {spec.name} does not evaluate")
+                    continue
+                lines = read_segments(resolve(path), f"reference system {system}")
+                if len(lines) < len(items):
+                    raise PipelineError(f"reference system {system} ({path}) has {len(lines)} lines; "
+                                        f"test set {spec.name} {direction} needs {len(items)}")
+                theirs[direction] = score_corpus(lines[: len(items)], reference_streams(items), items[0].tgt_lang)
+                out.metrics.update({score_key(spec.name, direction, system, m): round(getattr(theirs[direction], m), 4) for m in METRICS})
+            for key, ratios in capability_ratios(final[spec.name], theirs).items():
+                where = AVERAGE if key == "mean" else key
+                out.metrics.update({score_key(spec.name, where, f"ratio_vs_{system}", m): round(v, 4) for m, v in ratios.items()})
+    return out
+
+
+def against_champion(params: EvaluateParams, register: RegisterParams, test_sets: TestSets,
+                     final: dict[str, dict[str, list[str]]], tracking_uri: str) -> Comparison:
+    """Paired bootstrap of the candidate against the champion's stored predictions, per direction.
+
+    An unreachable registry is a note, not a failed evaluation: the scores themselves stand.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from bayling.register.champion import champion_predictions
+
+    out = Comparison()
+    if not params.compare_with_champion:
+        return out
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            found = champion_predictions(register.model_name, register.champion_alias, Path(tmp))
+            if found is None:
+                out.notes.append(f"no '{register.champion_alias}' version of {register.model_name} with stored predictions: "
+                                 "significance test skipped")
+                return out
+            version, folder = found
+            out.metrics["champion_version"] = int(version)
+            for name, items_by_direction in test_sets.items():
+                for direction, items in items_by_direction.items():
+                    stored = folder / "final" / name / f"{direction}.jsonl"
+                    if not stored.exists():
+                        out.notes.append(f"champion v{version} has no predictions for {name} {direction}")
+                        continue
+                    theirs = {row["id"]: row["hypothesis"] for row in map(json.loads, stored.read_text("utf-8").splitlines())}
+                    if any(i.id not in theirs for i in items):
+                        out.notes.append(f"champion v{version} predictions for {name} {direction} cover other segments; skipped")
+                        continue
+                    result = paired_bootstrap([theirs[i.id] for i in items], final[name][direction], reference_streams(items),
+                                              items[0].tgt_lang, samples=params.bootstrap_samples, seed=params.seed or 12345)
+                    for m in result.p_values:
+                        out.metrics[score_key(name, direction, "champion", m)] = round(result.baseline[m], 4)
+                        out.metrics[score_key(name, direction, "p_vs_champion", m)] = round(result.p_values[m], 6)
+    except (MlflowException, OSError) as exc:  # the registry being unreachable must not lose the evaluation itself
+        out.notes.append(f"champion comparison skipped: {type(exc).__name__}: {exc}")
+        out.metrics = {}
+    return out

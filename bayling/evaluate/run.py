@@ -1,0 +1,221 @@
+"""The evaluate stage's work: every configured test set translated by the fine-tuned (and base) model,
+scored, compared with reference systems and the champion, plus XCOPA and BayLing-80 when configured,
+gathered into one EvaluationResult."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bayling.config.base_model import BaseModelParams
+from bayling.config.evaluate import EvaluateParams
+from bayling.config.register import RegisterParams
+from bayling.core.errors import PipelineError
+from bayling.core.metric_keys import averages
+from bayling.core.records import Conversation
+from bayling.evaluate import scores as flat
+from bayling.evaluate.bayling80 import Question
+from bayling.evaluate.compare import TestSets, against_champion, reference_ratios, reference_streams
+from bayling.evaluate.metrics import Scores
+from bayling.evaluate.test_sets import TestItem, load_test_set
+
+log = logging.getLogger(__name__)
+REPORT_MODELS = ["final", "base", "champion"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    item: TestItem
+    hypothesis: str  # cleaned: what is scored
+    raw: str  # what the model generated
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.item.id, "source": self.item.source, "reference": self.item.reference,
+                "hypothesis": self.hypothesis, "raw": self.raw}
+
+
+@dataclass
+class ModelRun:
+    """One model's outputs: per test set and direction, its predictions and scores."""
+
+    label: str
+    predictions: dict[str, dict[str, list[Prediction]]] = field(default_factory=dict)
+    scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
+    answers: list[list[str]] | None = None  # BayLing-80, turn by turn
+    seconds: float = 0.0
+
+    def hypotheses(self) -> dict[str, dict[str, list[str]]]:
+        return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, Any]  # the flat report, as reports/eval/metrics.json
+    rows: list[dict[str, Any]]  # one per test set and direction (per_language.csv, charts, HTML)
+    runs: dict[str, ModelRun]
+    questions: list[Question] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.metrics["notes"]
+
+    def timing(self) -> dict[str, float]:
+        return {f"{label}_seconds": round(run.seconds, 2) for label, run in self.runs.items()}
+
+    def report_models(self) -> list[str]:
+        return [m for m in REPORT_MODELS if any(r.get(f"{m}_bleu") is not None for r in self.rows)]
+
+
+def load_test_sets(params: EvaluateParams, root: Path, heldout: Iterable[Conversation] | None) -> TestSets:
+    heldout_list = list(heldout) if heldout is not None else None
+    test_sets = {t.name: load_test_set(t, root, heldout_list, params.seed) for t in params.test_sets}
+    for name, items in test_sets.items():
+        if not items:
+            raise PipelineError(f"test set {name} has no items (check its directions)")
+    return test_sets
+
+
+def _translate(run: ModelRun, model: Any, tokenizer: Any, params: EvaluateParams, test_sets: TestSets, metrics: dict[str, Any],
+               notes: list[str]) -> None:
+    from bayling.evaluate.generation import clean_output, generate
+    from bayling.evaluate.metrics import score_corpus
+
+    for name, items_by_direction in test_sets.items():
+        items = [item for group in items_by_direction.values() for item in group]
+        raw = generate(model, tokenizer, [item.prompt for item in items], batch_size=params.batch_size,
+                       max_new_tokens=params.max_new_tokens, num_beams=params.num_beams)
+        by_id = {item.id: Prediction(item, clean_output(text), text) for item, text in zip(items, raw)}
+        for direction, group in items_by_direction.items():
+            predictions = [by_id[i.id] for i in group]
+            result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
+            run.predictions.setdefault(name, {})[direction] = predictions
+            run.scores.setdefault(name, {})[direction] = result
+            metrics.update({f"signature.{group[0].tgt_lang}.{m}": s for m, s in result.signatures.items()})
+            notes.extend(w for w in result.warnings if w not in notes)
+        metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
+
+
+def _xcopa(params: EvaluateParams, model: Any, tokenizer: Any, label: str, resolve: Callable[[str], Path]) -> dict[str, float]:
+    from bayling.evaluate.xcopa import evaluate_choices, read_xcopa
+
+    spec = params.xcopa
+    assert spec is not None
+    out = {}
+    for lang in spec.languages:
+        items = read_xcopa(resolve(spec.dir) / lang / f"{spec.split}.{lang}.jsonl", lang, spec.max_items)
+        out[f"xcopa.{lang}.{label}.accuracy"] = round(
+            evaluate_choices(model, tokenizer, items, params.batch_size, spec.length_normalized), 4
+        )
+    out[f"xcopa.avg.{label}.accuracy"] = round(sum(out.values()) / len(out), 4)
+    return out
+
+
+def evaluate_models(
+    params: EvaluateParams,
+    base_model: BaseModelParams,
+    register: RegisterParams,
+    root: Path,
+    final_dir: Path,
+    heldout: Iterable[Conversation] | None,
+    tracking_uri: str,
+) -> EvaluationResult:
+    """Generate, score and compare; nothing is written here (the stage writes the result)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bayling.core.paths import resolve as resolve_in
+
+    def resolve(path: str) -> Path:
+        return resolve_in(path, root)
+
+    test_sets = load_test_sets(params, root, heldout)
+    models = {"base": root / base_model.path, "final": final_dir} if params.evaluate_base else {"final": final_dir}
+    metrics: dict[str, Any] = {"primary_test_set": params.test_sets[0].name}
+    notes: list[str] = []
+    runs: dict[str, ModelRun] = {}
+    questions: list[Question] = []
+    if params.instructions:
+        from bayling.evaluate.bayling80 import read_questions
+
+        questions = read_questions([resolve(p) for p in params.instructions.paths], params.instructions.max_questions)
+    for label, path in models.items():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        started = time.perf_counter()
+        run = runs[label] = ModelRun(label)
+        _translate(run, model, tokenizer, params, test_sets, metrics, notes)
+        if params.xcopa:
+            metrics.update(_xcopa(params, model, tokenizer, label, resolve))
+        if params.instructions:
+            from bayling.evaluate.bayling80 import answer
+
+            run.answers = answer(
+                model, tokenizer, questions, batch_size=params.batch_size, max_new_tokens=params.instructions.max_new_tokens
+            )
+        run.seconds = time.perf_counter() - started
+        primary = averages(metrics, params.test_sets[0].name, label)
+        log.info(
+            "%s: %s chrF++ %.2f, BLEU %.2f (%.1fs)",
+            label,
+            params.test_sets[0].name,
+            primary.get("chrf_pp", 0),
+            primary.get("bleu", 0),
+            run.seconds,
+        )
+        del model
+        gc.collect()
+    for name in test_sets:
+        metrics.update(flat.deltas(metrics, name))
+    final_scores = runs["final"].scores
+    for comparison in (
+        reference_ratios(params, test_sets, final_scores, resolve),
+        against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri),
+    ):
+        metrics.update(comparison.metrics)
+        notes.extend(comparison.notes)
+    from bayling.evaluate.comet import comet_scores
+
+    comet = comet_scores(params, test_sets, {label: run.hypotheses() for label, run in runs.items()})
+    metrics.update(comet.metrics)
+    notes.extend(comet.notes)
+    reviews: list[dict[str, Any]] = []
+    if params.instructions and params.instructions.judge.enabled:
+        reviews = _judge(params, questions, runs, metrics, notes, root, resolve)
+    metrics["notes"] = notes
+    rows = flat.per_language_rows(metrics, list(test_sets), REPORT_MODELS)
+    return EvaluationResult(metrics, rows, runs, questions, reviews)
+
+
+def _judge(
+    params: EvaluateParams,
+    questions: list[Question],
+    runs: dict[str, ModelRun],
+    metrics: dict[str, Any],
+    notes: list[str],
+    root: Path,
+    resolve: Callable[[str], Path],
+) -> list[dict[str, Any]]:
+    from bayling.evaluate.bayling80 import read_answers
+    from bayling.evaluate.judge import run_judge
+
+    assert params.instructions is not None
+    spec = params.instructions.judge
+    if spec.reference == "base":
+        if "base" not in runs:
+            notes.append("judge skipped: reference 'base' needs evaluate.evaluate_base")
+            return []
+        reference = dict(zip((q.id for q in questions), runs["base"].answers or []))
+        reference_id = "base"
+    else:
+        reference = read_answers(resolve(spec.reference))
+        reference_id = Path(spec.reference).stem
+    outcome = run_judge(spec, questions, runs["final"].answers or [], reference, reference_id, root)
+    metrics.update(outcome.metrics)
+    notes.extend(outcome.notes)
+    return outcome.reviews

@@ -1,0 +1,110 @@
+"""Test sets for the evaluate stage and the flat report built from their scores.
+
+Three kinds of translation test set: the synthesized held-out split, WMT-style files (a source file
+and one or more reference files for one direction), and FLORES-style folders (one file per language,
+so any pair of the languages present is a direction). Prompts for file-based sets use BayLing's own
+translation prompt.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bayling.config.evaluate import EvalTestSet
+from bayling.core.errors import PipelineError
+from bayling.core.prompts import translation_prompt
+from bayling.core.records import Conversation, Message
+from bayling.core.seeding import rank_key
+from bayling.evaluate.metrics import read_segments
+
+
+@dataclass(frozen=True)
+class TestItem:
+    id: str
+    direction: str
+    src_lang: str
+    tgt_lang: str
+    prompt: list[Message]
+    source: str
+    references: tuple[str, ...]
+
+    @property
+    def reference(self) -> str:
+        return self.references[0]
+
+
+def heldout_items(
+    conversations: Iterable[Conversation], directions: Sequence[str] | None, per_direction: int | None, seed: int
+) -> dict[str, list[TestItem]]:
+    """Single-turn translation chats of the held-out split, up to `per_direction` each, by seeded hash order."""
+    by_direction: dict[str, list[TestItem]] = defaultdict(list)
+    for conv in conversations:
+        if conv.task != "translate" or conv.messages[-1]["role"] != "assistant":
+            continue
+        direction = f"{conv.src_lang}-{conv.tgt_lang}"
+        if directions is not None and direction not in directions:
+            continue
+        by_direction[direction].append(TestItem(
+            id=conv.id, direction=direction, src_lang=conv.src_lang, tgt_lang=conv.tgt_lang,
+            prompt=conv.messages[:-1], source=conv.messages[-2]["content"], references=(conv.messages[-1]["content"],),
+        ))
+    return {d: sorted(items, key=lambda i: rank_key(seed, i.id))[:per_direction] for d, items in sorted(by_direction.items())}
+
+
+def file_items(
+    name: str, sources: Sequence[str], references: Sequence[Sequence[str]], src: str, tgt: str, *,
+    instruction_language: str = "en", system_prompt: str | None = None, limit: int | None = None,
+) -> list[TestItem]:
+    """Items for a file-based test set: BayLing's translation prompt around each source segment."""
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    items = []
+    for i, source in enumerate(sources[:limit] if limit else sources):
+        prompt = system + [{"role": "user", "content": translation_prompt(source, tgt, instruction_language)}]
+        items.append(TestItem(f"{name}:{i + 1}", f"{src}-{tgt}", src, tgt, prompt, source, tuple(ref[i] for ref in references)))
+    return items
+
+
+def load_test_set(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation] | None, seed: int) -> dict[str, list[TestItem]]:
+    """Items per direction for one configured test set."""
+    directions = None if spec.directions == "all" else list(spec.directions)
+    if spec.kind == "heldout":
+        if heldout is None:
+            raise PipelineError("the heldout test set needs data/synth/heldout.jsonl")
+        return heldout_items(heldout, directions, spec.max_segments, seed)
+    if spec.kind == "wmt":
+        src, tgt = spec.direction.split("-")
+        sources = read_segments(root / spec.src, f"test set {spec.name} source")
+        references = [read_segments(root / ref, f"test set {spec.name} reference") for ref in spec.refs]
+        for ref_path, stream in zip(spec.refs, references):
+            if len(stream) != len(sources):
+                raise PipelineError(f"test set {spec.name}: {spec.src} has {len(sources)} lines but {ref_path} has {len(stream)}")
+        return {spec.direction: file_items(spec.name, sources, references, src, tgt, instruction_language=spec.instruction_language,
+                                           system_prompt=spec.system_prompt, limit=spec.max_segments)}
+    folder = root / spec.dir  # an absolute dir stays absolute
+    texts: dict[str, list[str]] = {}
+    for direction in directions or []:
+        for code in direction.split("-"):
+            if code not in texts:
+                texts[code] = read_segments(folder / spec.pattern.format(code=code), f"test set {spec.name} ({code})")
+    lengths = {len(v) for v in texts.values()}
+    if len(lengths) > 1:
+        raise PipelineError(
+            f"test set {spec.name}: files in {spec.dir} differ in length: " + ", ".join(f"{c} {len(v)}" for c, v in texts.items())
+        )
+    out = {}
+    for direction in directions or []:
+        src, tgt = direction.split("-")
+        out[direction] = file_items(
+            spec.name,
+            texts[src],
+            [texts[tgt]],
+            src,
+            tgt,
+            instruction_language=spec.instruction_language,
+            system_prompt=spec.system_prompt,
+            limit=spec.max_segments,
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Stage 1, fetch: reading corpus sources into the canonical multi-parallel corpus."""

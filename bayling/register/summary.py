@@ -1,0 +1,55 @@
+"""The run summary printed at the end of a pipeline run: scores before/after, registered version, where to look."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bayling.core.metric_keys import averages
+from bayling.core.metric_keys import directions as scored_directions
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8")) if path.exists() else None
+
+
+def collect(root: Path) -> dict[str, Any]:
+    return {
+        "eval": _read(root / "reports" / "eval" / "metrics.json"),
+        "train": _read(root / "reports" / "train" / "metrics.json"),
+        "register": _read(root / "reports" / "register.json"),
+    }
+
+
+def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], tracking_uri: str, seconds: float) -> str:
+    lines = [f"BayLing pipeline finished in {seconds:.0f}s"]
+    lines.append(
+        "stages: " + ", ".join(f"{r['stage']} ({'ran' if r['ran'] else 'up to date'}, {r['seconds']:.0f}s)" for r in stage_results)
+    )
+    evaluation = summary.get("eval")
+    if evaluation:
+        primary = evaluation.get("primary_test_set", "heldout")
+        directions = scored_directions(evaluation, primary, "final")
+        lines.append(f"{primary} translation, macro average over {len(directions)} directions:")
+        lines.append(f"  {'':<12}{'BLEU':>8}{'chrF':>8}{'chrF++':>8}")
+        for label, model in (("base", "base"), ("fine-tuned", "final"), ("change", "delta")):
+            avg = averages(evaluation, primary, model)
+            if avg:
+                spec = "+8.2f" if label == "change" else "8.2f"
+                lines.append(f"  {label:<12}" + "".join(format(avg[m], spec) for m in ("bleu", "chrf", "chrf_pp")))
+        for note in evaluation.get("notes", []):
+            lines.append(f"  note: {note}")
+    train = summary.get("train")
+    if train:
+        lines.append(f"training: {train['steps']} steps, loss {train['train_loss']:.3f}, {train['tokens_per_s']:.0f} tokens/s")
+    reg = summary.get("register")
+    if reg:
+        lines.append(
+            f"registered model: {reg['model_name']} version {reg['version']} with alias '{reg['alias']}' (MLflow run {reg['run_id']})"
+        )
+    if tracking_uri.startswith("sqlite:///"):
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri} --port 5000, then open http://127.0.0.1:5000")
+    else:
+        lines.append(f"MLflow UI: {tracking_uri}")
+    return "\n".join(lines)

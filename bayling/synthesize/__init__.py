@@ -1,0 +1,1 @@
+"""Stage 2, synthesize: BayLing instruction data from the corpus (filters, split, conversations, mix, card)."""

@@ -1,0 +1,225 @@
+"""General instruction data (BayLing 2): monolingual chats kept as they are, and carried across languages
+into cross-lingual instructions through aligned versions of the same chat or through the teacher."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bayling.config.synthesize import SynthesizeParams
+from bayling.core.languages import get_language
+from bayling.core.prompts import INSTRUCTION_CODES, language_name
+from bayling.core.quarantine import Problem, Quarantined
+from bayling.core.records import Conversation
+from bayling.core.seeding import coin, row_rng
+from bayling.core.textio import iter_lines
+from bayling.synthesize import quality
+from bayling.synthesize.decontam import Decontaminator
+from bayling.synthesize.followups import pick
+from bayling.synthesize.mix import language_group
+from bayling.synthesize.teacher import ask_teacher, verify_reply
+
+ROLES = ("system", "user", "assistant")
+
+
+def validate_messages(messages: Any) -> list[Problem]:
+    if not isinstance(messages, list) or not messages:
+        return [Problem("messages", "must be a non-empty list of {role, content}")]
+    problems = []
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            problems.append(Problem(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}"))
+        elif not isinstance(message.get("content"), str) or not message["content"].strip():
+            problems.append(Problem(f"messages[{i}].content", "empty text"))
+    if not problems:
+        expected = ["user", "assistant"] * (len(turns) // 2 + 1)
+        if [m["role"] for m in turns] != expected[: len(turns)] or turns[-1]["role"] != "assistant":
+            problems.append(Problem("messages", "turns must alternate user/assistant and end with the assistant"))
+    return problems
+
+
+def read_general(path: str, source: str, lines: Iterator[tuple[int, bytes]]) -> Iterator[dict[str, Any] | Quarantined]:
+    """Chats from a JSONL file in `messages` format ({"id"?, "messages": [...]}); bad lines are quarantined."""
+    for lineno, raw in lines:
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            yield Quarantined(source, path, lineno, (Problem(None, f"invalid UTF-8 at byte {exc.start}"),), "")
+            continue
+        except json.JSONDecodeError as exc:
+            yield Quarantined(source, path, lineno, (Problem(None, f"invalid JSON: {exc.msg}"),), raw[:300].decode("utf-8", "replace"))
+            continue
+        problems = [Problem(None, "row must be a JSON object")] if not isinstance(obj, dict) else validate_messages(obj.get("messages"))
+        if problems:
+            yield Quarantined(source, path, lineno, tuple(problems), raw[:300].decode("utf-8", "replace"))
+            continue
+        yield {"id": str(obj.get("id", lineno)), "messages": [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]}
+
+
+def monolingual(chat: Mapping[str, Any], source: str, language: str) -> Conversation:
+    instruction = {v: k for k, v in INSTRUCTION_CODES.items()}.get(language, language)
+    return Conversation(
+        id=f"{source}:{chat['id']}", messages=list(chat["messages"]), task="general", family="general",
+        group=language_group(instruction, [language]), instruction_language=instruction, src_lang=language,
+        tgt_lang=language, turn_tasks=["general"], source_ids=[f"{source}:{chat['id']}"],
+    )
+
+
+def _ask_in(first_user: str, prompt_language: str, answer_language: str, rng: random.Random) -> str | None:
+    """The first user turn with a request to answer in another language, in the user's own language."""
+    instruction = {v: k for k, v in INSTRUCTION_CODES.items()}.get(prompt_language)
+    if instruction is None:
+        return None
+    return pick(instruction, "answer_in", rng, prompt=first_user, answer_lang=language_name(answer_language, instruction))
+
+
+def cross_from_aligned(
+    prompt_chat: Mapping[str, Any], answer_chat: Mapping[str, Any], *, source: str,
+    prompt_language: str, answer_language: str, rng: random.Random,
+) -> Conversation | str:
+    """User turns of one language version, assistant turns of another: a cross-lingual chat from aligned data.
+
+    Returns the chat, or the reason it can't be built.
+    """
+    users = [m for m in prompt_chat["messages"] if m["role"] == "user"]
+    answers = [m for m in answer_chat["messages"] if m["role"] == "assistant"]
+    if len(users) != len(answers):
+        return "aligned versions have different numbers of turns"
+    first = _ask_in(users[0]["content"], prompt_language, answer_language, rng)
+    if first is None:
+        return f"no answer-in templates for prompts in {prompt_language}"
+    messages = []
+    for i, (u, a) in enumerate(zip(users, answers)):
+        messages += [{"role": "user", "content": first if i == 0 else u["content"]}, {"role": "assistant", "content": a["content"]}]
+    return _cross_chat(f"{source}:{prompt_chat['id']}", messages, prompt_language, answer_language, "aligned")
+
+
+def teacher_translation_requests(chat: Mapping[str, Any], answer_language: str) -> list[tuple[tuple[str, str], ...]]:
+    """One teacher request per assistant turn: translate that reply into `answer_language`."""
+    name = get_language(answer_language).name
+    return [
+        (
+            ("system", "You are a professional translator. Reply with the translation only."),
+            ("user", f"Translate the following text into {name}, keeping its formatting.\n\n{m['content']}"),
+        )
+        for m in chat["messages"]
+        if m["role"] == "assistant"
+    ]
+
+
+def cross_from_teacher(
+    chat: Mapping[str, Any], translations: Sequence[str], *, source: str,
+    prompt_language: str, answer_language: str, rng: random.Random,
+) -> Conversation | str:
+    users = [m for m in chat["messages"] if m["role"] == "user"]
+    first = _ask_in(users[0]["content"], prompt_language, answer_language, rng)
+    if first is None:
+        return f"no answer-in templates for prompts in {prompt_language}"
+    messages = []
+    for i, (u, a) in enumerate(zip(users, translations)):
+        messages += [{"role": "user", "content": first if i == 0 else u["content"]}, {"role": "assistant", "content": a}]
+    return _cross_chat(f"{source}:{chat['id']}", messages, prompt_language, answer_language, "teacher")
+
+
+def _cross_chat(base_id: str, messages: list[dict[str, str]], prompt_language: str, answer_language: str, how: str) -> Conversation:
+    instruction = {v: k for k, v in INSTRUCTION_CODES.items()}[prompt_language]
+    return Conversation(
+        id=f"{base_id}/cross-{answer_language}", messages=messages, task="general_cross", family="general",
+        group=language_group(instruction, [answer_language]), instruction_language=instruction,
+        src_lang=prompt_language, tgt_lang=answer_language, turn_tasks=[f"general_cross_{how}"], source_ids=[base_id],
+    )
+
+
+@dataclass
+class GeneralResult:
+    train: list[Conversation]
+    heldout: list[Conversation]
+    quarantined: list[Quarantined]
+    stats: Counter
+    teacher: dict[str, int]
+
+
+def _heldout_by_hash(seed: int, key: str, fraction: float) -> bool:
+    return coin(seed, fraction, "general", key)
+
+
+def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontaminator | None) -> GeneralResult:
+    """Monolingual chats, cross-lingual chats from aligned versions, and teacher-carried ones."""
+    result = GeneralResult([], [], [], Counter(), {})
+    by_id: dict[str, dict[str, dict[str, Any]]] = {}
+    seen: set[bytes] = set()
+    for source in params.general.sources:
+        path = root / source.path
+        for record in read_general(source.path, source.name, iter_lines(path)):
+            result.stats["chats_in"] += 1
+            if isinstance(record, Quarantined):
+                result.quarantined.append(record)
+                result.stats["quarantined: malformed"] += 1
+                continue
+            texts = [m["content"] for m in record["messages"]]
+            hit = next((h for h in (decontaminator.match(t) for t in texts) if h), None) if decontaminator else None
+            if hit:
+                result.stats[f"decontaminated: {hit[0]}"] += 1
+                problem = Problem(None, f"overlaps evaluation set {hit[0]} ({hit[1]})")
+                result.quarantined.append(Quarantined(source.name, source.path, 0, (problem,), texts[0][:300]))
+                continue
+            key = quality.digest(source.language + "\x00" + "\x00".join(quality.normalized_key(t) for t in texts))
+            if params.filters.dedupe != "off" and key in seen:
+                result.stats["quarantined: duplicate"] += 1
+                result.quarantined.append(Quarantined(source.name, source.path, 0, (Problem(None, "duplicate chat"),), texts[0][:300]))
+                continue
+            seen.add(key)
+            result.stats["chats_kept"] += 1
+            chat = {**record, "language": source.language, "source": source.name}
+            by_id.setdefault(record["id"], {})[source.language] = chat
+            split = result.heldout if _heldout_by_hash(params.seed, record["id"], params.heldout_fraction) else result.train
+            split.append(monolingual(record, source.name, source.language))
+    for chat_id, versions in sorted(by_id.items()):
+        split = result.heldout if _heldout_by_hash(params.seed, chat_id, params.heldout_fraction) else result.train
+        for a in sorted(versions):
+            for b in sorted(versions):
+                if a == b:
+                    continue
+                rng = row_rng(params.seed, chat_id, f"aligned:{a}-{b}")
+                built = cross_from_aligned(
+                    versions[a], versions[b], source=versions[a]["source"], prompt_language=a, answer_language=b, rng=rng
+                )
+                if isinstance(built, str):
+                    result.stats[f"aligned skipped: {built}"] += 1
+                else:
+                    split.append(built)
+                    result.stats["aligned cross-lingual chats"] += 1
+    targets = list(params.general.cross_lingual_targets)
+    if targets and params.teacher.enabled:
+        jobs = []
+        for chat_id, versions in sorted(by_id.items()):
+            for a, chat in sorted(versions.items()):
+                for b in targets:
+                    if b != a and b not in versions:
+                        jobs.append((chat_id, a, b, chat, teacher_translation_requests(chat, b)))
+        replies, result.teacher = ask_teacher(params.teacher, [request for job in jobs for request in job[4]], root)
+        position = 0
+        for chat_id, a, b, chat, requests in jobs:
+            answers = replies[position : position + len(requests)]
+            position += len(requests)
+            bad = next((problem for problem in (verify_reply(r, {"script": b}) for r in answers) if problem), None)
+            if bad:
+                result.stats[f"teacher cross-lingual rejected: {bad}"] += 1
+                continue
+            rng = row_rng(params.seed, chat_id, f"teacher:{a}-{b}")
+            built = cross_from_teacher(
+                chat, [(r or "").strip() for r in answers], source=chat["source"], prompt_language=a, answer_language=b, rng=rng
+            )
+            if isinstance(built, str):
+                result.stats[f"teacher cross-lingual skipped: {built}"] += 1
+                continue
+            split = result.heldout if _heldout_by_hash(params.seed, chat_id, params.heldout_fraction) else result.train
+            split.append(built)
+            result.stats["teacher cross-lingual chats"] += 1
+    return result

@@ -1,0 +1,107 @@
+"""The synthesize stage from corpus to data card: screen, split, build shards, add general chats, mix,
+merge, and count what was written."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+from bayling.config.synthesize import SynthesizeParams
+from bayling.core.errors import PipelineError
+from bayling.core.jsonl import dumps_line, write_jsonl
+from bayling.core.records import Conversation
+from bayling.core.storage import atomic_writer
+from bayling.synthesize import card as data_card
+from bayling.synthesize import engine
+from bayling.synthesize.decontam import Decontaminator, read_eval_texts
+from bayling.synthesize.general import build_general
+from bayling.synthesize.mix import achieved_mix, merge_shards, mix_counts, plan_mix
+from bayling.synthesize.screening import screen_file
+from bayling.synthesize.split import split_file
+
+log = logging.getLogger(__name__)
+
+
+def load_decontaminator(params: SynthesizeParams, root: Path) -> Decontaminator | None:
+    if not params.decontamination.eval_sets:
+        return None
+    index = Decontaminator(n=params.decontamination.ngram)
+    for eval_set in params.decontamination.eval_sets:
+        paths = sorted({p for pattern in eval_set.paths for p in glob(str(root / pattern), recursive=True)})
+        if not paths:
+            raise PipelineError(f"decontamination set '{eval_set.name}': no file matches {eval_set.paths}")
+        index.add(eval_set.name, read_eval_texts(map(Path, paths), eval_set.format, tuple(eval_set.fields)))
+    log.info("decontamination index: %s", ", ".join(f"{k} ({v} segments)" for k, v in index.sizes.items()))
+    return index
+
+
+def _conversations(path: Path) -> Iterator[Conversation]:
+    with open(path, encoding="utf-8") as handle:
+        yield from (Conversation.from_json(json.loads(line)) for line in handle)
+
+
+def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) -> dict[str, Any]:
+    """Write out/{train,heldout,quarantine}.jsonl from the corpus and return the data card."""
+    work = out / ".work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    decontaminator = load_decontaminator(params, root)
+
+    with atomic_writer(out / "quarantine.jsonl") as quarantine:
+        screen = screen_file(corpus, work / "rows.jsonl", quarantine, params.filters, decontaminator)
+        flags = split_file(work / "rows.jsonl", params.heldout_fraction, params.seed)
+        blocks = engine.run_blocks(work, flags, params, root)
+        general = build_general(params, root, decontaminator)
+        for record in general.quarantined:
+            quarantine.write(dumps_line({"kind": "general", **record.to_json()}))
+    write_jsonl(work / "general-train.jsonl", general.train)
+    write_jsonl(work / "general-heldout.jsonl", general.heldout)
+    train_paths = engine.shard_paths(work, "train") + [work / "general-train.jsonl"]
+    heldout_paths = engine.shard_paths(work, "heldout") + [work / "general-heldout.jsonl"]
+
+    # The mix applies to training data only; the held-out side stays whole for evaluation.
+    ratios = {family: dict(groups) for family, groups in params.mix.ratios.items()}
+    plan = plan_mix(dict(mix_counts(train_paths)), ratios, params.mix.mode)
+    with atomic_writer(out / "train.jsonl") as handle:
+        kept = merge_shards(train_paths, handle, plan.keep_probability, params.seed)
+    with atomic_writer(out / "heldout.jsonl") as handle:
+        merge_shards(heldout_paths, handle, None, params.seed)
+    shutil.rmtree(work)
+    available, kept_total = sum(plan.available.values()), sum(kept.values())
+    if available and kept_total < 0.5 * available:
+        log.warning("the mix kept %d of %d training conversations (%.0f%%) to reach the requested shares; "
+                    "set synthesize.mix.mode: report to keep everything", kept_total, available, 100 * kept_total / available)
+    if not kept_total:
+        raise PipelineError("synthesis kept no training conversations: check directions, filters and synthesize.mix")
+
+    return data_card.build_card(
+        {"train": _conversations(out / "train.jsonl"), "heldout": _conversations(out / "heldout.jsonl")},
+        params.model_dump(mode="json", exclude={"dask"}),  # how shards ran doesn't change what they made
+        mix={
+            "mode": params.mix.mode,
+            "requested": {k: round(v, 4) for k, v in plan.requested.items()},
+            "achieved": achieved_mix(dict(kept), ratios),
+            "available": plan.available,
+            "kept": {f"{f}.{g}": n for (f, g), n in sorted(kept.items())},
+        },
+        filters=screen.as_dict(),
+        decontamination={
+            "ngram": params.decontamination.ngram,
+            "eval_set_segments": decontaminator.sizes if decontaminator else {},
+            "corpus_rows_removed": dict(sorted(screen.decontaminated.items())),
+            "general_chats_removed": {k.split(": ", 1)[1]: v for k, v in general.stats.items() if k.startswith("decontaminated")},
+        },
+        interactive={
+            "skipped_followups": dict(sorted(blocks.skipped.items())),
+            "instruction_language_fallbacks": blocks.instruction_fallbacks,
+            "teacher_rejected": dict(sorted(blocks.teacher_rejected.items())),
+        },
+        general=dict(sorted(general.stats.items())),
+        teacher={"interactive": dict(blocks.teacher), "general": general.teacher} if params.teacher.enabled else {},
+    )

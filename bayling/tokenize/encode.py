@@ -1,0 +1,271 @@
+"""The tokenize stage's engine: conversations in, Arrow rows out, streamed chunk by chunk.
+
+Each chunk is rendered (compiled template, Jinja-verified), tokenized in one Rust batch call, cut to
+`max_seq_len` at turn boundaries or dropped, labelled (all assistant turns or the last), and, when
+packing is on, packed best-fit-decreasing into rows of `max_seq_len` tokens. Chunks can run on
+several processes; chunks come back in order as flat column arrays (cheap to pass between
+processes and to turn into Arrow record batches), so the output doesn't depend on the process count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bayling.config.tokenize import TokenizeParams
+from bayling.core.records import IGNORE_INDEX
+from bayling.tokenize.chat import Renderer, fit, labels_for, tokenize_batch
+from bayling.tokenize.packing import best_fit_decreasing, pack_rows
+
+
+@dataclass
+class TokenizeStats:
+    conversations_in: int = 0
+    conversations_kept: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    rows: int = 0
+    tokens: int = 0
+    supervised_tokens: int = 0
+    row_slots: int = 0  # rows x max_seq_len when packed: the denominator of the fill rate
+    max_len: int = 0
+    render_fallbacks: int = 0
+
+    def add(self, other: TokenizeStats) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, max(self.max_len, value) if name == "max_len" else getattr(self, name) + value)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out["fill_rate"] = round(self.tokens / self.row_slots, 4) if self.row_slots else None
+        return out
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    max_seq_len: int
+    overlong: str
+    loss_on: str
+    packing: bool
+
+
+@dataclass
+class _Worker:
+    tokenizer: Any = None
+    renderer: Renderer | None = None
+    settings: ChunkSettings | None = None
+    extra: dict = field(default_factory=dict)
+
+
+_WORKER = _Worker()
+
+
+def _init_worker(tokenizer: Any, renderer: Renderer, settings: ChunkSettings) -> None:
+    # Inside a pool every process already is one of the parallel workers: keep the Rust side single-threaded.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER.tokenizer, _WORKER.renderer, _WORKER.settings = tokenizer, renderer, settings
+
+
+@dataclass
+class ColumnChunk:
+    """One chunk's rows as flat columns: each column's values concatenated, plus shared row offsets."""
+
+    offsets: np.ndarray  # int64, len(rows) + 1
+    columns: dict[str, np.ndarray]
+
+    def record_batch(self) -> Any:
+        import pyarrow as pa
+
+        offsets = pa.array(self.offsets.astype(np.int32) if self.offsets[-1] < 2**31 else self.offsets)
+        make = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
+        return pa.RecordBatch.from_pydict({name: make.from_arrays(offsets, pa.array(values)) for name, values in self.columns.items()})
+
+
+def _columns(rows: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> ColumnChunk:
+    lengths = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    empty = {"attention_mask": np.int8}
+    columns = {
+        name: (np.concatenate([r[name] for r in rows]) if rows else np.zeros(0, dtype=empty.get(name, np.int32)))
+        for name in names
+    }
+    return ColumnChunk(offsets, columns)
+
+
+def process_chunk(conversations: list[list[dict[str, str]]]) -> tuple[ColumnChunk, TokenizeStats]:
+    """One chunk of conversations as column arrays (packed rows, or one row per conversation) and its counts."""
+    tokenizer, renderer, settings = _WORKER.tokenizer, _WORKER.renderer, _WORKER.settings
+    stats = TokenizeStats(conversations_in=len(conversations))
+    slow_before = renderer.slow_batches
+    items = []
+    for item in tokenize_batch(tokenizer, renderer, conversations):
+        kept, status = fit(item, settings.max_seq_len, settings.overlong)
+        if kept is None:
+            stats.dropped += 1
+            continue
+        stats.truncated += status == "truncated"
+        labels = labels_for(kept, settings.loss_on)
+        if not (labels != IGNORE_INDEX).any():
+            stats.dropped += 1
+            continue
+        items.append((kept.input_ids, labels))
+    stats.render_fallbacks = renderer.slow_batches - slow_before
+    stats.conversations_kept = len(items)
+    names: tuple[str, ...] = ("input_ids", "labels")
+    if settings.packing:
+        packed = pack_rows(items, best_fit_decreasing([len(ids) for ids, _ in items], settings.max_seq_len))
+        rows = [{"input_ids": p.input_ids, "labels": p.labels, "position_ids": p.position_ids} for p in packed]
+        names += ("position_ids",)
+        stats.row_slots = len(rows) * settings.max_seq_len
+    else:
+        rows = [{"input_ids": ids, "labels": labels} for ids, labels in items]
+    chunk = _columns(rows, names)
+    chunk.columns["attention_mask"] = np.ones(len(chunk.columns["input_ids"]), dtype=np.int8)
+    stats.rows = len(rows)
+    stats.tokens = int(chunk.offsets[-1])
+    stats.supervised_tokens = int((chunk.columns["labels"] != IGNORE_INDEX).sum())
+    stats.max_len = int(np.diff(chunk.offsets).max()) if rows else 0
+    return chunk, stats
+
+
+def iter_chunks(path: Path, size: int) -> Iterator[list[list[dict[str, str]]]]:
+    chunk: list[list[dict[str, str]]] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            chunk.append(json.loads(line)["messages"])
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def iter_chunk_columns(
+    path: Path, tokenizer: Any, renderer: Renderer, settings: ChunkSettings, chunk_size: int, num_proc: int, stats: TokenizeStats
+) -> Iterator[ColumnChunk]:
+    """Every chunk of a conversations file as columns, in order; `stats` accumulates as chunks complete."""
+    if num_proc <= 1:
+        _init_worker(tokenizer, renderer, settings)
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        results: Iterator[tuple[ColumnChunk, TokenizeStats]] = map(process_chunk, iter_chunks(path, chunk_size))
+        for chunk, chunk_stats in results:
+            stats.add(chunk_stats)
+            yield chunk
+        return
+    import multiprocessing
+    from collections import deque
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer, renderer, settings)) as pool:
+        # A bounded window of chunks in flight (Pool.imap would read the whole file ahead into its queue).
+        pending: deque = deque()
+        for conversations in iter_chunks(path, chunk_size):
+            pending.append(pool.apply_async(process_chunk, (conversations,)))
+            if len(pending) > num_proc:
+                chunk, chunk_stats = pending.popleft().get()
+                stats.add(chunk_stats)
+                yield chunk
+        while pending:
+            chunk, chunk_stats = pending.popleft().get()
+            stats.add(chunk_stats)
+            yield chunk
+
+
+def parse_size(text: str) -> int:
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    upper = text.strip().upper()
+    for unit in sorted(units, key=len, reverse=True):
+        if upper.endswith(unit):
+            return int(float(upper[: -len(unit)]) * units[unit])
+    return int(upper)
+
+
+def write_split(chunks: Iterator[ColumnChunk], split_dir: Path, max_shard_bytes: int, fingerprint: str) -> int:
+    """Write chunks straight into the layout `datasets.load_from_disk` reads (Arrow stream shards plus
+    state.json and dataset_info.json), rotating shards at `max_shard_bytes`; returns rows written.
+
+    Writing the final files directly, rather than building a Dataset and calling save_to_disk, keeps
+    memory flat (nothing is re-read through a memory map) and writes every byte once.
+    """
+    import pyarrow as pa
+    from datasets import DatasetInfo, Features
+
+    split_dir.mkdir(parents=True, exist_ok=True)
+    shards: list[Path] = []
+    writer, sink, schema, rows = None, None, None, 0
+    try:
+        for chunk in chunks:
+            batch = chunk.record_batch()
+            schema = schema or batch.schema
+            if writer is None or sink.tell() >= max_shard_bytes:
+                if writer is not None:
+                    writer.close()
+                    sink.close()
+                shards.append(split_dir / f".shard-{len(shards):05d}.arrow")
+                sink = pa.OSFile(str(shards[-1]), "wb")
+                writer = pa.ipc.new_stream(sink, schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+            sink.close()
+    if not rows:
+        return 0
+    names = []
+    for i, shard in enumerate(shards):
+        name = f"data-{i:05d}-of-{len(shards):05d}.arrow"
+        shard.rename(split_dir / name)
+        names.append({"filename": name})
+    DatasetInfo(features=Features.from_arrow_schema(schema)).write_to_directory(str(split_dir))
+    state = {"_data_files": names, "_fingerprint": fingerprint[:16], "_format_columns": None, "_format_kwargs": {},
+             "_format_type": None, "_output_all_columns": False, "_split": None}
+    (split_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n", "utf-8")
+    return rows
+
+
+def tokenize_dataset(params: TokenizeParams, model_dir: Path, synth_dir: Path, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tokenize data/synth/{train,heldout}.jsonl into the `datasets` layout under `out`, with the
+    tokenizer actually used; returns (fingerprint, stats per split)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from bayling.core.errors import PipelineError
+    from bayling.core.jsonl import write_json
+    from bayling.core.lineage import tokenizer_fingerprint
+    from bayling.tokenize.templates import compile_template, prepare_tokenizer
+
+    prepared = prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir), params.template)
+    tokenizer = prepared.tokenizer
+    renderer = Renderer(tokenizer, prepared.end_of_turn, compile_template(tokenizer, prepared.end_of_turn))
+    settings = ChunkSettings(params.max_seq_len, params.overlong, params.loss_on, params.packing)
+    settings_record = {
+        "template": params.template, "end_of_turn": prepared.end_of_turn, "added_tokens": list(prepared.added_tokens),
+        "loss_on": params.loss_on, "overlong": params.overlong, "packing": params.packing,
+        "chunk_size": params.chunk_size if params.packing else None,
+    }
+    fingerprint = tokenizer_fingerprint(model_dir, tokenizer.chat_template, params.max_seq_len, settings_record)
+    if out.exists():
+        shutil.rmtree(out)
+    stats = {}
+    for split in ("train", "heldout"):
+        path = synth_dir / f"{split}.jsonl"
+        if not path.exists():
+            raise PipelineError(f"data/synth/{split}.jsonl not found: run `python -m stages.synthesize` first")
+        counts = TokenizeStats()
+        chunks = iter_chunk_columns(path, tokenizer, renderer, settings, params.chunk_size, params.num_proc, counts)
+        if not write_split(chunks, out / split, parse_size(params.max_shard_size), fingerprint["fingerprint"]):
+            raise PipelineError(f"no {split} conversation fits tokenize.max_seq_len={params.max_seq_len}")
+        stats[split] = counts.as_dict()
+    write_json(out / "dataset_dict.json", {"splits": list(stats)})
+    tokenizer.save_pretrained(out / "tokenizer")
+    write_json(out / "fingerprint.json", fingerprint)
+    return fingerprint, stats

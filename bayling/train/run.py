@@ -1,0 +1,149 @@
+"""The train stage's work on one process of however many were launched: check the tokenized data
+against the base tokenizer, resume from the newest complete checkpoint of the same configuration,
+train, and export models/final."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bayling.config.base_model import BaseModelParams
+from bayling.config.train import NOT_IN_CHECKPOINT_HASH, TrainParams
+from bayling.core.errors import PipelineError
+from bayling.core.tracking import ResilientLogger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    tokenized: Path
+    checkpoints: Path
+    final: Path
+
+    @staticmethod
+    def under(root: Path) -> TrainPaths:
+        return TrainPaths(root / "data" / "tokenized", root / "models" / "checkpoints", root / "models" / "final")
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per logged step
+    main_process: bool = True
+
+
+def _code_hash(root: Path) -> dict[str, str]:
+    """The training code a checkpoint was written by: resuming across a code change would mix two runs."""
+    from bayling.core.lineage import sha256_bytes
+
+    package = Path(__file__).resolve().parent
+    files = {f"bayling/train/{p.name}": p for p in sorted(package.glob("*.py"))}
+    return {name: sha256_bytes(path.read_bytes()) for name, path in files.items()}
+
+
+def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, paths: TrainPaths,
+                logger: ResilientLogger) -> TrainResult:
+    """Fine-tune base_model.path on the tokenized data; on the main process write paths.final.
+
+    Checkpoints count only once their COMPLETE marker is written; a re-run resumes from the newest
+    complete checkpoint of the same configuration (settings, data fingerprint, base model, code).
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if train.torch_threads:
+        torch.set_num_threads(train.torch_threads)
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from bayling.core.lineage import tokenizer_fingerprint, tokenizer_only_fingerprint
+    from bayling.tokenize.templates import end_of_turn_ids
+    from bayling.train import checkpoints, launch
+    from bayling.train.batches import PackedCollator, padding_collator
+    from bayling.train.throughput import flops_per_token, make_step_logger, peak_flops, trainable_tokens
+    from bayling.train.trainer import build_model, export_model, supervised_trainer_class, training_arguments, unwrapped
+
+    main_process = launch.is_main_process()
+    model_dir = root / base_model.path
+    fingerprint_file = paths.tokenized / "fingerprint.json"
+    if not fingerprint_file.exists():
+        raise PipelineError("data/tokenized/fingerprint.json not found: run `python -m stages.tokenize` first")
+    stored = json.loads(fingerprint_file.read_text("utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(paths.tokenized / "tokenizer")
+    current = tokenizer_fingerprint(model_dir, tokenizer.chat_template or "", stored["max_seq_len"])
+    if tokenizer_only_fingerprint(current) != tokenizer_only_fingerprint(stored):
+        raise PipelineError(
+            f"data/tokenized was made with a different tokenizer or chat template than {base_model.path}; "
+            "re-run `python -m stages.tokenize` (or `dvc repro`)"
+        )
+    dataset = load_from_disk(str(paths.tokenized))["train"]
+    packed = "position_ids" in dataset.column_names
+    logger.log_params({"data.train_rows": len(dataset), "data.fingerprint": stored["fingerprint"], "data.packed": packed})
+    model = build_model(train, model_dir, tokenizer)
+    end_of_turn = stored["settings"].get("end_of_turn") or tokenizer.eos_token
+    generation = unwrapped(model).generation_config
+    generation.eos_token_id = end_of_turn_ids(tokenizer, end_of_turn)
+    generation.pad_token_id = tokenizer.pad_token_id
+
+    settings = {k: v for k, v in train.model_dump(mode="json").items() if k not in NOT_IN_CHECKPOINT_HASH}
+    expected = checkpoints.config_hash({"train": settings, "data": stored["fingerprint"], "base": str(base_model.path),
+                                        "code": _code_hash(root)})
+    resume_from = checkpoints.newest_complete(paths.checkpoints, expected, before_step=train.max_steps) if train.resume else None
+    if main_process:
+        for stale in checkpoints.prune(paths.checkpoints, expected) if train.resume else []:
+            log.info("removed %s (incomplete, or from another configuration)", stale.name)
+        if not train.resume and paths.checkpoints.exists():
+            shutil.rmtree(paths.checkpoints)
+        if paths.final.exists():
+            shutil.rmtree(paths.final)
+    if resume_from:
+        log.info("resuming from %s", resume_from.relative_to(root))
+    logger.log_params({"resumed_from": str(resume_from)})
+
+    flops = flops_per_token(model, stored["max_seq_len"], lora=train.method == "lora")
+    step_logger = make_step_logger(logger, flops, peak_flops(train.peak_tflops), train.world_size())
+    trainer = supervised_trainer_class()(
+        model=model,
+        args=training_arguments(train, paths.checkpoints, root),
+        train_dataset=dataset,
+        data_collator=PackedCollator(tokenizer.pad_token_id) if packed else padding_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=[step_logger, checkpoints.make_checkpoint_marker(expected)],
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    runtime = time.perf_counter() - started
+    final = export_model(trainer.model, train.method)
+    final.config.use_cache = True
+    if train.method == "lora":
+        if main_process:
+            final.save_pretrained(paths.final, safe_serialization=True)
+            tokenizer.save_pretrained(paths.final)
+    else:
+        trainer.save_model(str(paths.final))
+    tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+    history = step_logger.history
+    metrics = {
+        "train_loss": round(float(result.training_loss), 6),
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "steps": int(trainer.state.global_step),
+        "runtime_s": round(runtime, 2),
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": round(tokens_seen / runtime, 2) if runtime else None,
+        "mfu": next((round(h["mfu"], 6) for h in reversed(history) if "mfu" in h), None),
+        "supervised_tokens_in_dataset": trainable_tokens(dataset),
+        "resumed_from_step": int(resume_from.name.split("-")[1]) if resume_from else 0,
+        "world_size": train.world_size(),
+    }
+    if main_process and not train.keep_checkpoints:
+        shutil.rmtree(paths.checkpoints, ignore_errors=True)
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)  # DVC expects the out to exist
+    return TrainResult(metrics, history, main_process)

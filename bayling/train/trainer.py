@@ -1,0 +1,192 @@
+"""Supervised fine-tuning with the Hugging Face Trainer: full or LoRA, a loss computed only where it
+counts, the model and the TrainingArguments the train params describe."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from bayling.config.train import TrainParams
+from bayling.core.records import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
+
+class SupervisedTrainer:
+    """Mixin for transformers.Trainer: the language-model head runs only on positions whose next token is
+    supervised (about a third of them in a translation chat), and the summed loss is divided by the
+    supervised-token count of the whole accumulated batch across devices, so 1x8 and 8x1 agree.
+
+    The forward still goes through the (DDP / DeepSpeed / PEFT) wrapper with `logits_to_keep` empty;
+    the final norm's output is taken by a forward hook and only the selected rows meet the head.
+    """
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        if not getattr(self, "_fast_loss", False):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
+        inner = unwrapped(self.accelerator.unwrap_model(model))  # type: ignore[attr-defined]
+        labels = inputs.pop("labels")
+        captured: dict[str, Any] = {}
+        hook = inner.get_decoder().norm.register_forward_hook(lambda module, args, output: captured.__setitem__("hidden", output))
+        try:
+            outputs = model(**inputs, logits_to_keep=torch.zeros(0, dtype=torch.long, device=labels.device))
+        finally:
+            hook.remove()
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        hidden = captured["hidden"][:, :-1][supervised]
+        logits = inner.get_output_embeddings()(hidden)
+        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        if num_items_in_batch is not None:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:  # type: ignore[attr-defined]
+                loss = loss * self.accelerator.num_processes  # type: ignore[attr-defined]
+        else:
+            loss = loss / max(1, int(supervised.sum()))
+        return (loss, outputs) if return_outputs else loss
+
+
+def supervised_trainer_class() -> Any:
+    from transformers import Trainer
+
+    class BayLingTrainer(SupervisedTrainer, Trainer):
+        def __init__(self, *args: Any, fast_loss: bool = True, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._fast_loss = fast_loss and fast_loss_supported(self.model)
+            if self._fast_loss:
+                # our loss divides by the accumulated token count itself; the Trainer must not divide again
+                self.loss_is_scaled_for_ga = True
+
+    return BayLingTrainer
+
+
+def unwrapped(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (the same object a LoRA merge returns)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def fast_loss_supported(model: Any) -> bool:
+    """A decoder with a final `norm` feeding a plain head, and a forward taking a tensor `logits_to_keep`."""
+    base = unwrapped(model)
+    config = base.config
+    if any(getattr(config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return False
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    return decoder is not None and hasattr(decoder, "norm") and "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def attention_implementation(requested: str) -> str:
+    import torch
+
+    flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    if requested == "flash_attention_2" and not flash:
+        from bayling.core.errors import PipelineError
+
+        raise PipelineError("train.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package")
+    if requested == "auto":
+        chosen = "flash_attention_2" if flash else "sdpa"
+        if not flash:
+            log.info(
+                "FlashAttention unavailable (%s); using PyTorch SDPA",
+                "no CUDA" if not torch.cuda.is_available() else "flash-attn not installed",
+            )
+        return chosen
+    return requested
+
+
+def precision(requested: str) -> dict[str, bool]:
+    import torch
+
+    if requested == "auto":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": False}
+    return {"bf16": requested == "bf16", "fp16": requested == "fp16"}
+
+
+def build_model(params: TrainParams, model_dir: Path, tokenizer: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=attention_implementation(params.attn_implementation)
+    )
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        log.info("resizing embeddings for %d added template tokens", len(tokenizer) - model.get_input_embeddings().weight.shape[0])
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.use_cache = False
+    if params.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=params.lora.r,
+            lora_alpha=params.lora.alpha,
+            lora_dropout=params.lora.dropout,
+            target_modules=params.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+        if params.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model
+
+
+def export_model(model: Any, method: str) -> Any:
+    """The model to save as models/final: LoRA adapters merged into the base weights."""
+    if method == "lora":
+        return model.merge_and_unload()
+    return model
+
+
+def training_arguments(params: TrainParams, output_dir: Path, root: Path) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    on_gpu = torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.per_device_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_ratio,
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        logging_steps=params.logging_steps,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=params.save_total_limit,
+        seed=params.seed,
+        data_seed=params.seed,
+        report_to=[],
+        train_sampling_strategy="group_by_length",
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not on_gpu,
+        ddp_backend="gloo" if distributed and not on_gpu else None,
+        activation_checkpointing=params.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if params.gradient_checkpointing else None,
+        deepspeed=str(deepspeed_config(params, root)) if params.deepspeed else None,
+        remove_unused_columns=False,
+        **precision(params.precision),
+    )
+
+
+def deepspeed_config(params: TrainParams, root: Path) -> Path:
+    """The DeepSpeed JSON that train.deepspeed names, in train.deepspeed_dir (relative to the project root)."""
+    from bayling.core.errors import PipelineError
+
+    directory = Path(params.deepspeed_dir)
+    path = (directory if directory.is_absolute() else root / directory) / f"{params.deepspeed}.json"
+    if not path.is_file():
+        raise PipelineError(f"train.deepspeed: {path} not found (train.deepspeed_dir is {params.deepspeed_dir})")
+    return path

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from bayling.core.tracking import (
+    ResilientLogger,
+    configure,
+    optional_stage_run,
+    read_parent_run,
+    stage_run,
+    tracking_uri,
+    write_parent_run,
+)
+
+
+@pytest.fixture
+def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield tmp_path
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+
+
+def test_default_store_is_a_project_sqlite_file_with_local_artifacts(local_store: Path):
+    import mlflow
+
+    assert tracking_uri(local_store) == f"sqlite:///{local_store.resolve()}/mlflow.db"
+    experiment_id = configure(local_store, "exp")
+    location = mlflow.MlflowClient().get_experiment(experiment_id).artifact_location
+    assert location == (local_store / "mlartifacts").resolve().as_uri()
+    assert configure(local_store, "exp") == experiment_id
+
+
+def test_stage_runs_hang_under_the_parent_named_in_the_handoff_file(local_store: Path):
+    import mlflow
+
+    experiment_id = configure(local_store, "exp")
+    client = mlflow.MlflowClient()
+    parent = client.create_run(experiment_id, run_name="retrain")
+    write_parent_run(local_store, parent.info.run_id)
+    assert read_parent_run(local_store) == parent.info.run_id
+    with stage_run(local_store, "train", "exp") as run:
+        child_id = run.info.run_id
+    assert client.get_run(child_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
+    client.set_terminated(parent.info.run_id)
+    with stage_run(local_store, "train", "exp") as run:  # a finished parent is not adopted
+        orphan_id = run.info.run_id
+    assert "mlflow.parentRunId" not in client.get_run(orphan_id).data.tags
+
+
+def test_unreachable_server_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from servers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with optional_stage_run(tmp_path, "train", "exp") as run:
+        assert run is None
+        logger = ResilientLogger()
+        logger.log_metrics({"loss": 1.0}, step=1)
+        logger.log_params({"a": 1})
+    assert logger.failures == 2
+    assert "2 tracking calls failed" in logger.summary()
+    import mlflow
+
+    mlflow.set_tracking_uri(None)

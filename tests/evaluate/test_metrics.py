@@ -1,0 +1,144 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from bayling.core.errors import PipelineError
+from bayling.evaluate.metrics import (
+    capability_ratios,
+    macro_average,
+    paired_bootstrap,
+    read_segments,
+    score_corpus,
+    score_files,
+)
+
+WMT_TARGET = {"zh-en": "eng_Latn", "en-zh": "zho_Hans", "de-en": "eng_Latn", "en-de": "deu_Latn"}
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def official():
+    with open(SHARED / "wmt22" / "automatic-scores.tsv", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle, delimiter="\t") if r["pair"] in WMT_TARGET]
+    table = {(r["pair"], r["system"], r["metric"]): float(r["score"]) for r in rows}
+    systems = sorted({(r["pair"], r["system"]) for r in rows})
+    return table, systems
+
+
+TABLE, SYSTEMS = official()
+
+
+@pytest.mark.parametrize("pair, system", SYSTEMS, ids=[f"{p}/{s}" for p, s in SYSTEMS])
+def test_every_wmt22_system_matches_the_official_scores(pair, system):
+    folder = SHARED / "wmt22" / pair
+    single = score_files(folder / f"sys-{system}.txt", [folder / "refA.txt"], WMT_TARGET[pair])
+    both = score_files(folder / f"sys-{system}.txt", [folder / "refB.txt", folder / "refA.txt"], WMT_TARGET[pair])
+    assert f"{single.bleu:.2f}" == f"{TABLE[(pair, system, 'bleu-A')]:.2f}"
+    assert f"{single.chrf:.2f}" == f"{TABLE[(pair, system, 'chrf-A')]:.2f}"
+    assert f"{both.bleu:.2f}" == f"{TABLE[(pair, system, 'bleu-all')]:.2f}"
+    assert f"{both.chrf:.2f}" == f"{TABLE[(pair, system, 'chrf-all')]:.2f}"
+    assert ("tok:zh" if pair.endswith("zh") else "tok:13a") in single.signatures["bleu"]
+
+
+def test_chrf_pp_is_word_order_two():
+    hyps, refs = ["the cat sat on the mat"], ["the cat is on the mat"]
+    scores = score_corpus(hyps, [refs], "eng_Latn")
+    assert scores.chrf_pp == sacrebleu.corpus_chrf(hyps, [refs], word_order=2).score
+    assert "nw:2" in scores.signatures["chrf_pp"] and "nw:0" in scores.signatures["chrf"]
+
+
+def test_macro_average():
+    a = score_corpus(["a b c d"], [["a b c d"]], "eng_Latn")
+    b = score_corpus(["x y"], [["a b c d"]], "eng_Latn")
+    assert macro_average([a, b])["chrf"] == pytest.approx((a.chrf + b.chrf) / 2)
+
+
+def test_bad_files_get_clear_errors(tmp_path: Path):
+    (tmp_path / "hyp.txt").write_text("a\nb\n")
+    (tmp_path / "ref.txt").write_text("a\nb\nc\n")
+    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "latin1.txt").write_bytes(b"ok\ncaf\xe9\n")
+    with pytest.raises(PipelineError, match=r"hypothesis .*hyp.txt has 2 lines, reference .*ref.txt has 3"):
+        score_files(tmp_path / "hyp.txt", [tmp_path / "ref.txt"], "eng_Latn")
+    with pytest.raises(PipelineError, match="empty.txt: file is empty"):
+        score_files(tmp_path / "empty.txt", [tmp_path / "ref.txt"], "eng_Latn")
+    with pytest.raises(PipelineError, match="latin1.txt: line 2 is not valid UTF-8"):
+        read_segments(tmp_path / "latin1.txt")
+    with pytest.raises(PipelineError, match="missing.txt: file not found"):
+        read_segments(tmp_path / "missing.txt")
+
+
+def run_score(*args: str) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-m", "tools.score", *args], cwd=root, capture_output=True, text=True)
+
+
+def test_score_command_json_and_errors(tmp_path: Path):
+    folder = SHARED / "wmt22" / "en-zh"
+    result = run_score("--hyp", str(folder / "sys-HuaweiTSC.txt"), "--ref", str(folder / "refB.txt"), "--ref", str(folder / "refA.txt"),
+                       "--target-lang", "zho_Hans", "--json")
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(last) == {"bleu", "chrf", "chrf_pp", "signatures"}
+    assert f"{last['bleu']:.2f}" == f"{TABLE[('en-zh', 'HuaweiTSC', 'bleu-all')]:.2f}"
+    assert "nrefs:2" in last["signatures"]["bleu"] and "tok:zh" in last["signatures"]["bleu"]
+    (tmp_path / "short.txt").write_text("one line\n")
+    bad = run_score("--hyp", str(tmp_path / "short.txt"), "--ref", str(folder / "refA.txt"), "--target-lang", "zho_Hans")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"line count mismatch: hypothesis {tmp_path / 'short.txt'} has 1 lines, reference {folder / 'refA.txt'} has" in bad.stderr
+    (tmp_path / "bytes.txt").write_bytes(b"\xff\xfe\n")
+    bad = run_score("--hyp", str(tmp_path / "bytes.txt"), "--ref", str(folder / "refA.txt"), "--target-lang", "zho_Hans")
+    assert bad.returncode == 2 and "line 1 is not valid UTF-8" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_score("--hyp", str(tmp_path / "short.txt"), "--ref", str(tmp_path / "short.txt"), "--target-lang", "chinese")
+    assert bad.returncode == 2 and "unknown FLORES-200 language code 'chinese'" in bad.stderr
+
+
+def test_japanese_without_mecab_scores_with_char_and_says_so(monkeypatch):
+    from bayling.core import languages
+
+    monkeypatch.setattr(languages, "_tokenizer_available", lambda name: name != "ja-mecab")
+    scores = score_corpus(["猫がいる"], [["猫がいます"]], "jpn_Jpan")
+    assert "tok:char" in scores.signatures["bleu"] and "ja-mecab" in scores.warnings[0]
+
+
+def test_capability_ratios_match_a_direct_sacrebleu_computation():
+    """BayLing-13B's released WMT22 outputs over GPT-4's, as BayLing reports 'x% of GPT-4'."""
+    bench = SHARED / "bayling" / "translation_benchmark"
+    refs = {"zh-en": "zhen", "en-zh": "enzh", "de-en": "deen", "en-de": "ende"}
+    ours, theirs, direct = {}, {}, {}
+    for pair, short in refs.items():
+        ref = read_segments(bench / "reference" / f"{short}.ref")
+        mine = read_segments(bench / "bayling-13b" / f"{pair}.hypo")
+        gpt4 = read_segments(bench / "gpt-4" / f"{pair}.hypo")
+        ours[pair] = score_corpus(mine, [ref], WMT_TARGET[pair])
+        theirs[pair] = score_corpus(gpt4, [ref], WMT_TARGET[pair])
+        tok = "zh" if pair.endswith("zh") else "13a"
+        direct[pair] = {
+            "bleu": sacrebleu.corpus_bleu(mine, [ref], tokenize=tok).score / sacrebleu.corpus_bleu(gpt4, [ref], tokenize=tok).score,
+            "chrf": sacrebleu.corpus_chrf(mine, [ref]).score / sacrebleu.corpus_chrf(gpt4, [ref]).score,
+            "chrf_pp": sacrebleu.corpus_chrf(mine, [ref], word_order=2).score / sacrebleu.corpus_chrf(gpt4, [ref], word_order=2).score,
+        }
+    ratios = capability_ratios(ours, theirs)
+    for pair in refs:
+        for metric in ("bleu", "chrf", "chrf_pp"):
+            assert ratios[pair][metric] == pytest.approx(direct[pair][metric], rel=1e-12)
+    assert ratios["mean"]["chrf"] == pytest.approx(sum(d["chrf"] for d in direct.values()) / 4)
+    assert 0.7 < ratios["mean"]["chrf"] < 1.0
+
+
+def test_paired_bootstrap_is_seeded_and_stable():
+    bench = SHARED / "bayling" / "translation_benchmark"
+    ref = read_segments(bench / "reference" / "deen.ref")[:300]
+    gpt4 = read_segments(bench / "gpt-4" / "de-en.hypo")[:300]
+    bayling = read_segments(bench / "bayling-13b" / "de-en.hypo")[:300]
+    first = paired_bootstrap(gpt4, bayling, [ref], "eng_Latn", samples=1000, seed=7)
+    again = paired_bootstrap(gpt4, bayling, [ref], "eng_Latn", samples=1000, seed=7)
+    assert first.p_values == again.p_values
+    assert set(first.p_values) == {"bleu", "chrf", "chrf_pp"} and all(0 < p <= 1 for p in first.p_values.values())
+    shuffled = paired_bootstrap(gpt4, ref[1:] + ref[:1], [ref], "eng_Latn", samples=200, seed=7)
+    assert shuffled.p_values["chrf"] < 0.01 and shuffled.candidate["chrf"] < shuffled.baseline["chrf"]
+    assert first.baseline["bleu"] == pytest.approx(sacrebleu.corpus_bleu(gpt4, [ref]).score)

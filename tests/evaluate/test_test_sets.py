@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from bayling.config.evaluate import EvalTestSet
+from bayling.core.errors import PipelineError
+from bayling.core.records import Conversation
+from bayling.evaluate.test_sets import heldout_items, load_test_set
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def chat(i, src="eng_Latn", tgt="fra_Latn", task="translate"):
+    return Conversation.from_json({
+        "id": f"r{i}/{src}-{tgt}",
+        "messages": [{"role": "user", "content": f"Provide the French translation for this sentence: s{i}"},
+                     {"role": "assistant", "content": f"p{i}"}],
+        "meta": {"task": task, "src_lang": src, "tgt_lang": tgt, "source_ids": [f"r{i}"]},
+    })
+
+
+def test_heldout_items_are_seeded_and_capped():
+    chats = [chat(i) for i in range(20)] + [chat(i, "fra_Latn", "eng_Latn") for i in range(5)] + [chat(99, task="interactive")]
+    items = heldout_items(chats, None, 8, seed=1)
+    assert sorted(items) == ["eng_Latn-fra_Latn", "fra_Latn-eng_Latn"]
+    assert len(items["eng_Latn-fra_Latn"]) == 8 and len(items["fra_Latn-eng_Latn"]) == 5
+    assert items == heldout_items(chats, None, 8, seed=1) and items != heldout_items(chats, None, 8, seed=2)
+    assert items["eng_Latn-fra_Latn"][0].references == (items["eng_Latn-fra_Latn"][0].reference,)
+
+
+def test_wmt_test_set_uses_bayling_prompt_and_all_references():
+    spec = EvalTestSet(name="wmt22-zh-en", kind="wmt", direction="zho_Hans-eng_Latn", src=str(SHARED / "wmt22/zh-en/src.txt"),
+                       refs=[str(SHARED / "wmt22/zh-en/refA.txt"), str(SHARED / "wmt22/zh-en/refB.txt")], max_segments=5)
+    (direction, items), = load_test_set(spec, Path("."), None, 0).items()
+    assert direction == "zho_Hans-eng_Latn" and len(items) == 5
+    assert items[0].prompt[-1]["content"].startswith("Provide the English translation for this sentence: ")
+    assert len(items[0].references) == 2
+
+
+def test_flores_test_set_names_languages(flores_dir: Path):
+    spec = EvalTestSet(name="flores", kind="flores", dir=str(flores_dir / "devtest"), directions=["eng_Latn-swh_Latn", "swh_Latn-eng_Latn"],
+                       max_segments=3, instruction_language="zh")
+    items = load_test_set(spec, Path("."), None, 0)
+    assert sorted(items) == ["eng_Latn-swh_Latn", "swh_Latn-eng_Latn"]
+    first = items["eng_Latn-swh_Latn"][0]
+    assert first.prompt[-1]["content"].startswith("提供这句话的斯瓦希里文翻译：")
+    assert items["swh_Latn-eng_Latn"][0].reference == first.source
+
+
+def test_bad_test_set_files_are_named(tmp_path: Path):
+    (tmp_path / "src.txt").write_text("a\nb\n")
+    (tmp_path / "ref.txt").write_text("a\n")
+    spec = EvalTestSet(
+        name="bad", kind="wmt", direction="eng_Latn-fra_Latn", src=str(tmp_path / "src.txt"), refs=[str(tmp_path / "ref.txt")]
+    )
+    with pytest.raises(PipelineError, match="src.txt has 2 lines but .*ref.txt has 1"):
+        load_test_set(spec, Path("."), None, 0)

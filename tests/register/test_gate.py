@@ -1,0 +1,66 @@
+"""The promotion gate: each rule's verdict and numbers, from a metrics.json-shaped dict."""
+
+from bayling.config.register import GateParams
+from bayling.register.gate import RuleResult, evaluate_gate, markdown_table, passed
+
+
+def metrics_with_champion(candidate: float, champion: float, p_value: float) -> dict:
+    return {
+        "heldout.avg.final.chrf": candidate,
+        "heldout.eng_Latn-fra_Latn.final.chrf": candidate,
+        "heldout.eng_Latn-fra_Latn.champion.chrf": champion,
+        "heldout.eng_Latn-fra_Latn.p_vs_champion.chrf": p_value,
+        "champion_version": 3,
+    }
+
+
+def gate(**policy) -> GateParams:
+    return GateParams.model_validate(policy)
+
+
+def test_a_significant_drop_beyond_the_allowance_fails():
+    results = evaluate_gate(
+        metrics_with_champion(40.0, 42.5, 0.01), gate(max_drop_vs_champion={"metric": "chrf", "points": 1.0, "alpha": 0.05})
+    )
+    (rule,) = [r for r in results if r.rule == "max_drop_vs_champion"]
+    assert not rule.passed and rule.value == -2.5 and rule.threshold == -1.0
+    assert rule.target == "heldout.eng_Latn-fra_Latn.chrf" and "p=0.01" in rule.detail
+    assert not passed(results)
+
+
+def test_a_large_drop_that_is_not_significant_passes():
+    results = evaluate_gate(metrics_with_champion(40.0, 42.5, 0.3), gate())
+    assert passed(results)
+
+
+def test_a_small_significant_drop_within_the_allowance_passes():
+    results = evaluate_gate(metrics_with_champion(42.0, 42.5, 0.001), gate(max_drop_vs_champion={"points": 1.0}))
+    assert passed(results)
+
+
+def test_minimum_scores_and_missing_metrics():
+    metrics = {"heldout.avg.final.chrf": 9.5}
+    results = evaluate_gate(
+        metrics, gate(min_scores={"heldout.avg.final.chrf": 10.0, "flores.avg.final.bleu": 1.0}, max_drop_vs_champion=None)
+    )
+    by_target = {r.target: r for r in results}
+    assert not by_target["heldout.avg.final.chrf"].passed and by_target["heldout.avg.final.chrf"].value == 9.5
+    assert not by_target["flores.avg.final.bleu"].passed and by_target["flores.avg.final.bleu"].detail == "metric missing"
+    assert passed(evaluate_gate(metrics, gate(min_scores={"heldout.avg.final.chrf": 9.0}, max_drop_vs_champion=None)))
+
+
+def test_required_test_sets_must_be_in_the_report():
+    results = evaluate_gate({"heldout.avg.final.chrf": 9.5}, gate(required_test_sets=["heldout", "wmt22"]))
+    verdicts = {r.target: r.passed for r in results if r.rule == "required_test_set"}
+    assert verdicts == {"heldout": True, "wmt22": False}
+
+
+def test_without_a_champion_the_drop_rule_passes_and_says_why():
+    (rule,) = evaluate_gate({"heldout.avg.final.chrf": 9.5}, gate())
+    assert rule.passed and rule.detail == "no champion to compare with"
+
+
+def test_markdown_table_marks_failures():
+    table = markdown_table([RuleResult("min_score", "heldout.avg.final.chrf", 9.5, 10.0, False, "")])
+    assert table.splitlines()[0].startswith("| rule |")
+    assert "| min_score | heldout.avg.final.chrf | 9.5 | 10 | **FAIL** |" in table

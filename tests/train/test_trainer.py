@@ -1,0 +1,123 @@
+import torch
+from helpers import encode
+
+from bayling.config.train import TrainParams
+from bayling.core.records import IGNORE_INDEX
+from bayling.train.batches import PackedCollator, padding_collator
+from bayling.train.throughput import flops_per_token
+from bayling.train.trainer import supervised_trainer_class, training_arguments
+
+
+def conversations(n):
+    return [
+        [{"role": "user", "content": f"Provide the French translation for this sentence: number {i} " + "x " * (i % 5)},
+         {"role": "assistant", "content": "Lavez-vous les mains." + " encore" * (i % 3)}]
+        for i in range(n)
+    ]
+
+
+def rows(tokenizer, n=16):
+    return [{"input_ids": e.input_ids, "labels": e.labels} for e in encode(tokenizer, conversations(n))]
+
+
+def test_collators(tokenizer):
+    pad = tokenizer.pad_token_id
+    batch = padding_collator(tokenizer)([
+        {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7], "attention_mask": [1, 1, 1]},
+        {"input_ids": [8], "labels": [8], "attention_mask": [1]},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, pad, pad]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    packed = PackedCollator(pad_token_id=0)([
+        {"input_ids": [8, 9, 1, 2], "labels": [8, 9, 1, 2], "position_ids": [0, 1, 0, 1]},
+        {"input_ids": [5, 6], "labels": [IGNORE_INDEX, 6], "position_ids": [0, 1]},
+    ])
+    assert packed["position_ids"].tolist() == [[0, 1, 0, 1], [0, 1, 0, 1]]  # padding is a sequence of its own
+    assert packed["labels"].tolist() == [[8, 9, 1, 2], [IGNORE_INDEX, 6, IGNORE_INDEX, IGNORE_INDEX]]
+    assert "attention_mask" not in packed
+
+
+def _trainer(model, tokenizer, tmp_path, dataset=None, **overrides):
+    from datasets import Dataset
+
+    params = TrainParams(**{"max_steps": 1, "per_device_batch_size": 8, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+                            "logging_steps": 1, "save_steps": 100, "max_grad_norm": 0.0, **overrides})
+    args = training_arguments(params, tmp_path / "ckpt", tmp_path)
+    args.train_sampling_strategy = "sequential"
+    data = dataset or Dataset.from_list(rows(tokenizer, 8))
+    return supervised_trainer_class()(model=model, args=args, train_dataset=data, data_collator=padding_collator(tokenizer))
+
+
+def test_fast_loss_and_gradients_equal_the_standard_ones(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = _trainer(model, tokenizer, tmp_path)
+    assert trainer._fast_loss
+    batch = rows(tokenizer, 6)
+    padded = padding_collator(tokenizer)(batch)
+    count = int((padded["labels"][:, 1:] != IGNORE_INDEX).sum())
+    fast = trainer.compute_loss(model, dict(padded), num_items_in_batch=torch.tensor(count))
+    fast.backward()
+    fast_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    standard = model(**padded).loss
+    standard.backward()
+    assert abs(fast.item() - standard.item()) < 1e-5
+    for a, p in zip(fast_grads, model.parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
+
+
+def _one_step_grads(tiny_model_dir, tokenizer, tmp_path, batch, accumulation):
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    captured = {}
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            captured["grads"] = [p.grad.detach().clone() for p in model.parameters()]
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = _trainer(model, tokenizer, tmp_path / f"{batch}x{accumulation}", per_device_batch_size=batch,
+                       gradient_accumulation_steps=accumulation)
+    trainer.add_callback(Capture())
+    result = trainer.train()
+    return result.training_loss, captured["grads"]
+
+
+def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, tokenizer, tmp_path):
+    """Loss normalised over tokens across micro-batches: unequal micro-batch token counts must not bias it."""
+    loss_8x1, grads_8x1 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 8, 1)
+    loss_1x8, grads_1x8 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 1, 8)
+    assert abs(loss_8x1 - loss_1x8) < 1e-5
+    for a, b in zip(grads_8x1, grads_1x8):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_a_few_steps_lower_the_loss(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    data = rows(tokenizer, 16)
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            return model(**padding_collator(tokenizer)(data)).loss.item()
+
+    before = loss_now()
+    from datasets import Dataset
+
+    trainer = _trainer(model, tokenizer, tmp_path, Dataset.from_list(data), max_steps=6, learning_rate=5e-3, max_grad_norm=1.0)
+    trainer.train()
+    assert loss_now() < before - 1.0
+
+
+def test_flops_per_token(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    n = sum(p.numel() for p in model.parameters())  # tied embeddings: the head's matmul counts once
+    cfg = model.config
+    assert flops_per_token(model, 256) == 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * 256
+    assert flops_per_token(model, 256, lora=True) == 4 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * 256
