@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 from bayling.core.prompts import INSTRUCTION_CODES
 from bayling.core.seeding import coin
@@ -100,7 +100,7 @@ def mix_counts(paths: Sequence[Path]) -> Counter:
     return counts
 
 
-def merge_shards(paths: Sequence[Path], out: Any, keep: dict[tuple[str, str], float] | None, seed: int) -> Counter:
+def merge_shards(paths: Sequence[Path], out: IO[str], keep: dict[tuple[str, str], float] | None, seed: int) -> Counter:
     """Concatenate shard files in order into `out`, keeping each chat by its deterministic mix draw."""
     kept: Counter = Counter()
     for path in paths:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bayling.config.synthesize import FilterParams
 from bayling.core.quarantine import Problem, Quarantined
@@ -128,7 +128,7 @@ def _segment_preview(row: dict[str, Any], field: str | None) -> str:
 
 
 def screen_file(
-    corpus: Path, kept_path: Path, quarantine: Any, filters: FilterParams, decontaminator: Decontaminator | None
+    corpus: Path, kept_path: Path, quarantine: IO[str], filters: FilterParams, decontaminator: Decontaminator | None
 ) -> ScreenStats:
     """Screen the corpus file into `kept_path`, writing every rejection to `quarantine`; return the counts."""
     stats = ScreenStats()

@@ -46,3 +46,11 @@ def test_langid_is_offline_and_checks_supported_languages():
     assert not wrong.ok and wrong.predicted == "en"
     unsupported = check_langid("anything", "ace_Latn")
     assert unsupported.ok and not unsupported.supported
+
+
+def test_scripts_come_from_unicode_properties():
+    # a combining mark counts for the letter it carries; the kana prolonged-sound mark is kana
+    assert script_profile("ẹ̀kọ́ Yorùbá") == {"Latn": 11}
+    assert set(script_profile("コーヒー")) == {"Kana"}
+    assert check_script("Ọmọ mi ń lọ sí ilé ìwé.", "yor_Latn").ok
+    assert check_script("ⵜⴰⵎⴰⵣⵉⵖⵜ", "tzm_Tfng").ok and not check_script("ⵜⴰⵎⴰⵣⵉⵖⵜ", "kab_Latn").ok
