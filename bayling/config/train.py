@@ -50,8 +50,6 @@ class TrainParams(Section):
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainParams:
-        if self.method == "lora" and self.deepspeed in ("zero3", "zero3_offload"):
-            raise ValueError("method lora with ZeRO-3 is not supported (the merged export needs the full weights); use zero2")
         if self.hostfile and self.launcher != "deepspeed":
             raise ValueError("hostfile is read by the deepspeed launcher; set launcher: deepspeed")
         return self

@@ -1,8 +1,8 @@
 """Conversations to token ids and labels: exact assistant-only loss masks, turn-boundary truncation.
 
-Rendering goes through a template compiled to its literal glue (bayling.tokenize.templates), verified against
-the tokenizer's own Jinja renderer on a sample of every batch; if any sample differs, the whole batch
-is rendered with Jinja. Tokens come from one batched call into the Rust tokenizer, and labels are
+Rendering goes through a template compiled to its literal glue (bayling.tokenize.templates) when the
+template provably prints message contents verbatim, which makes the compiled form exact for every
+row; otherwise through the tokenizer's own Jinja renderer. Tokens come from one batched call into the Rust tokenizer, and labels are
 placed with `char_to_token` at each assistant span's two ends, so no per-token Python loop runs.
 """
 
@@ -67,32 +67,42 @@ class Tokenized:
 
 
 class Renderer:
-    """Renders conversations with assistant spans: the compiled template when it agrees with Jinja."""
+    """Renders conversations with their assistant spans: through the compiled template where the template
+    is proven content-independent, through Jinja otherwise (and for role sequences it cannot compile).
 
-    VERIFY_FIRST = 64
-    VERIFY_EVERY = 97
+    The first conversation of every new sequence of roles is also rendered through Jinja and compared,
+    one render per kind of conversation, so a mistake in the compilation itself cannot pass unseen.
+    """
 
     def __init__(self, tokenizer: Any, end_of_turn: str, compiled: CompiledTemplate | None) -> None:
         self.tokenizer = tokenizer
         self.end_of_turn = end_of_turn
         self.compiled = compiled
+        self._checked: dict[tuple[str, ...], bool] = {}
         self.fast_batches = 0
         self.slow_batches = 0
 
-    def render_batch(self, conversations: Sequence[Sequence[Message]]) -> list[tuple[str, list[Span]]]:
-        if self.compiled is not None:
+    def _render(self, messages: Sequence[Message]) -> tuple[tuple[str, list[Span]], bool]:
+        roles = tuple(m["role"] for m in messages)
+        if self.compiled is not None and self._checked.get(roles, True):
             try:
-                rendered = [self.compiled.render(messages) for messages in conversations]
-                sample = list(range(min(self.VERIFY_FIRST, len(conversations)))) + list(
-                    range(self.VERIFY_FIRST, len(conversations), self.VERIFY_EVERY)
-                )
-                if all(rendered[i] == assistant_spans(self.tokenizer, conversations[i], self.end_of_turn) for i in sample):
-                    self.fast_batches += 1
-                    return rendered
+                rendered = self.compiled.render(messages)
             except KeyError:
-                pass
-        self.slow_batches += 1
-        return [assistant_spans(self.tokenizer, messages, self.end_of_turn) for messages in conversations]
+                self._checked[roles] = False
+            else:
+                if roles not in self._checked:
+                    self._checked[roles] = rendered == assistant_spans(self.tokenizer, messages, self.end_of_turn)
+                if self._checked[roles]:
+                    return rendered, True
+        return assistant_spans(self.tokenizer, messages, self.end_of_turn), False
+
+    def render_batch(self, conversations: Sequence[Sequence[Message]]) -> list[tuple[str, list[Span]]]:
+        results = [self._render(messages) for messages in conversations]
+        if all(fast for _, fast in results):
+            self.fast_batches += 1
+        else:
+            self.slow_batches += 1
+        return [rendered for rendered, _ in results]
 
 
 def tokenize_batch(tokenizer: Any, renderer: Renderer, conversations: Sequence[Sequence[Message]]) -> list[Tokenized]:
@@ -145,3 +155,58 @@ def labels_for(item: Tokenized, loss_on: LossOn = "all") -> np.ndarray:
     for start, stop in turns:
         labels[start:stop] = item.input_ids[start:stop]
     return labels
+
+
+# Replies that start every way a reply can once its leading whitespace is gone (see strip_reply): letters
+# of several scripts, digits, punctuation, markup, emoji. Tokenizers split differently at these starts.
+_PROBE_REPLIES = ("Bonjour tout le monde.", "你好，世界。", "1234 is a number", "«Guillemets».", "Привет, мир.", "- a list item",
+                  "**bold** text", "élan", "(parenthesis)", "😀 emoji", "```code```", "Done.")
+
+
+def strip_replies(messages: Sequence[Message]) -> tuple[list[Message], int]:
+    """The conversation with leading whitespace removed from every reply, and how many replies had some.
+
+    A template's text before a reply usually ends in a newline; a reply that starts with whitespace
+    would merge with it into one token on tokenizers that keep runs of newlines whole (Llama-3, Qwen2,
+    GPT-4-style pre-tokenizers), so training would start the reply from a token the inference prompt
+    never ends with. Generation output is stripped the same way before it is scored.
+    """
+    out, stripped = [], 0
+    for m in messages:
+        if m["role"] == "assistant" and m["content"][:1].isspace():
+            out.append({**m, "content": m["content"].lstrip()})
+            stripped += 1
+        else:
+            out.append(m)
+    return out, stripped
+
+
+def prompt_alignment_problem(tokenizer: Any, renderer: Renderer) -> str | None:
+    """Why training would feed the model other ids before a reply than inference does, or None.
+
+    Inference tokenizes `apply_chat_template(history, add_generation_prompt=True)` as one string;
+    training tokenizes the whole conversation. With some template and tokenizer pairs the two split
+    differently where a reply begins (a pre-tokenizer that keeps "\\n\\n" whole at the end of a string
+    but splits it before a letter), so the model would learn to continue a prompt it never sees.
+    Checked on probe conversations of three turns whose replies start in every common way.
+    """
+    users = ("Translate this, please.", "And now this one?", "Once more.")
+    probes = []
+    for k in range(0, len(_PROBE_REPLIES), 3):
+        replies = (_PROBE_REPLIES[k:k + 3] + _PROBE_REPLIES[:3])[:3]
+        chat = [m for user, reply in zip(users, replies)
+                for m in ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
+        probes += [chat, [{"role": "system", "content": "You translate."}] + chat]
+    for messages, item in zip(probes, tokenize_batch(tokenizer, renderer, probes)):
+        replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        for (start, _), index in zip(item.turns, replies):
+            prompt = tokenizer.apply_chat_template(messages[:index], add_generation_prompt=True, tokenize=True, return_dict=False)
+            trained = [int(t) for t in item.input_ids[:start]]
+            if trained != list(prompt):
+                at = next((i for i, (a, b) in enumerate(zip(trained, prompt)) if a != b), min(len(trained), len(prompt)))
+                window = slice(max(0, at - 2), at + 3)
+                train_tokens = " ".join(tokenizer.convert_ids_to_tokens(trained[window]))
+                prompt_tokens = " ".join(tokenizer.convert_ids_to_tokens(list(prompt)[window]))
+                return (f"before the reply {messages[index]['content']!r}, training would feed [{train_tokens}] where inference "
+                        f"feeds [{prompt_tokens}]")
+    return None

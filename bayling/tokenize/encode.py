@@ -20,7 +20,7 @@ import numpy as np
 
 from bayling.config.tokenize import TokenizeParams
 from bayling.core.records import IGNORE_INDEX
-from bayling.tokenize.chat import Renderer, fit, labels_for, tokenize_batch
+from bayling.tokenize.chat import Renderer, fit, labels_for, prompt_alignment_problem, strip_replies, tokenize_batch
 from bayling.tokenize.packing import best_fit_decreasing, pack_rows
 
 
@@ -36,6 +36,7 @@ class TokenizeStats:
     row_slots: int = 0  # rows x max_seq_len when packed: the denominator of the fill rate
     max_len: int = 0
     render_fallbacks: int = 0
+    replies_stripped: int = 0  # replies whose leading whitespace was removed (chat.strip_replies)
 
     def add(self, other: TokenizeStats) -> None:
         for name, value in vars(other).items():
@@ -104,8 +105,10 @@ def process_chunk(conversations: list[list[dict[str, str]]]) -> tuple[ColumnChun
     tokenizer, renderer, settings = _WORKER.tokenizer, _WORKER.renderer, _WORKER.settings
     stats = TokenizeStats(conversations_in=len(conversations))
     slow_before = renderer.slow_batches
+    stripped = [strip_replies(messages) for messages in conversations]
+    stats.replies_stripped = sum(n for _, n in stripped)
     items = []
-    for item in tokenize_batch(tokenizer, renderer, conversations):
+    for item in tokenize_batch(tokenizer, renderer, [messages for messages, _ in stripped]):
         kept, status = fit(item, settings.max_seq_len, settings.overlong)
         if kept is None:
             stats.dropped += 1
@@ -243,9 +246,21 @@ def tokenize_dataset(params: TokenizeParams, model_dir: Path, synth_dir: Path, o
     from bayling.core.lineage import tokenizer_fingerprint
     from bayling.tokenize.templates import compile_template, prepare_tokenizer
 
+    if params.packing:
+        from transformers import AutoConfig
+
+        from bayling.tokenize.packing import packing_refusal
+
+        refusal = packing_refusal(AutoConfig.from_pretrained(model_dir))
+        if refusal:
+            raise PipelineError(refusal)
     prepared = prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir), params.template)
     tokenizer = prepared.tokenizer
     renderer = Renderer(tokenizer, prepared.end_of_turn, compile_template(tokenizer, prepared.end_of_turn))
+    misaligned = prompt_alignment_problem(tokenizer, renderer)
+    if misaligned:
+        raise PipelineError(f"tokenize.template {params.template} does not fit the tokenizer of {model_dir.name}: {misaligned}. "
+                            "Choose another tokenize.template (model or bayling-v1)")
     settings = ChunkSettings(params.max_seq_len, params.overlong, params.loss_on, params.packing)
     settings_record = {
         "template": params.template, "end_of_turn": prepared.end_of_turn, "added_tokens": list(prepared.added_tokens),

@@ -71,3 +71,24 @@ def pack_rows(items: Sequence[tuple[np.ndarray, np.ndarray]], bins: Sequence[Seq
         labels[positions == 0] = IGNORE_INDEX
         rows.append(PackedRow(ids, labels, positions, len(members)))
     return rows
+
+
+# Layer kinds whose attention honours the per-sequence boundaries of a packed row (block-diagonal masks, or
+# FlashAttention's varlen kernel). Recurrent, linear-attention and convolution layers carry a state from one
+# token to the next instead, so a packed row would leak every conversation's state into the next one.
+ATTENTION_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+RECURRENT_MODEL_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv", "recurrent_gemma", "xlstm", "lfm2", "lfm2_moe",
+                                   "lfm2_vl", "lfm3", "jamba", "bamba", "zamba", "zamba2", "falcon_h1", "granitemoehybrid",
+                                   "nemotron_h", "qwen3_next", "minimax", "kimi_linear", "olmo_hybrid", "bailing_hybrid"})
+
+
+def packing_refusal(config: object) -> str | None:
+    """Why packed rows would let conversations see each other in this architecture, or None if they can't."""
+    model_type = getattr(config, "model_type", "")
+    layer_types = set(getattr(config, "layer_types", None) or [])
+    other = sorted(layer_types - ATTENTION_LAYER_TYPES)
+    if model_type in RECURRENT_MODEL_TYPES or other:
+        kinds = ", ".join(other) if other else "recurrent or linear-attention"
+        return (f"tokenize.packing: true cannot be used with model type '{model_type}': its {kinds} layers carry state from one "
+                "token to the next, so packed conversations would leak into each other; set tokenize.packing: false")
+    return None

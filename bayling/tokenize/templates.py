@@ -9,7 +9,7 @@ exported tokenizer, so models/final renders prompts exactly as training did.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bayling.core.errors import PipelineError
@@ -101,78 +101,125 @@ def end_of_turn_ids(tokenizer: Any, end_of_turn: str) -> list[int]:
 # ---------------------------------------------------------------- fast rendering
 _MARK = "\x1e{}\x1e"
 Span = tuple[int, int]
+Roles = tuple[str, ...]
 
 
 def _jinja_render(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-@dataclass(frozen=True)
-class CompiledTemplate:
-    """A template reduced to the literal text between message contents, learnt from probe renders.
+def content_is_verbatim(template: str) -> bool:
+    """Whether a Jinja chat template only ever prints a message's content as it is.
 
-    Valid for templates that wrap each message's content in text depending only on the roles around
-    it (every template above, and ChatML, Llama, Mistral-style ones). `compile_template` checks that
-    on probes, and the caller verifies it against the real renderer on real conversations.
+    True when every `…['content']` / `….content` in the template is printed directly, alone or joined
+    to other text with `+` or `~`: never tested, compared, filtered (`| trim`), called, looped over or
+    assigned. The rendered text is then the content of every message interleaved with text that can
+    depend on the roles and positions of the messages but not on what they say.
+    """
+    from jinja2 import Environment, nodes
+
+    try:
+        tree = Environment().parse(template)
+    except Exception:
+        return False
+
+    def is_content(node: nodes.Node) -> bool:
+        return (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and node.arg.value == "content") or (
+            isinstance(node, nodes.Getattr) and node.attr == "content")
+
+    def check(node: nodes.Node, printed: bool) -> bool:
+        if is_content(node):
+            return printed
+        if isinstance(node, nodes.Output):
+            return all(check(child, not isinstance(child, nodes.TemplateData)) for child in node.nodes)
+        keeps_printing = printed and isinstance(node, (nodes.Add, nodes.Concat))
+        return all(check(child, keeps_printing) for child in node.iter_child_nodes())
+
+    return check(tree, False)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The text around the messages of one sequence of roles, learnt from a sentinel render."""
+
+    glue: tuple[str, ...]  # len(roles) + 1 pieces: before the first content, between contents, after the last
+    spans: dict[int, tuple[int, int]]  # assistant message index -> (start, stop) offsets from its content's start and end
+
+
+@dataclass
+class CompiledTemplate:
+    """A chat template reduced, per sequence of roles, to the literal text between message contents.
+
+    Exact for every conversation when `content_is_verbatim` holds for the template (checked by
+    `compile_template`): the text between contents then depends on the roles and positions only, and
+    one sentinel render per distinct sequence of roles learns it. Assistant spans are located as
+    `chat.assistant_spans` locates them: from the end of the generation prompt for that history
+    through the end-of-turn token that follows the reply.
     """
 
-    start: dict[str, str]  # text before the first message's content, by that message's role
-    between: dict[tuple[str, str], str]  # text between consecutive contents, by (previous role, next role)
-    end: dict[str, str]  # text after the last content, by its role
+    tokenizer: Any
     end_of_turn: str
+    layouts: dict[Roles, _Layout | None] = field(default_factory=dict)
+
+    def layout(self, roles: Roles) -> _Layout | None:
+        if roles not in self.layouts:
+            self.layouts[roles] = self._learn(roles)
+        return self.layouts[roles]
+
+    def _learn(self, roles: Roles) -> _Layout | None:
+        marks = [{"role": r, "content": _MARK.format(i)} for i, r in enumerate(roles)]
+        try:
+            text = _jinja_render(self.tokenizer, marks)
+            glue, cursor = [], 0
+            for i in range(len(roles)):
+                mark = _MARK.format(i)
+                at = text.find(mark, cursor)
+                if at < 0 or text.count(mark) != 1:
+                    return None  # the template drops or repeats a message
+                glue.append(text[cursor:at])
+                cursor = at + len(mark)
+            glue.append(text[cursor:])
+            spans = {}
+            for i, role in enumerate(roles):
+                if role != "assistant":
+                    continue
+                prompt = _jinja_render(self.tokenizer, marks[:i], add_generation_prompt=True)
+                through = _jinja_render(self.tokenizer, marks[: i + 1])
+                if not (text.startswith(prompt) and text.startswith(through) and through.startswith(prompt)):
+                    return None  # not prefix-stable: the reference renderer refuses this template too
+                content_at = text.find(_MARK.format(i))
+                tail = through[content_at + len(_MARK.format(i)):]
+                cut = tail.find(self.end_of_turn)
+                spans[i] = (len(prompt) - content_at, cut + len(self.end_of_turn) if cut >= 0 else len(tail))
+        except Exception:
+            return None
+        return _Layout(tuple(glue), spans)
 
     def render(self, messages: Sequence[dict[str, str]]) -> tuple[str, list[Span]]:
-        """The rendered conversation and each assistant turn's span (content through end-of-turn token)."""
+        """The rendered conversation and each assistant turn's span (reply through end-of-turn token)."""
+        layout = self.layout(tuple(m["role"] for m in messages))
+        if layout is None:
+            raise KeyError("this sequence of roles cannot be compiled")
         parts: list[str] = []
         spans: list[Span] = []
         position = 0
-        previous = None
-        for message in messages:
-            role, content = message["role"], message["content"]
-            glue = self.start[role] if previous is None else self.between[(previous, role)]
-            parts.append(glue)
-            position += len(glue)
-            if role == "assistant":
-                after = self.end["assistant"] if message is messages[-1] else self.between.get(("assistant", "user"), self.end["assistant"])
-                cut = after.find(self.end_of_turn)
-                spans.append((position, position + len(content) + (cut + len(self.end_of_turn) if cut >= 0 else 0)))
-            parts.append(content)
-            position += len(content)
-            previous = role
-        parts.append(self.end[previous])
+        for i, message in enumerate(messages):
+            parts.append(layout.glue[i])
+            position += len(layout.glue[i])
+            if i in layout.spans:
+                lead, trail = layout.spans[i]
+                spans.append((position + lead, position + len(message["content"]) + trail))
+            parts.append(message["content"])
+            position += len(message["content"])
+        parts.append(layout.glue[-1])
         return "".join(parts), spans
 
 
 def compile_template(tokenizer: Any, end_of_turn: str) -> CompiledTemplate | None:
-    """Learn the literal glue of the tokenizer's chat template from sentinel-content probes, or None."""
-    probes = {
-        "plain": ["user", "assistant", "user", "assistant"],
-        "system": ["system", "user", "assistant", "user", "assistant"],
-    }
-    start: dict[str, str] = {}
-    between: dict[tuple[str, str], str] = {}
-    end: dict[str, str] = {}
-    try:
-        for roles in probes.values():
-            messages = [{"role": r, "content": _MARK.format(i)} for i, r in enumerate(roles)]
-            text = _jinja_render(tokenizer, messages)
-            pieces = []
-            cursor = 0
-            for i in range(len(roles)):
-                at = text.find(_MARK.format(i), cursor)
-                if at < 0:
-                    return None
-                pieces.append(text[cursor:at])
-                cursor = at + len(_MARK.format(i))
-            tail = text[cursor:]
-            for key, value in [(("start", roles[0]), pieces[0])] + [
-                (("between", (roles[i - 1], roles[i])), pieces[i]) for i in range(1, len(roles))
-            ] + [(("end", roles[-1]), tail)]:
-                table = {"start": start, "between": between, "end": end}[key[0]]
-                if table.setdefault(key[1], value) != value:
-                    return None
-        one = [{"role": "user", "content": _MARK.format(0)}]
-        end["user"] = _jinja_render(tokenizer, one).split(_MARK.format(0), 1)[1]
-    except Exception:
+    """The tokenizer's chat template compiled to its literal glue, or None when it may depend on content."""
+    if not tokenizer.chat_template or not content_is_verbatim(tokenizer.chat_template):
         return None
-    return CompiledTemplate(start, between, end, end_of_turn)
+    compiled = CompiledTemplate(tokenizer, end_of_turn)
+    if compiled.layout(("user", "assistant")) is None:
+        return None
+    return compiled

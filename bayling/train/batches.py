@@ -24,23 +24,72 @@ def padding_collator(tokenizer: Any) -> Any:
 
 @dataclass(frozen=True)
 class PackedCollator:
-    """Batches packed rows: no attention mask, so transformers builds a block-diagonal causal mask from the
-    restarting position ids (and FlashAttention takes the varlen path). Padding is its own sequence."""
+    """Packed rows flattened into one row of (1, total tokens), with the boundaries of every conversation.
 
-    pad_token_id: int
+    transformers infers sequence boundaries from position ids only for a batch of exactly one row
+    (`_is_packed_sequence` in modeling_flash_attention_utils); a (rows, width) batch would run
+    FlashAttention's dense kernel across whole rows, letting conversations attend to each other.
+    So the batch is one row, needs no padding, and also carries `cu_seq_lens_q/k` and
+    `max_length_q/k`, which send FlashAttention straight to its varlen kernel. SDPA and eager build
+    their block-diagonal causal mask from the restarting position ids. No attention mask is passed: a
+    mask would make FlashAttention treat the whole row as one sequence.
+    """
+
+    pad_token_id: int  # unused (nothing is padded); kept so both collators are built the same way
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        positions = torch.arange(width, dtype=torch.long).repeat(len(features), 1)
-        for row, f in enumerate(features):
-            n = len(f["input_ids"])
-            input_ids[row, :n] = torch.as_tensor(f["input_ids"])
-            labels[row, :n] = torch.as_tensor(f["labels"])
-            positions[row, :n] = torch.as_tensor(f["position_ids"])
-            positions[row, n:] = torch.arange(width - n)
+        def flat(key: str) -> torch.Tensor:
+            return torch.cat([torch.as_tensor(f[key], dtype=torch.long) for f in features]).unsqueeze(0)
+
+        positions = flat("position_ids")
+        starts = (positions[0] == 0).nonzero().flatten()
+        boundaries = torch.cat([starts, torch.tensor([positions.shape[1]])]).to(torch.int32)
+        longest = int(boundaries.diff().max())
         # use_cache=False matters: with a KV cache in play, transformers skips the packed-sequence mask.
-        return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "use_cache": False}
+        return {"input_ids": flat("input_ids"), "labels": flat("labels"), "position_ids": positions,
+                "cu_seq_lens_q": boundaries, "cu_seq_lens_k": boundaries, "max_length_q": longest, "max_length_k": longest,
+                "use_cache": False}
+
+
+class EpochSeededSampler:
+    """Rows grouped by length (as transformers' LengthGroupedSampler does: megabatches of similar lengths,
+    longest first) in an order fixed by the seed and the epoch alone.
+
+    transformers' sampler draws each epoch's order from the global RNG when the epoch starts, and a run
+    resumed mid-epoch restores that RNG only after the order is drawn, so it trains on other batches
+    than the run it continues. Here nothing depends on what ran before: epoch k is the same permutation
+    in a fresh run, a resumed one, and on every rank.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def order(self, epoch: int) -> list[int]:
+        import torch
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        from bayling.core.seeding import seeded_digest
+
+        generator = torch.Generator().manual_seed(int.from_bytes(seeded_digest(self.seed, "epoch", str(epoch))[:8], "big") >> 1)
+        return list(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+    def __iter__(self) -> Any:
+        return iter(self.order(self.epoch))
+
+
+def row_lengths(dataset: Any) -> list[int]:
+    """Token count of every row, read from the Arrow column without materialising the rows."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.data.column("input_ids")).to_pylist()

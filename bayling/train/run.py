@@ -65,11 +65,12 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     from transformers import AutoTokenizer
 
     from bayling.core.lineage import tokenizer_fingerprint, tokenizer_only_fingerprint
+    from bayling.tokenize.packing import packing_refusal
     from bayling.tokenize.templates import end_of_turn_ids
     from bayling.train import checkpoints, launch
     from bayling.train.batches import PackedCollator, padding_collator
     from bayling.train.throughput import flops_per_token, make_step_logger, peak_flops, trainable_tokens
-    from bayling.train.trainer import build_model, export_model, supervised_trainer_class, training_arguments, unwrapped
+    from bayling.train.trainer import build_model, merged_lora_model, supervised_trainer_class, training_arguments, unwrapped
 
     main_process = launch.is_main_process()
     model_dir = root / base_model.path
@@ -87,7 +88,14 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     dataset = load_from_disk(str(paths.tokenized))["train"]
     packed = "position_ids" in dataset.column_names
     logger.log_params({"data.train_rows": len(dataset), "data.fingerprint": stored["fingerprint"], "data.packed": packed})
+    # Seeded before the model is built: LoRA initialises its adapters from the global RNG, and the Trainer
+    # seeds only later, so without this two runs of the same configuration would start from other weights.
+    from transformers import set_seed
+
+    set_seed(train.seed)
     model = build_model(train, model_dir, tokenizer)
+    if packed and (refusal := packing_refusal(unwrapped(model).config)):
+        raise PipelineError(f"data/tokenized is packed, but {refusal}")
     end_of_turn = stored["settings"].get("end_of_turn") or tokenizer.eos_token
     generation = unwrapped(model).generation_config
     generation.eos_token_id = end_of_turn_ids(tokenizer, end_of_turn)
@@ -112,7 +120,7 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     step_logger = make_step_logger(logger, flops, peak_flops(train.peak_tflops), train.world_size())
     trainer = supervised_trainer_class()(
         model=model,
-        args=training_arguments(train, paths.checkpoints, root),
+        args=training_arguments(train, paths.checkpoints, root, packed=packed),
         train_dataset=dataset,
         data_collator=PackedCollator(tokenizer.pad_token_id) if packed else padding_collator(tokenizer),
         processing_class=tokenizer,
@@ -121,13 +129,18 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - started
-    final = export_model(trainer.model, train.method)
-    final.config.use_cache = True
     if train.method == "lora":
+        adapter = paths.checkpoints / "adapter"
+        trainer.save_model(str(adapter))  # every rank takes part: under ZeRO-3 the adapters are gathered
         if main_process:
+            final = merged_lora_model(train, model_dir, tokenizer, adapter)
+            final.generation_config = generation
+            final.config.use_cache = True
             final.save_pretrained(paths.final, safe_serialization=True)
             tokenizer.save_pretrained(paths.final)
+            shutil.rmtree(adapter)
     else:
+        unwrapped(trainer.model).config.use_cache = True
         trainer.save_model(str(paths.final))
     tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
     history = step_logger.history

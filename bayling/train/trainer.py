@@ -48,8 +48,8 @@ class SupervisedTrainer:
             loss = loss / num_items_in_batch
             if self.args.average_tokens_across_devices and self.args.world_size > 1:  # type: ignore[attr-defined]
                 loss = loss * self.accelerator.num_processes  # type: ignore[attr-defined]
-        else:
-            loss = loss / max(1, int(supervised.sum()))
+        else:  # no global count (a Trainer that did not count): the mean of micro-batch means, as transformers does
+            loss = loss / max(1, int(supervised.sum())) / self.current_gradient_accumulation_steps  # type: ignore[attr-defined]
         return (loss, outputs) if return_outputs else loss
 
 
@@ -61,8 +61,18 @@ def supervised_trainer_class() -> Any:
             super().__init__(*args, **kwargs)
             self._fast_loss = fast_loss and fast_loss_supported(self.model)
             if self._fast_loss:
-                # our loss divides by the accumulated token count itself; the Trainer must not divide again
+                # Our loss divides by the supervised-token count of the whole accumulated batch itself, so the
+                # Trainer must count it for every model (it does so only for models taking loss kwargs) and
+                # must not divide by the accumulation steps again.
+                self.model_accepts_loss_kwargs = True
                 self.loss_is_scaled_for_ga = True
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            from bayling.train.batches import EpochSeededSampler, row_lengths
+
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return EpochSeededSampler(row_lengths(dataset), batch, self.args.data_seed or self.args.seed)
 
     return BayLingTrainer
 
@@ -110,16 +120,21 @@ def precision(requested: str) -> dict[str, bool]:
     return {"bf16": requested == "bf16", "fp16": requested == "fp16"}
 
 
-def build_model(params: TrainParams, model_dir: Path, tokenizer: Any) -> Any:
+def base_model(params: TrainParams, model_dir: Path, tokenizer: Any) -> Any:
+    """The base model in fp32, its embeddings grown for any token the chat template added."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation=attention_implementation(params.attn_implementation)
-    )
+    implementation = attention_implementation(params.attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=implementation)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         log.info("resizing embeddings for %d added template tokens", len(tokenizer) - model.get_input_embeddings().weight.shape[0])
-        model.resize_token_embeddings(len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer))  # new rows are the mean of the others: the same on every load
+    return model
+
+
+def build_model(params: TrainParams, model_dir: Path, tokenizer: Any) -> Any:
+    model = base_model(params, model_dir, tokenizer)
     model.config.use_cache = False
     if params.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -137,14 +152,18 @@ def build_model(params: TrainParams, model_dir: Path, tokenizer: Any) -> Any:
     return model
 
 
-def export_model(model: Any, method: str) -> Any:
-    """The model to save as models/final: LoRA adapters merged into the base weights."""
-    if method == "lora":
-        return model.merge_and_unload()
-    return model
+def merged_lora_model(params: TrainParams, model_dir: Path, tokenizer: Any, adapter_dir: Path) -> Any:
+    """The base weights with the saved LoRA adapters merged in, loaded afresh on one process.
+
+    The adapters are saved by the Trainer first, which under ZeRO-3 gathers them from every rank, so the
+    merge never needs the (partitioned) weights of the training processes.
+    """
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base_model(params, model_dir, tokenizer), str(adapter_dir)).merge_and_unload()
 
 
-def training_arguments(params: TrainParams, output_dir: Path, root: Path) -> Any:
+def training_arguments(params: TrainParams, output_dir: Path, root: Path, packed: bool = False) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -167,8 +186,9 @@ def training_arguments(params: TrainParams, output_dir: Path, root: Path) -> Any
         seed=params.seed,
         data_seed=params.seed,
         report_to=[],
-        train_sampling_strategy="group_by_length",
-        include_num_input_tokens_seen="non_padding",
+        # Packed batches are one row with no padding, so every token counts; counting "non_padding" there would
+        # compare ids with the pad id, which is the end-of-turn token for many tokenizers, and drop every one.
+        include_num_input_tokens_seen="all" if packed else "non_padding",
         disable_tqdm=True,
         dataloader_num_workers=0,
         use_cpu=not on_gpu,

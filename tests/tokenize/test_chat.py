@@ -170,3 +170,32 @@ def test_labels_for_ranges():
     item = Tokenized(np.arange(10, 20, dtype=np.int32), ((2, 4), (7, 9)))
     assert labels_for(item, "all").tolist() == [-100, -100, 12, 13, -100, -100, -100, 17, 18, -100]
     assert labels_for(item, "last").tolist() == [-100] * 7 + [17, 18, -100]
+
+
+def test_templates_that_print_contents_verbatim_are_recognised(tokenizer, repo_root):
+    from bayling.tokenize.templates import BAYLING_3, BAYLING_V1, content_is_verbatim
+
+    assert content_is_verbatim(tokenizer.chat_template) and content_is_verbatim(BAYLING_V1) and content_is_verbatim(BAYLING_3)
+    assert content_is_verbatim("{% for m in messages %}{{ m.role ~ ': ' ~ m.content ~ '\\n' }}{% endfor %}")
+    for dependent in (
+        "{% for m in messages %}{{ m['content'] | trim }}{% endfor %}",
+        "{% for m in messages %}{% if m['content'] is string %}{{ m['content'] }}{% endif %}{% endfor %}",
+        "{% for m in messages %}{% if m.content.startswith('x') %}X{% endif %}{{ m.content }}{% endfor %}",
+        "{% set first = messages[0]['content'] %}{{ first }}",
+        "{% for m in messages %}{{ m.content[:3] }}{% endfor %}",
+    ):
+        assert not content_is_verbatim(dependent), dependent
+
+
+def test_compiled_template_is_exact_where_glue_depends_on_position(fresh_tokenizer):
+    """Glue that changes with a message's position: one layout per role sequence, exact at every length."""
+    fresh_tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+        "{% if loop.index > 3 %}[turn {{ loop.index }}]{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    compiled = compile_template(fresh_tokenizer, "<|im_end|>")
+    assert compiled is not None
+    turns = [{"role": r, "content": f"{r} says {i}"} for i, r in enumerate(["user", "assistant"] * 4)]
+    for n in (2, 4, 6, 8):
+        assert compiled.render(turns[:n]) == assistant_spans(fresh_tokenizer, turns[:n], "<|im_end|>")

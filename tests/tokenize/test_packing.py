@@ -72,3 +72,18 @@ def test_packed_loss_equals_token_weighted_mean_of_separate_losses(tiny_model_di
     leaky["position_ids"] = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
     with torch.no_grad():
         assert abs(model(**leaky).loss.item() - packed) > 1e-3
+
+
+def test_architectures_with_state_across_tokens_refuse_packing():
+    from transformers import CONFIG_MAPPING
+
+    from bayling.tokenize.packing import packing_refusal
+
+    assert packing_refusal(CONFIG_MAPPING["llama"]()) is None
+    assert packing_refusal(CONFIG_MAPPING["gemma2"]()) is None  # sliding and full attention both honour boundaries
+    for model_type in ("mamba", "qwen3_next", "jamba", "lfm2"):
+        reason = packing_refusal(CONFIG_MAPPING[model_type]())
+        assert reason and model_type in reason and "tokenize.packing: false" in reason
+    hybrid = CONFIG_MAPPING["llama"]()
+    hybrid.layer_types = ["full_attention", "linear_attention"]
+    assert "linear_attention" in packing_refusal(hybrid)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from helpers import encode
 
@@ -33,8 +34,11 @@ def test_collators(tokenizer):
         {"input_ids": [8, 9, 1, 2], "labels": [8, 9, 1, 2], "position_ids": [0, 1, 0, 1]},
         {"input_ids": [5, 6], "labels": [IGNORE_INDEX, 6], "position_ids": [0, 1]},
     ])
-    assert packed["position_ids"].tolist() == [[0, 1, 0, 1], [0, 1, 0, 1]]  # padding is a sequence of its own
-    assert packed["labels"].tolist() == [[8, 9, 1, 2], [IGNORE_INDEX, 6, IGNORE_INDEX, IGNORE_INDEX]]
+    assert packed["input_ids"].tolist() == [[8, 9, 1, 2, 5, 6]]  # one row, nothing padded
+    assert packed["position_ids"].tolist() == [[0, 1, 0, 1, 0, 1]]
+    assert packed["labels"].tolist() == [[8, 9, 1, 2, IGNORE_INDEX, 6]]
+    assert packed["cu_seq_lens_q"].tolist() == packed["cu_seq_lens_k"].tolist() == [0, 2, 4, 6]
+    assert packed["max_length_q"] == packed["max_length_k"] == 2
     assert "attention_mask" not in packed
 
 
@@ -69,7 +73,7 @@ def test_fast_loss_and_gradients_equal_the_standard_ones(tiny_model_dir, tokeniz
         assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-4)
 
 
-def _one_step_grads(tiny_model_dir, tokenizer, tmp_path, batch, accumulation):
+def _one_step_grads(tiny_model_dir, tokenizer, tmp_path, batch, accumulation, accepts_loss_kwargs=True):
     from transformers import AutoModelForCausalLM, TrainerCallback
 
     captured = {}
@@ -79,17 +83,21 @@ def _one_step_grads(tiny_model_dir, tokenizer, tmp_path, batch, accumulation):
             captured["grads"] = [p.grad.detach().clone() for p in model.parameters()]
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    trainer = _trainer(model, tokenizer, tmp_path / f"{batch}x{accumulation}", per_device_batch_size=batch,
+    if not accepts_loss_kwargs:  # a model whose forward takes no num_items_in_batch: the Trainer then counts nothing itself
+        model.accepts_loss_kwargs = False
+    trainer = _trainer(model, tokenizer, tmp_path / f"{batch}x{accumulation}-{accepts_loss_kwargs}", per_device_batch_size=batch,
                        gradient_accumulation_steps=accumulation)
     trainer.add_callback(Capture())
     result = trainer.train()
     return result.training_loss, captured["grads"]
 
 
-def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, tokenizer, tmp_path):
-    """Loss normalised over tokens across micro-batches: unequal micro-batch token counts must not bias it."""
-    loss_8x1, grads_8x1 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 8, 1)
-    loss_1x8, grads_1x8 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 1, 8)
+@pytest.mark.parametrize("accepts_loss_kwargs", [True, False])
+def test_gradient_accumulation_1x8_equals_8x1(tiny_model_dir, tokenizer, tmp_path, accepts_loss_kwargs):
+    """Loss normalised over tokens across micro-batches: unequal micro-batch token counts must not bias it,
+    whether or not the model's forward takes loss kwargs."""
+    loss_8x1, grads_8x1 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 8, 1, accepts_loss_kwargs)
+    loss_1x8, grads_1x8 = _one_step_grads(tiny_model_dir, tokenizer, tmp_path, 1, 8, accepts_loss_kwargs)
     assert abs(loss_8x1 - loss_1x8) < 1e-5
     for a, b in zip(grads_8x1, grads_1x8):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
@@ -121,3 +129,26 @@ def test_flops_per_token(tiny_model_dir):
     cfg = model.config
     assert flops_per_token(model, 256) == 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * 256
     assert flops_per_token(model, 256, lora=True) == 4 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * 256
+
+
+def test_tokens_seen_count_every_token_of_a_packed_batch(tiny_model_dir, tokenizer, tmp_path):
+    """pad == EOS for SmolLM2: a pad-id comparison would drop every end-of-turn token from tokens/s and MFU."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from bayling.tokenize.packing import best_fit_decreasing, pack_rows
+
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    encoded = encode(tokenizer, conversations(12))
+    rows = pack_rows([(e.input_ids, e.labels) for e in encoded], best_fit_decreasing([len(e) for e in encoded], 256))
+    data = Dataset.from_list([{"input_ids": r.input_ids, "labels": r.labels, "position_ids": r.position_ids} for r in rows])
+    params = TrainParams(max_steps=1, per_device_batch_size=len(rows), learning_rate=1e-4, warmup_ratio=0.0, logging_steps=1,
+                         save_steps=100)
+    args = training_arguments(params, tmp_path / "ckpt", tmp_path, packed=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainer = supervised_trainer_class()(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                         data_collator=PackedCollator(tokenizer.pad_token_id))
+    trainer.train()
+    end_of_turn = sum(int((e.input_ids == tokenizer.eos_token_id).sum()) for e in encoded)
+    assert end_of_turn >= len(encoded)
+    assert trainer.state.num_input_tokens_seen == sum(len(e) for e in encoded)
