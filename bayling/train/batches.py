@@ -24,33 +24,40 @@ def padding_collator(tokenizer: Any) -> Any:
 
 @dataclass(frozen=True)
 class PackedCollator:
-    """Packed rows flattened into one row of (1, total tokens), with the boundaries of every conversation.
+    """Packed rows as a (rows, width) batch that carries the boundaries of every conversation.
 
     transformers infers sequence boundaries from position ids only for a batch of exactly one row
-    (`_is_packed_sequence` in modeling_flash_attention_utils); a (rows, width) batch would run
-    FlashAttention's dense kernel across whole rows, letting conversations attend to each other.
-    So the batch is one row, needs no padding, and also carries `cu_seq_lens_q/k` and
-    `max_length_q/k`, which send FlashAttention straight to its varlen kernel. SDPA and eager build
-    their block-diagonal causal mask from the restarting position ids. No attention mask is passed: a
-    mask would make FlashAttention treat the whole row as one sequence.
+    (`_is_packed_sequence` in modeling_flash_attention_utils); for more rows FlashAttention-2 would run
+    its dense kernel across whole rows and let conversations attend to each other. So the batch also
+    carries `cu_seq_lens_q/k` and `max_length_q/k` over the rows laid end to end, which sends
+    FlashAttention to its varlen kernel. SDPA and eager ignore them and build a block-diagonal causal
+    mask from the restarting position ids, row by row, so they pay no attention across rows either.
+    A row's padding is a sequence of its own; no attention mask is passed (FlashAttention would then
+    treat a whole row as one sequence).
     """
 
-    pad_token_id: int  # unused (nothing is padded); kept so both collators are built the same way
+    pad_token_id: int
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        def flat(key: str) -> torch.Tensor:
-            return torch.cat([torch.as_tensor(f[key], dtype=torch.long) for f in features]).unsqueeze(0)
-
-        positions = flat("position_ids")
-        starts = (positions[0] == 0).nonzero().flatten()
-        boundaries = torch.cat([starts, torch.tensor([positions.shape[1]])]).to(torch.int32)
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.arange(width, dtype=torch.long).repeat(len(features), 1)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[row, :n] = torch.as_tensor(f["input_ids"])
+            labels[row, :n] = torch.as_tensor(f["labels"])
+            positions[row, :n] = torch.as_tensor(f["position_ids"])
+            positions[row, n:] = torch.arange(width - n)
+        flat = positions.flatten()
+        starts = (flat == 0).nonzero().flatten()
+        boundaries = torch.cat([starts, torch.tensor([flat.numel()])]).to(torch.int32)
         longest = int(boundaries.diff().max())
         # use_cache=False matters: with a KV cache in play, transformers skips the packed-sequence mask.
-        return {"input_ids": flat("input_ids"), "labels": flat("labels"), "position_ids": positions,
-                "cu_seq_lens_q": boundaries, "cu_seq_lens_k": boundaries, "max_length_q": longest, "max_length_k": longest,
-                "use_cache": False}
+        return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "cu_seq_lens_q": boundaries,
+                "cu_seq_lens_k": boundaries, "max_length_q": longest, "max_length_k": longest, "use_cache": False}
 
 
 class EpochSeededSampler:

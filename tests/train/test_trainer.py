@@ -34,10 +34,11 @@ def test_collators(tokenizer):
         {"input_ids": [8, 9, 1, 2], "labels": [8, 9, 1, 2], "position_ids": [0, 1, 0, 1]},
         {"input_ids": [5, 6], "labels": [IGNORE_INDEX, 6], "position_ids": [0, 1]},
     ])
-    assert packed["input_ids"].tolist() == [[8, 9, 1, 2, 5, 6]]  # one row, nothing padded
-    assert packed["position_ids"].tolist() == [[0, 1, 0, 1, 0, 1]]
-    assert packed["labels"].tolist() == [[8, 9, 1, 2, IGNORE_INDEX, 6]]
-    assert packed["cu_seq_lens_q"].tolist() == packed["cu_seq_lens_k"].tolist() == [0, 2, 4, 6]
+    assert packed["input_ids"].tolist() == [[8, 9, 1, 2], [5, 6, 0, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 0, 1], [0, 1, 0, 1]]  # padding is a sequence of its own
+    assert packed["labels"].tolist() == [[8, 9, 1, 2], [IGNORE_INDEX, 6, IGNORE_INDEX, IGNORE_INDEX]]
+    # the boundaries over the rows laid end to end, for FlashAttention's varlen kernel
+    assert packed["cu_seq_lens_q"].tolist() == packed["cu_seq_lens_k"].tolist() == [0, 2, 4, 6, 8]
     assert packed["max_length_q"] == packed["max_length_k"] == 2
     assert "attention_mask" not in packed
 
@@ -132,7 +133,8 @@ def test_flops_per_token(tiny_model_dir):
 
 
 def test_tokens_seen_count_every_token_of_a_packed_batch(tiny_model_dir, tokenizer, tmp_path):
-    """pad == EOS for SmolLM2: a pad-id comparison would drop every end-of-turn token from tokens/s and MFU."""
+    """pad == EOS for SmolLM2: a pad-id comparison would drop every end-of-turn token from tokens/s and MFU, so packed
+    batches count every position (a row's padding tail is a few tokens at most: rows are packed to max_seq_len)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
@@ -151,4 +153,5 @@ def test_tokens_seen_count_every_token_of_a_packed_batch(tiny_model_dir, tokeniz
     trainer.train()
     end_of_turn = sum(int((e.input_ids == tokenizer.eos_token_id).sum()) for e in encoded)
     assert end_of_turn >= len(encoded)
-    assert trainer.state.num_input_tokens_seen == sum(len(e) for e in encoded)
+    width = max(len(r.input_ids) for r in rows)
+    assert trainer.state.num_input_tokens_seen == len(rows) * width  # every position of the batch, end-of-turn tokens included
