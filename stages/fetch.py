@@ -2,10 +2,11 @@
 
     python -m stages.fetch
 
-Reads fetch.sources. Writes data/raw/corpus.jsonl ({"id", "source", "texts": {FLORES-200 code: text}}),
-data/raw/manifest.json (origin, sha256 and rows in/kept/quarantined per input) and
+Reads fetch.sources (UTF-8, or UTF-16/32 with a byte-order mark). Writes data/raw/corpus.jsonl
+({"id", "source", "texts": {FLORES-200 code: text}}), data/raw/manifest.json (origin, sha256 and rows in/kept/quarantined per input) and
 data/raw/quarantine.jsonl (one line per rejected row, naming its file, line and field). Every output
-appears atomically.
+appears atomically. A fetch that rejects more than fetch.max_quarantine_fraction leaves the previous
+corpus in place and writes its report into data/raw/failed/.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from bayling.config.fetch import FetchParams
 from bayling.config.tracking import TrackingParams
 from bayling.core.quarantine import Quarantined
-from stages._common import ROOT, run_stage, track_stage, write_json
+from stages._common import ROOT, run_stage, track_stage
 
 log = logging.getLogger("fetch")
 OUT = ROOT / "data" / "raw"
@@ -23,7 +24,7 @@ SHOW_QUARANTINED = 5
 
 
 def main(fetch: FetchParams, tracking: TrackingParams) -> None:
-    from bayling.fetch.build import build_corpus, check_quarantine_share
+    from bayling.fetch.build import build_corpus, publish
 
     quarantined = 0
 
@@ -34,13 +35,14 @@ def main(fetch: FetchParams, tracking: TrackingParams) -> None:
         quarantined += 1
 
     manifest = build_corpus(fetch, ROOT, OUT, show)
-    write_json(OUT / "manifest.json", manifest)
     if quarantined > SHOW_QUARANTINED:
         log.warning("%d more quarantined rows are listed in data/raw/quarantine.jsonl", quarantined - SHOW_QUARANTINED)
     sources = {i["name"]: {k: i[k] for k in ("rows_in", "rows_kept", "rows_quarantined")} for i in manifest["inputs"]}
-    track_stage("fetch", tracking.experiment, fetch.model_dump(mode="json"), {"rows": manifest["totals"], "sources": sources},
-                [OUT / "manifest.json"])
-    check_quarantine_share(manifest, fetch.max_quarantine_fraction)
+    try:
+        publish(OUT, manifest, fetch.max_quarantine_fraction)
+    finally:
+        report = OUT / "manifest.json" if (OUT / "manifest.json").exists() else OUT / "failed" / "manifest.json"
+        track_stage("fetch", tracking.experiment, fetch.model_dump(mode="json"), {"rows": manifest["totals"], "sources": sources}, [report])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from bayling.config.loader import parse_yaml, read_params_file
 from bayling.config.overrides import merge
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout this tool belongs to, whatever the working directory
@@ -55,8 +56,8 @@ def make_copy(root: Path, dest: Path, profile: Path) -> None:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, target)
-    params = yaml.safe_load((root / "params.yaml").read_text("utf-8"))
-    overrides = yaml.safe_load(profile.read_text("utf-8"))
+    params, _ = read_params_file(root / "params.yaml")
+    overrides = parse_yaml(profile.read_text("utf-8"), profile)
     (dest / "params.yaml").write_text(yaml.safe_dump(merge(params, overrides), sort_keys=False, allow_unicode=True), "utf-8")
     git = ["git", "-c", "user.name=smoke", "-c", "user.email=smoke@localhost"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)

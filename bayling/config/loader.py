@@ -99,19 +99,53 @@ def _nearest_line(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> in
     return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key repeated in one mapping is an error (as DVC treats it), not
+    a silent override by the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping (first on line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+
+
 def read_params_file(path: str | Path = PARAMS_FILE) -> tuple[dict[str, Any], str]:
     path = Path(path)
     try:
-        text = path.read_text("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise PipelineError(f"{path}: file not found (run from the project root)") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise PipelineError(f"{path}:{line}: not UTF-8 (byte {exc.start}); save the file as UTF-8") from None
+    data = parse_yaml(text, path) or {}
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: top level must be a mapping of sections")
     return data, text
+
+
+def _unknown_sections(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    import difflib
+
+    problems = []
+    for key in data:
+        if key not in SECTION_SCHEMAS:
+            close = difflib.get_close_matches(str(key), list(SECTION_SCHEMAS), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; sections are {', '.join(SECTION_SCHEMAS)}"
+            problems.append(((key,), f"unknown section{hint}"))
+    return problems
 
 
 def _local_path_problems(section: str, model: Any, root: Path) -> list[tuple[tuple[Any, ...], str]]:
@@ -137,7 +171,7 @@ def validate_sections(
 ) -> dict[str, Any]:
     """Validate the named sections; raise one PipelineError that lists every problem found."""
     lines = _line_map(text) if text else {}
-    problems: list[tuple[tuple[Any, ...], str]] = []
+    problems: list[tuple[tuple[Any, ...], str]] = _unknown_sections(data)
     models: dict[str, Section] = {}
     for name in sections:
         cls = schema(name)

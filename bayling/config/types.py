@@ -12,7 +12,8 @@ from bayling.core.languages import is_known, unknown_code_message
 class Section(BaseModel):
     """A params section: unknown keys are errors, values are frozen once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML already gives every value its type, so `true` is no integer and "3" no number; no inf or nan either
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_code(code: str) -> str:

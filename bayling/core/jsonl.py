@@ -35,3 +35,20 @@ def write_json(path: Path, payload: Any) -> None:
     from bayling.core.storage import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+class RepeatedKeyError(ValueError):
+    """A JSON object that gives one key twice: which value was meant is anyone's guess."""
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise RepeatedKeyError(f"repeated key {', '.join(repr(k) for k in repeated)}")
+    return dict(pairs)
+
+
+def loads_strict(text: str) -> Any:
+    """json.loads, except that an object repeating a key raises RepeatedKeyError (json.loads keeps the last)."""
+    return json.loads(text, object_pairs_hook=_no_repeated_keys)

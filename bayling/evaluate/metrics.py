@@ -67,13 +67,21 @@ def macro_average(scores: Sequence[Scores]) -> dict[str, float]:
     return {k: sum(getattr(s, k) for s in scores) / len(scores) for k in keys}
 
 
-def read_segments(path: str | Path, role: str = "file") -> list[str]:
-    """One segment per line, strictly: undecodable bytes and empty files are errors naming the file."""
+def read_segments(path: str | Path, role: str = "file", warnings: list[str] | None = None, allow_blank: bool = False) -> list[str]:
+    """One segment per line, strictly: undecodable bytes and empty files are errors naming the file.
+
+    A UTF-8 byte-order mark is dropped (with a warning in `warnings`, when given); with `allow_blank`, a
+    file of blank lines is read as that many empty segments instead of refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{role} {path}: file not found")
     data = path.read_bytes()
-    if not data.strip():
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        if warnings is not None:
+            warnings.append(f"{role} {path} starts with a UTF-8 byte-order mark; it was dropped")
+    if not data.strip() and not (allow_blank and data):
         raise PipelineError(f"{role} {path}: file is empty")
     try:
         text = data.decode("utf-8")
@@ -87,13 +95,20 @@ def read_segments(path: str | Path, role: str = "file") -> list[str]:
 
 
 def score_files(hyp_path: str | Path, ref_paths: Sequence[str | Path], target_lang: str) -> Scores:
-    """Score a hypothesis file against reference files (in the order given), checking their lengths."""
-    hyps = read_segments(hyp_path, "hypothesis")
-    refs = [read_segments(p, "reference") for p in ref_paths]
+    """Score a hypothesis file against reference files (in the order given), checking their lengths.
+
+    A hypothesis file of blank lines (a system that produced nothing) scores zero, with a warning.
+    """
+    warnings: list[str] = []
+    hyps = read_segments(hyp_path, "hypothesis", warnings, allow_blank=True)
+    refs = [read_segments(p, "reference", warnings) for p in ref_paths]
     for path, stream in zip(ref_paths, refs):
         if len(stream) != len(hyps):
             raise PipelineError(f"line count mismatch: hypothesis {hyp_path} has {len(hyps)} lines, reference {path} has {len(stream)}")
-    return score_corpus(hyps, refs, target_lang)
+    if not any(h.strip() for h in hyps):
+        warnings.append(f"hypothesis {hyp_path} has no text on any of its {len(hyps)} lines: every score is zero")
+    scores = score_corpus(hyps, refs, target_lang)
+    return Scores(scores.bleu, scores.chrf, scores.chrf_pp, scores.n, scores.signatures, (*warnings, *scores.warnings))
 
 
 @dataclass(frozen=True)

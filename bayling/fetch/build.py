@@ -12,22 +12,28 @@ from typing import Any
 
 from bayling.config.fetch import FetchParams
 from bayling.core.errors import PipelineError
+from bayling.core.jsonl import write_json
 from bayling.core.quarantine import Quarantined
 from bayling.core.storage import atomic_writer, materialize, sha256_of
-from bayling.fetch.ingest import CorpusBuilder, CorpusRow, parse_source
+from bayling.core.textio import detect_encoding, line_endings
+from bayling.fetch.ingest import CorpusBuilder, CorpusRow, HeaderRow, parse_source
+
+INCOMING = ".incoming"  # where a fetch writes before it knows the result is fit to replace the corpus
+FAILED = "failed"  # the report of a fetch that was refused, next to the corpus it left in place
 
 log = logging.getLogger(__name__)
 
 
 def build_corpus(fetch: FetchParams, root: Path, out: Path, on_quarantine: Callable[[Quarantined], None]) -> dict[str, Any]:
-    """Write out/corpus.jsonl and out/quarantine.jsonl from the sources; return the manifest.
+    """Write the corpus and quarantine from the sources into out/.incoming/; return the manifest.
 
-    Each output appears atomically. A file whose sha256 differs from the one pinned in params fails
-    the stage before anything is replaced.
+    Nothing in `out` is replaced here (see `publish`). A file whose sha256 differs from the one pinned
+    in params fails the stage at once.
     """
     builder = CorpusBuilder(dedupe=fetch.dedupe)
     inputs = []
-    with atomic_writer(out / "corpus.jsonl") as corpus, atomic_writer(out / "quarantine.jsonl") as quarantine:
+    staging = out / INCOMING
+    with atomic_writer(staging / "corpus.jsonl") as corpus, atomic_writer(staging / "quarantine.jsonl") as quarantine:
         for source in fetch.sources:
             keyed = source.keyed_uris()
             with ExitStack() as stack:
@@ -38,12 +44,14 @@ def build_corpus(fetch: FetchParams, root: Path, out: Path, on_quarantine: Calla
                     if expected and expected != info.sha256:
                         raise PipelineError(f"{uri}: sha256 is {info.sha256}, but params.yaml expects {expected}")
                     paths[key] = path
-                    infos.append(info)
+                    infos.append({**vars(info), "encoding": detect_encoding(path), "line_endings": line_endings(path)})
                 for record in parse_source(
                     source.name, source.format, paths, keyed,
                     columns=source.columns, required=source.languages, max_rows=source.max_rows,
                 ):
                     record = builder.admit(record)
+                    if isinstance(record, HeaderRow):
+                        continue
                     if isinstance(record, CorpusRow):
                         corpus.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
                     else:
@@ -53,10 +61,11 @@ def build_corpus(fetch: FetchParams, root: Path, out: Path, on_quarantine: Calla
             inputs.append({
                 "name": source.name,
                 "format": source.format,
-                "files": [vars(info) for info in infos],
+                "files": infos,
                 "rows_in": stats.get("rows_in", 0),
                 "rows_kept": stats.get("rows_kept", 0),
                 "rows_quarantined": stats.get("rows_quarantined", 0),
+                "header_rows_skipped": stats.get("header_rows_skipped", 0),
                 "quarantine_reasons": {k.removeprefix("reason:"): v for k, v in sorted(stats.items()) if k.startswith("reason:")},
             })
             log.info("%s: %d rows in, %d kept, %d quarantined", source.name, inputs[-1]["rows_in"], inputs[-1]["rows_kept"],
@@ -65,19 +74,42 @@ def build_corpus(fetch: FetchParams, root: Path, out: Path, on_quarantine: Calla
     return {
         "inputs": inputs,
         "totals": totals,
-        "corpus": {"path": "data/raw/corpus.jsonl", "sha256": sha256_of(out / "corpus.jsonl"), "rows": totals["rows_kept"]},
+        "corpus": {"path": "data/raw/corpus.jsonl", "sha256": sha256_of(staging / "corpus.jsonl"), "rows": totals["rows_kept"]},
         "quarantine": {"path": "data/raw/quarantine.jsonl", "rows": totals["rows_quarantined"]},
     }
 
 
-def check_quarantine_share(manifest: dict[str, Any], max_fraction: float) -> None:
-    """Fail (after the report is written) when nothing or too much of the input was usable."""
+def refusal(manifest: dict[str, Any], max_fraction: float) -> str | None:
+    """Why this fetch must not replace the corpus: nothing usable, or too much of it rejected."""
     totals = manifest["totals"]
     if totals["rows_kept"] == 0:
-        raise PipelineError("no usable rows: every input row was quarantined (see data/raw/quarantine.jsonl)")
+        return "no usable rows: every input row was quarantined"
     fraction = totals["rows_quarantined"] / totals["rows_in"] if totals["rows_in"] else 0.0
     if fraction > max_fraction:
-        raise PipelineError(
-            f"{fraction:.1%} of rows were quarantined, above fetch.max_quarantine_fraction="
-            f"{max_fraction}; see data/raw/quarantine.jsonl"
-        )
+        return f"{fraction:.1%} of rows were quarantined, above fetch.max_quarantine_fraction={max_fraction}"
+    return None
+
+
+def publish(out: Path, manifest: dict[str, Any], max_fraction: float) -> None:
+    """Replace the corpus with the one in out/.incoming/, or refuse and leave the previous corpus in place.
+
+    A refused fetch writes its manifest and quarantine into out/failed/, beside the corpus it did not
+    replace, and fails the stage; the next accepted fetch removes that report.
+    """
+    import shutil
+
+    staging, failed = out / INCOMING, out / FAILED
+    reason = refusal(manifest, max_fraction)
+    if reason:
+        shutil.rmtree(failed, ignore_errors=True)
+        failed.mkdir(parents=True)
+        (staging / "quarantine.jsonl").replace(failed / "quarantine.jsonl")
+        write_json(failed / "manifest.json", {**manifest, "refused": reason})
+        shutil.rmtree(staging)
+        kept = "the previous corpus stays in place" if (out / "corpus.jsonl").exists() else "no corpus was written"
+        raise PipelineError(f"{reason}; {kept}; see data/raw/{FAILED}/quarantine.jsonl and manifest.json")
+    (staging / "corpus.jsonl").replace(out / "corpus.jsonl")
+    (staging / "quarantine.jsonl").replace(out / "quarantine.jsonl")
+    write_json(out / "manifest.json", manifest)
+    staging.rmdir()
+    shutil.rmtree(failed, ignore_errors=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from bayling.core.errors import PipelineError
+from bayling.core.jsonl import RepeatedKeyError, loads_strict
 from bayling.core.languages import is_known, unknown_code_message
 from bayling.core.quarantine import Problem, Quarantined
-from bayling.core.textio import iter_lines
+from bayling.core.textio import iter_lines, unsafe_character
 
 RAW_PREVIEW_CHARS = 300
 
@@ -32,7 +33,16 @@ class CorpusRow:
         return {"id": self.id, "source": self.source, "texts": self.texts}
 
 
-Record = CorpusRow | Quarantined
+@dataclass(frozen=True)
+class HeaderRow:
+    """A TSV header naming the configured columns: not data, counted apart from the rows."""
+
+    source: str
+    file: str
+    line: int
+
+
+Record = CorpusRow | Quarantined | HeaderRow
 
 
 def normalize_text(text: str) -> str:
@@ -65,6 +75,8 @@ def check_texts(texts: Any, required: Iterable[str] = ()) -> tuple[dict[str, str
             problems.append(Problem(f"texts.{code}", unknown_code_message(code)))
         elif not isinstance(text, str):
             problems.append(Problem(f"texts.{code}", "text must be a string"))
+        elif reason := unsafe_character(text):
+            problems.append(Problem(f"texts.{code}", reason))
         elif not normalize_text(text):
             problems.append(Problem(f"texts.{code}", "empty text"))
         else:
@@ -84,9 +96,11 @@ def parse_jsonl_line(source: str, file: str, lineno: int, raw: bytes, required: 
     if not text.strip():
         return Quarantined(source, file, lineno, (Problem(None, "blank line"),), "")
     try:
-        obj = json.loads(text)
+        obj = loads_strict(text)
     except json.JSONDecodeError as exc:
         return Quarantined(source, file, lineno, (Problem(None, f"invalid JSON: {exc.msg} at column {exc.colno}"),), _preview(raw))
+    except RepeatedKeyError as exc:
+        return Quarantined(source, file, lineno, (Problem(None, str(exc)),), _preview(raw))
     if not isinstance(obj, dict):
         return Quarantined(source, file, lineno, (Problem(None, "row must be a JSON object"),), _preview(raw))
     problems: list[Problem] = []
@@ -166,10 +180,24 @@ def parse_source(
             return
         if fmt == "jsonl":
             yield parse_jsonl_line(name, label, lineno, raw, required or [])
+        elif fmt == "tsv" and i == 0 and _is_header(raw, columns or []):
+            yield HeaderRow(name, label, lineno)
         elif fmt == "tsv":
             yield parse_tsv_line(name, label, lineno, raw, columns or [])
         else:
             raise PipelineError(f"source '{name}': unknown format '{fmt}'")
+
+
+def _is_header(raw: bytes, columns: list[str]) -> bool:
+    """The first line names the columns: their FLORES-200 codes, or the languages' names or ISO codes."""
+    from bayling.core.languages import get_language
+
+    cells = [c.strip().casefold() for c in raw.decode("utf-8", errors="replace").split("\t")]
+    if len(cells) != len(columns):
+        return False
+    names = [{code.casefold(), get_language(code).name.casefold(), code.split("_")[0]} | (
+        {get_language(code).iso639_1} if get_language(code).iso639_1 else set()) for code in columns]
+    return all(cell in accepted for cell, accepted in zip(cells, names))
 
 
 def _content_key(texts: dict[str, str]) -> bytes:
@@ -188,6 +216,9 @@ class CorpusBuilder:
     def admit(self, record: Record) -> Record:
         source = record.source
         counter = self.stats.setdefault(source, Counter())
+        if isinstance(record, HeaderRow):
+            counter["header_rows_skipped"] += 1
+            return record
         counter["rows_in"] += 1
         if isinstance(record, CorpusRow):
             problem = None
@@ -214,7 +245,8 @@ class CorpusBuilder:
 
 def _reason_class(reason: str) -> str:
     """A short, countable label for a problem ('invalid JSON: Expecting value…' -> 'invalid JSON')."""
-    for prefix in ("invalid UTF-8", "invalid JSON", "duplicate of", "duplicate id", "unknown FLORES-200", "expected"):
+    for prefix in ("invalid UTF-8", "invalid JSON", "duplicate of", "duplicate id", "unknown FLORES-200", "expected", "repeated key",
+                   "control character", "bidi control"):
         if reason.startswith(prefix):
             return {"expected": "wrong column count", "unknown FLORES-200": "unknown language"}.get(prefix, prefix)
     return reason

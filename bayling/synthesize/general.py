@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from bayling.config.synthesize import SynthesizeParams
+from bayling.core.jsonl import RepeatedKeyError, loads_strict
 from bayling.core.languages import get_language
 from bayling.core.prompts import INSTRUCTION_CODES, language_name
 from bayling.core.quarantine import Problem, Quarantined
 from bayling.core.records import Conversation
 from bayling.core.seeding import coin, row_rng
-from bayling.core.textio import iter_lines
+from bayling.core.textio import iter_lines, unsafe_character
 from bayling.synthesize import quality
 from bayling.synthesize.decontam import Decontaminator
 from bayling.synthesize.followups import pick
@@ -37,6 +38,8 @@ def validate_messages(messages: Any) -> list[Problem]:
             problems.append(Problem(f"messages[{i}].role", f"must be one of {', '.join(ROLES)}"))
         elif not isinstance(message.get("content"), str) or not message["content"].strip():
             problems.append(Problem(f"messages[{i}].content", "empty text"))
+        elif reason := unsafe_character(message["content"]):
+            problems.append(Problem(f"messages[{i}].content", reason))
     if not problems:
         expected = ["user", "assistant"] * (len(turns) // 2 + 1)
         if [m["role"] for m in turns] != expected[: len(turns)] or turns[-1]["role"] != "assistant":
@@ -48,7 +51,10 @@ def read_general(path: str, source: str, lines: Iterator[tuple[int, bytes]]) -> 
     """Chats from a JSONL file in `messages` format ({"id"?, "messages": [...]}); bad lines are quarantined."""
     for lineno, raw in lines:
         try:
-            obj = json.loads(raw.decode("utf-8"))
+            obj = loads_strict(raw.decode("utf-8"))
+        except RepeatedKeyError as exc:
+            yield Quarantined(source, path, lineno, (Problem(None, str(exc)),), raw[:300].decode("utf-8", "replace"))
+            continue
         except UnicodeDecodeError as exc:
             yield Quarantined(source, path, lineno, (Problem(None, f"invalid UTF-8 at byte {exc.start}"),), "")
             continue

@@ -87,3 +87,36 @@ def test_direction_lists_are_checked():
 def test_flatten_uses_mlflow_safe_keys():
     flat = flatten({"fetch": {"sources": [{"name": "a", "files": {"eng_Latn": "x"}}], "dedupe": True}, "n": None})
     assert flat == {"fetch.sources.0.name": "a", "fetch.sources.0.files.eng_Latn": "x", "fetch.dedupe": "True", "n": "null"}
+
+
+def _problems(tmp_path, text: str | bytes) -> str:
+    import pytest
+
+    from bayling.config.loader import load_all
+    from bayling.core.errors import PipelineError
+
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(PipelineError) as caught:
+        load_all(path)
+    return str(caught.value)
+
+
+def test_a_misspelled_section_is_an_error_with_a_hint(repo_root, tmp_path):
+    text = (repo_root / "params.yaml").read_text().replace("\nregister:\n", "\nregistr:\n")
+    message = _problems(tmp_path, text)
+    assert "registr: unknown section; did you mean 'register'?" in message
+
+
+def test_repeated_keys_loose_types_and_other_encodings_are_errors(repo_root, tmp_path):
+    base = (repo_root / "params.yaml").read_text()
+
+    def edited(old: str, new: str) -> str:
+        return _problems(tmp_path, base.replace(old, new, 1))
+
+    assert "'max_steps' appears twice in one mapping" in edited("  max_steps: 30\n", "  max_steps: 30\n  max_steps: 50\n")
+    assert "train.max_steps: Input should be a valid integer" in edited("  max_steps: 30\n", "  max_steps: true\n")
+    assert "train.learning_rate: Input should be a finite number" in edited("learning_rate: 1.0e-4", "learning_rate: .inf")
+    assert "fetch.dedupe: Input should be a valid boolean" in edited("  dedupe: true\n", "  dedupe: 1\n")
+    latin1 = base.replace("# Defaults:", "# Défauts:").encode("latin-1")
+    assert "params.yaml:3: not UTF-8" in _problems(tmp_path, latin1)

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,20 @@ def test_paired_bootstrap_is_seeded_and_stable():
     shuffled = paired_bootstrap(gpt4, ref[1:] + ref[:1], [ref], "eng_Latn", samples=200, seed=7)
     assert shuffled.p_values["chrf"] < 0.01 and shuffled.candidate["chrf"] < shuffled.baseline["chrf"]
     assert first.baseline["bleu"] == pytest.approx(sacrebleu.corpus_bleu(gpt4, [ref]).score)
+
+
+def test_scorer_drops_a_bom_scores_blank_output_as_zero_and_ignores_a_closed_pipe(tmp_path: Path):
+    (tmp_path / "ref.txt").write_text("the cat sat on the mat\nhello there\n")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfthe cat sat on the mat\nhello there\n")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    with_bom = score_files(tmp_path / "bom.txt", [tmp_path / "ref.txt"], "eng_Latn")
+    assert with_bom.bleu == pytest.approx(100.0) and any("byte-order mark" in w for w in with_bom.warnings)
+    blank = score_files(tmp_path / "blank.txt", [tmp_path / "ref.txt"], "eng_Latn")
+    assert (blank.bleu, blank.chrf, blank.chrf_pp) == (0.0, 0.0, 0.0) and any("every score is zero" in w for w in blank.warnings)
+    reader, writer = os.pipe()
+    os.close(reader)  # the consumer went away before the scorer printed anything
+    proc = subprocess.run([sys.executable, "-m", "tools.score", "--hyp", str(tmp_path / "bom.txt"), "--ref", str(tmp_path / "ref.txt"),
+                           "--target-lang", "eng_Latn", "--json"], stdout=writer, stderr=subprocess.PIPE, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    os.close(writer)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr

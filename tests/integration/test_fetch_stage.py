@@ -61,15 +61,66 @@ def test_malformed_lines_are_quarantined_exactly(project_copy: Path):
     assert "data/bad.jsonl:2: invalid JSON" in result.stderr
 
 
-def test_too_much_quarantine_fails_cleanly_but_keeps_the_report(project_copy: Path):
+def test_too_much_quarantine_keeps_the_previous_corpus_and_reports_beside_it(project_copy: Path):
+    good = project_copy / "data" / "raw"
+    assert run_fetch(project_copy).returncode == 0
+    before = {name: (good / name).read_bytes() for name in ("corpus.jsonl", "manifest.json", "quarantine.jsonl")}
     (project_copy / "data" / "bad.jsonl").write_bytes(b"\n".join(MALFORMED) + b"\n")
     set_sources(project_copy, [{"name": "bad", "format": "jsonl", "uri": "data/bad.jsonl"}], max_quarantine_fraction=0.5)
     result = run_fetch(project_copy)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "above fetch.max_quarantine_fraction=0.5" in result.stderr
-    manifest = json.loads((project_copy / "data" / "raw" / "manifest.json").read_text())
-    assert manifest["totals"]["rows_in"] == manifest["totals"]["rows_kept"] + manifest["totals"]["rows_quarantined"]
+    assert "above fetch.max_quarantine_fraction=0.5; the previous corpus stays in place" in result.stderr
+    assert {name: (good / name).read_bytes() for name in before} == before
+    report = json.loads((good / "failed" / "manifest.json").read_text())
+    assert report["totals"]["rows_in"] == report["totals"]["rows_kept"] + report["totals"]["rows_quarantined"] == 7
+    assert report["refused"].startswith("71.4% of rows were quarantined")
+    assert len((good / "failed" / "quarantine.jsonl").read_text().splitlines()) == 5
+    assert not (good / ".incoming").exists()
+
+
+HOSTILE = {
+    "nul": "Wash\x00your hands.",
+    "bell": "Wash your\x07 hands.",
+    "c1": "Wash your\x85 hands.",
+    "ansi": "Wash your \x1b[31mhands\x1b[0m.",
+    "bidi": "Wash your \u202ehands.",
+}
+
+
+def test_hostile_text_never_becomes_training_data(project_copy: Path):
+    en = "\n".join(["Keep your distance.", *HOSTILE.values(), "Stay home."]) + "\n"
+    fr = "\n".join(["Gardez vos distances."] + ["Lavez-vous les mains."] * len(HOSTILE) + ["Restez chez vous."]) + "\n"
+    (project_copy / "data" / "h.en").write_text(en)
+    (project_copy / "data" / "h.fr").write_text(fr)
+    # UTF-16 with a byte-order mark is decoded; without one its NUL bytes are quarantined, row by row
+    (project_copy / "data" / "u16.tsv").write_bytes("eng_Latn\tfra_Latn\nThank you.\tMerci.\nGood night.\tBonne nuit.\n".encode("utf-16"))
+    (project_copy / "data" / "u16-nobom.tsv").write_bytes("Thank you.\tMerci.\nGood night.\tBonne nuit.\n".encode("utf-16-le"))
+    # old Mac line endings are three rows, not one; a repeated key in a JSON row is anyone's guess
+    (project_copy / "data" / "cr.tsv").write_bytes(b"One.\tUn.\rTwo.\tDeux.\rThree.\tTrois.\r")
+    (project_copy / "data" / "rep.jsonl").write_text('{"id": 1, "texts": {"eng_Latn": "Yes.", "eng_Latn": "No.", "fra_Latn": "Oui."}}\n'
+                                                     '{"id": 2, "texts": {"eng_Latn": "Maybe.", "fra_Latn": "Peut-être."}}\n')
+    tsv = {"format": "tsv", "columns": ["eng_Latn", "fra_Latn"]}
+    set_sources(project_copy, [
+        {"name": "h", "format": "parallel", "files": {"eng_Latn": "data/h.en", "fra_Latn": "data/h.fr"}},
+        {"name": "u16", "uri": "data/u16.tsv", **tsv}, {"name": "nobom", "uri": "data/u16-nobom.tsv", **tsv},
+        {"name": "cr", "uri": "data/cr.tsv", **tsv}, {"name": "rep", "format": "jsonl", "uri": "data/rep.jsonl"},
+    ], max_quarantine_fraction=0.9)
+    result = run_fetch(project_copy)
+    assert result.returncode == 0, result.stderr
+    manifest = {i["name"]: i for i in json.loads((project_copy / "data/raw/manifest.json").read_text())["inputs"]}
+    assert (manifest["h"]["rows_kept"], manifest["h"]["rows_quarantined"]) == (2, 5)
+    assert manifest["h"]["quarantine_reasons"] == {"NUL byte in text": 1, "control character": 2, "ANSI escape sequence in text": 1,
+                                                   "bidi control": 1}
+    assert manifest["u16"]["files"][0]["encoding"] == "utf-16-le" and manifest["u16"]["header_rows_skipped"] == 1
+    assert (manifest["u16"]["rows_in"], manifest["u16"]["rows_kept"]) == (2, 2)
+    assert manifest["nobom"]["rows_kept"] == 0 and manifest["nobom"]["rows_quarantined"] == manifest["nobom"]["rows_in"] >= 2
+    assert manifest["cr"]["files"][0]["line_endings"] == "cr" and manifest["cr"]["rows_kept"] == 3
+    assert manifest["rep"]["quarantine_reasons"] == {"repeated key": 1} and manifest["rep"]["rows_kept"] == 1
+    corpus = (project_copy / "data/raw/corpus.jsonl").read_text()
+    assert "\\u0000" not in corpus and "\x00" not in corpus and "\u202e" not in corpus and "\x1b" not in corpus
+    texts = [json.loads(line)["texts"] for line in corpus.splitlines()]
+    assert {"eng_Latn": "Thank you.", "fra_Latn": "Merci."} in texts and {"eng_Latn": "Three.", "fra_Latn": "Trois."} in texts
 
 
 def test_bad_params_fail_before_any_work(project_copy: Path):

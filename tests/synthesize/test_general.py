@@ -1,6 +1,6 @@
 import random
 
-from bayling.core.quarantine import Quarantined
+from bayling.core.quarantine import Problem, Quarantined
 from bayling.synthesize.general import (
     cross_from_aligned,
     cross_from_teacher,
@@ -60,3 +60,14 @@ def test_cross_lingual_via_teacher_requests_one_translation_per_reply():
         EN, ["Lala vizuri."], source="g", prompt_language="eng_Latn", answer_language="swh_Latn", rng=random.Random(0)
     )
     assert chat.messages[1]["content"] == "Lala vizuri." and chat.tgt_lang == "swh_Latn"
+
+
+def test_hostile_chats_are_quarantined():
+    lines = [(1, b'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "c"}], "messages": []}'),
+             (2, b'{"messages": [{"role": "user", "content": "hi\\u0000"}, {"role": "assistant", "content": "x"}]}'),
+             (3, b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\u202ereversed"}]}')]
+    records = list(read_general("g.jsonl", "g", iter(lines)))
+    assert all(isinstance(r, Quarantined) for r in records)
+    assert records[0].problems[0].reason == "repeated key 'messages'"
+    assert records[1].problems[0] == Problem("messages[0].content", "NUL byte in text")
+    assert records[2].problems[0].reason == "bidi control U+202E in text"
