@@ -30,9 +30,19 @@ def build_corpus(fetch: FetchParams, root: Path, out: Path, on_quarantine: Calla
     Nothing in `out` is replaced here (see `publish`). A file whose sha256 differs from the one pinned
     in params fails the stage at once.
     """
+    import shutil
+
+    staging = out / INCOMING
+    try:
+        return _build(fetch, root, staging, on_quarantine)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed read leaves nothing among the outputs
+        raise
+
+
+def _build(fetch: FetchParams, root: Path, staging: Path, on_quarantine: Callable[[Quarantined], None]) -> dict[str, Any]:
     builder = CorpusBuilder(dedupe=fetch.dedupe)
     inputs = []
-    staging = out / INCOMING
     with atomic_writer(staging / "corpus.jsonl") as corpus, atomic_writer(staging / "quarantine.jsonl") as quarantine:
         for source in fetch.sources:
             keyed = source.keyed_uris()

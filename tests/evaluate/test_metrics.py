@@ -61,12 +61,15 @@ def test_macro_average():
 def test_bad_files_get_clear_errors(tmp_path: Path):
     (tmp_path / "hyp.txt").write_text("a\nb\n")
     (tmp_path / "ref.txt").write_text("a\nb\nc\n")
-    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank_ref.txt").write_text("\n\n\n")
     (tmp_path / "latin1.txt").write_bytes(b"ok\ncaf\xe9\n")
     with pytest.raises(PipelineError, match=r"hypothesis .*hyp.txt has 2 lines, reference .*ref.txt has 3"):
         score_files(tmp_path / "hyp.txt", [tmp_path / "ref.txt"], "eng_Latn")
     with pytest.raises(PipelineError, match="empty.txt: file is empty"):
         score_files(tmp_path / "empty.txt", [tmp_path / "ref.txt"], "eng_Latn")
+    with pytest.raises(PipelineError, match="reference .*blank_ref.txt: file is empty"):
+        score_files(tmp_path / "ref.txt", [tmp_path / "blank_ref.txt"], "eng_Latn")
     with pytest.raises(PipelineError, match="latin1.txt: line 2 is not valid UTF-8"):
         read_segments(tmp_path / "latin1.txt")
     with pytest.raises(PipelineError, match="missing.txt: file not found"):
