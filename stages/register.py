@@ -41,10 +41,13 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
         eval_run=read_json(ROOT / "reports" / "eval" / "run.json", "reports/eval/run.json (evaluate)"),
         params=read_params_file(ROOT / PARAMS_FILE)[0],
     )
-    result, rules, model_sha256 = register_model(register, tracking, inputs, ROOT, FINAL)
+    result, rules, verdict, model_sha256 = register_model(register, tracking, inputs, ROOT, FINAL)
     for r in rules:
         log.info("gate %s %s: %s", r.rule, r.target, "pass" if r.passed else f"FAIL (value {r.value}, threshold {r.threshold}) {r.detail}")
-    gate_passed = gate.passed(rules)
+    gate_passed = verdict["passed"]
+    if gate.passed(rules) and not gate_passed:
+        log.warning("this evaluation passes the gate, but an earlier evaluation of the same files failed it and still stands "
+                    "(approving needs --override-gate, or a new evaluation)")
     write_json(ROOT / "reports" / "register.json", {
         "model_name": result.model_name,
         "version": result.version,
@@ -54,7 +57,8 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
         "model_uri": result.model_uri,
         "model_sha256": model_sha256,
         "tracking_uri": tracking_uri(ROOT),
-        "gate": {"passed": gate_passed, "rules": gate.as_records(rules)},
+        "gate": {"passed": gate_passed, "this_evaluation_passed": gate.passed(rules), "evaluations": verdict["evaluations"],
+                 "reevaluated": verdict["reevaluated"], "rules": gate.as_records(rules)},
     })
     verb = "registered" if result.created else "re-used"
     if gate_passed:

@@ -77,6 +77,23 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def auth_mlflow(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server --app-name basic-auth` on infra/mlflow/basic_auth.ini; yields (uri, admin password)."""
+    import secrets
+
+    work = tmp_path_factory.mktemp("mlflow-auth")
+    ini = (repo_root / "infra" / "mlflow" / "basic_auth.ini").read_text()
+    # the compose file mounts a volume at /var/lib/mlflow-auth; here a temp folder stands in for it
+    (work / "basic_auth.ini").write_text(ini.replace("sqlite:////var/lib/mlflow-auth/", f"sqlite:///{work}/"))
+    password = "pw-" + secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_AUTH_CONFIG_PATH=str(work / "basic_auth.ini"), MLFLOW_AUTH_ADMIN_USERNAME="admin",
+               MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
+    with _mlflow_server(work / "server", env=env, extra_args=("--app-name", "basic-auth")) as uri:
+        yield uri, password
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
     """A real S3 endpoint: moto_server on a free loopback port."""
     with _moto_server(tmp_path_factory.mktemp("moto")) as uri:

@@ -26,6 +26,10 @@ class GateParams(Section):
 class ApprovalParams(Section):
     required: bool = True  # pause the flow for a human decision (needs a Prefect server; see README)
     timeout_s: PositiveInt = 7 * 24 * 3600
+    separation_of_duties: bool = False  # the identity that registered a version may not decide on it
+    # rejecting the version that holds the champion alias: refuse, clear the alias, or give it back to the
+    # version it displaced (cleared when there is none)
+    reject_champion: Literal["refuse", "clear", "previous"] = "refuse"
 
 
 class RegisterParams(Section):

@@ -55,13 +55,33 @@ def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[st
     return out
 
 
+def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path) -> dict[str, str]:
+    """The champion's own translations of `items`, from its registered model, decoded as the candidate's were."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bayling.evaluate.generation import clean_output, generate
+    from bayling.register.champion import champion_model
+
+    folder = champion_model(model_name, version, dest)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    raw = generate(model, tokenizer, [i.prompt for i in items], batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
+                   num_beams=params.num_beams)
+    return {item.id: clean_output(text) for item, text in zip(items, raw)}
+
+
 def against_champion(params: EvaluateParams, register: RegisterParams, test_sets: TestSets,
                      final: dict[str, dict[str, list[str]]], tracking_uri: str) -> Comparison:
-    """Paired bootstrap of the candidate against the champion's stored predictions, per direction.
+    """Paired bootstrap of the candidate against the champion, per direction.
 
-    An unreachable registry is a note, not a failed evaluation: the scores themselves stand.
+    The champion's predictions stored with its version are used where they cover the same segments;
+    where they do not (a new split, a new test set), the champion's registered model translates the
+    segments again, so the comparison is never skipped for want of overlap. An unreachable registry is
+    a note, not a failed evaluation (the gate then refuses the candidate, having nothing to compare).
     """
     import mlflow
+    from botocore.exceptions import BotoCoreError, ClientError
     from mlflow.exceptions import MlflowException
 
     from bayling.register.champion import champion_predictions
@@ -72,29 +92,37 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
     mlflow.set_tracking_uri(tracking_uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            found = champion_predictions(register.model_name, register.champion_alias, Path(tmp))
+            found = champion_predictions(register.model_name, register.champion_alias, Path(tmp) / "predictions")
             if found is None:
-                out.notes.append(f"no '{register.champion_alias}' version of {register.model_name} with stored predictions: "
-                                 "significance test skipped")
+                out.notes.append(f"no '{register.champion_alias}' version of {register.model_name}: nothing to compare with")
                 return out
             version, folder = found
             out.metrics["champion_version"] = int(version)
+            theirs: dict[str, str] = {}
+            missing: list[TestItem] = []
             for name, items_by_direction in test_sets.items():
                 for direction, items in items_by_direction.items():
-                    stored = folder / "final" / name / f"{direction}.jsonl"
-                    if not stored.exists():
-                        out.notes.append(f"champion v{version} has no predictions for {name} {direction}")
-                        continue
-                    theirs = {row["id"]: row["hypothesis"] for row in map(json.loads, stored.read_text("utf-8").splitlines())}
-                    if any(i.id not in theirs for i in items):
-                        out.notes.append(f"champion v{version} predictions for {name} {direction} cover other segments; skipped")
-                        continue
+                    stored = folder / "final" / name / f"{direction}.jsonl" if folder else None
+                    rows = [json.loads(line) for line in stored.read_text("utf-8").splitlines()] if stored and stored.exists() else []
+                    known = {row["id"]: row["hypothesis"] for row in rows}
+                    if all(i.id in known for i in items):
+                        theirs.update({i.id: known[i.id] for i in items})
+                    else:
+                        missing.extend(items)
+            if missing:
+                theirs.update(_champion_outputs(params, register.model_name, version, missing, Path(tmp) / "model"))
+                out.metrics["champion_regenerated_segments"] = len(missing)
+                out.notes.append(f"champion v{version}'s stored predictions do not cover {len(missing)} segments: translated them "
+                                 "again with its registered model")
+            for name, items_by_direction in test_sets.items():
+                for direction, items in items_by_direction.items():
                     result = paired_bootstrap([theirs[i.id] for i in items], final[name][direction], reference_streams(items),
                                               items[0].tgt_lang, samples=params.bootstrap_samples, seed=params.seed or 12345)
                     for m in result.p_values:
                         out.metrics[score_key(name, direction, "champion", m)] = round(result.baseline[m], 4)
                         out.metrics[score_key(name, direction, "p_vs_champion", m)] = round(result.p_values[m], 6)
-    except (MlflowException, OSError) as exc:  # the registry being unreachable must not lose the evaluation itself
+    # the registry or its artifact store being unreachable (or missing credentials) must not lose the evaluation itself
+    except (MlflowException, OSError, BotoCoreError, ClientError) as exc:
         out.notes.append(f"champion comparison skipped: {type(exc).__name__}: {exc}")
         out.metrics = {}
     return out

@@ -1,87 +1,244 @@
-"""Human approval of a registered candidate: the decision is recorded on the model version as tags,
-and an approval moves the champion alias. MLflow keeps no alias history, so the tags are the record."""
+"""Human approval of a registered candidate, and the version's record of it.
+
+MLflow keeps no alias history, so the model version carries the record: every decision is its own tag,
+`decision.<sequence>.<suffix>`, holding one JSON record (who, authenticated or not, display name,
+when, flow run, champion before and after, note); every evaluation of the gate likewise
+(`gate.<sequence>.<suffix>`). Nothing is ever rewritten or truncated: a record is at most a few
+thousand characters (the note is capped at 2,000 and refused beyond), well inside MLflow's limit on
+one tag value (5,000 characters on older servers, 100,000 now), and there is no limit on the number of
+tags. Summary tags (`decision`, `reviewed_by`, ...) show the latest decision in the UI.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
 from bayling.core.metric_keys import averages, score_keys
 from bayling.register.champion import alias_holder
+from bayling.register.identity import APPROVER_PERMISSION, MAX_DISPLAY_NAME, MAX_NOTE, Identity, clean_text
 
-Decision = Literal["approve", "reject", "timeout"]
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    version: str
-    decision: str
-    reviewed_by: str
-    reviewed_at: str
-    flow_run_id: str
-    previous_champion: str
-    note: str
-    champion_moved: bool
+Decision = Literal["approve", "reject", "timeout", "refused"]
+DECISION_PREFIX = "decision."  # one tag per decision: decision.<sequence>.<unique suffix> = its JSON record
+VERDICT_PREFIX = "gate."  # one tag per gate evaluation: gate.<sequence>.<unique suffix> = its JSON record
+CHALLENGE_TAG = "approval.challenge"
 
 
 def pause_key(model_name: str, version: str) -> str:
-    """The key a retrain run pauses under while it waits for a decision on this version."""
+    """The key a retrain run pauses under while it waits for a decision on this version (attempts add -<n>)."""
     return f"approval-{model_name}-v{version}"
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def canonical_version(client: Any, model_name: str, version: str) -> Any:
+    """The registered version object for a version number as typed ("01" is version 1), or a clear error."""
+    from mlflow.exceptions import MlflowException
+
+    text = str(version).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise PipelineError(f"version {version!r} is not a version number (1, 2, ...)")
+    try:
+        return client.get_model_version(model_name, str(int(text)))
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "PERMISSION_DENIED":
+            raise PipelineError(f"MLflow refused to show {model_name} version {int(text)}: permission denied") from None
+        raise PipelineError(f"{model_name} has no version {int(text)}") from None
+
+
+# ---------------------------------------------------------------- records: one tag each, never rewritten
+def _records(tags: dict[str, str], prefix: str) -> list[dict[str, Any]]:
+    found = []
+    for key, value in tags.items():
+        if key.startswith(prefix) and key.count(".") == 2 and key.split(".")[1].isdigit():
+            try:
+                found.append({"key": key, **json.loads(value)})
+            except json.JSONDecodeError:
+                found.append({"key": key, "unreadable": value[:200]})
+    return sorted(found, key=lambda r: (int(r["key"].split(".")[1]), r.get("at", ""), r["key"]))
+
+
+def _next_key(tags: dict[str, str], prefix: str) -> str:
+    """A new record's tag key: the next sequence number, and a random suffix so two writers never collide."""
+    sequence = 1 + max((int(k.split(".")[1]) for k in tags if k.startswith(prefix) and k.count(".") == 2
+                        and k.split(".")[1].isdigit()), default=0)
+    return f"{prefix}{sequence:04d}.{uuid.uuid4().hex[:8]}"
+
+
+def history(client: Any, model_name: str, version: str) -> list[dict[str, Any]]:
+    """Every decision recorded on the version, in order."""
+    found = canonical_version(client, model_name, version)
+    return _records(dict(found.tags or {}), DECISION_PREFIX)
+
+
+def record_gate_verdict(client: Any, model_name: str, version: str, passed: bool, failed_rules: list[str], gate_params: dict[str, Any],
+                        evaluation: str, run_id: str) -> dict[str, Any]:
+    """Add this gate evaluation to the version's verdicts and return the version's effective verdict."""
+    found = canonical_version(client, model_name, version)
+    tags = dict(found.tags or {})
+    record = {"passed": passed, "failed_rules": failed_rules[:20], "failed_rule_count": len(failed_rules),
+              "gate_params": gate_params, "evaluation": evaluation, "register_run_id": run_id, "at": now()}
+    key = _next_key(tags, VERDICT_PREFIX)
+    client.set_model_version_tag(model_name, found.version, key, json.dumps(record, ensure_ascii=False))
+    tags[key] = json.dumps(record)
+    return effective_verdict(tags)
+
+
+def effective_verdict(tags: dict[str, str]) -> dict[str, Any]:
+    """The version's gate verdict over all its evaluations.
+
+    A failure stands until a later evaluation passes: re-registering the same files under a looser
+    gate, with the same evaluation, does not erase it. A pass that comes from a new evaluation of the
+    same files (another evaluate run) does, and says so.
+    """
+    verdicts = _records(tags, VERDICT_PREFIX)
+    if not verdicts:  # versions registered before verdicts were recorded
+        return {"passed": tags.get("gate", "passed") != "failed", "evaluations": 0, "reevaluated": False}
+    failed = [v for v in verdicts if not v.get("passed")]
+    last = verdicts[-1]
+    if not failed:
+        return {"passed": True, "evaluations": len(verdicts), "reevaluated": False}
+    cleared = last.get("passed") and all(last.get("evaluation") != v.get("evaluation") for v in failed)
+    return {"passed": bool(cleared), "evaluations": len(verdicts), "reevaluated": bool(cleared),
+            "failed_evaluations": len(failed), "last_failure": failed[-1]}
+
+
+# ---------------------------------------------------------------- decisions
+@dataclass(frozen=True)
+class DecisionRecord:
+    version: str
+    decision: str
+    identity: str
+    authenticated: bool
+    display_name: str
+    at: str
+    flow_run_id: str
+    previous_champion: str
+    champion_after: str
+    note: str
+    path: str  # "direct" or "paused-run"
+    gate_overridden: bool = False
+    reason: str = ""
+
+    @property
+    def champion_moved(self) -> bool:
+        return self.previous_champion != self.champion_after
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "version"}
+
+
+def _permission_error(exc: Exception, identity: Identity, what: str, model_name: str) -> PipelineError:
+    return PipelineError(f"MLflow refused {identity.describe()} ({what} on {model_name}): permission denied; "
+                         f"deciding needs {APPROVER_PERMISSION} on the registered model")
+
+
+def record_decision(client: Any, model_name: str, version: Any, record: DecisionRecord) -> None:
+    """Write the decision as its own record, and the summary tags the MLflow UI shows for the latest one."""
+    key = _next_key(dict(version.tags or {}), DECISION_PREFIX)
+    client.set_model_version_tag(model_name, version.version, key, json.dumps(record.to_json(), ensure_ascii=False))
+    summary = {"decision": record.decision, "reviewed_by": record.identity, "reviewed_at": record.at, "flow_run_id": record.flow_run_id,
+               "reviewer_authenticated": str(record.authenticated).lower(), "reviewer_display": record.display_name,
+               "previous_champion": record.previous_champion, "note": record.note}
+    if record.decision == "refused":
+        summary = {"last_refusal": f"{record.at} {record.identity}: {record.reason}"[:1000]}
+    for key, value in summary.items():
+        client.set_model_version_tag(model_name, version.version, key, value)
 
 
 def apply_decision(
-    client: Any, model_name: str, version: str, decision: Decision, reviewer: str, note: str = "",
-    flow_run_id: str = "none", champion_alias: str = "champion", override_gate: bool = False,
+    client: Any, model_name: str, version: str, decision: Literal["approve", "reject", "timeout"], identity: Identity,
+    settings: ApprovalParams, *, display_name: str = "", note: str = "", flow_run_id: str = "none", champion_alias: str = "champion",
+    override_gate: bool = False, path: str = "direct",
 ) -> DecisionRecord:
-    """Record the decision on the version; on approve, point the champion alias at it. Reject and
-    timeout leave the champion where it is. A version the gate failed is approved only with
-    override_gate, and the override is recorded with the decision."""
+    """Record a decision on the version and move the champion alias as it says.
+
+    Approve points the alias at the version (a version whose gate verdict is failed needs
+    `override_gate`, recorded). Reject leaves the champion, unless the version is the champion: then
+    `register.approval.reject_champion` says whether to refuse, clear the alias or give it back to the
+    version it displaced. Timeout only records. With `separation_of_duties`, whoever registered the
+    version may not decide on it. The caller has already checked that `identity` may decide.
+    """
     from mlflow.exceptions import MlflowException
 
-    try:
-        found = client.get_model_version(model_name, version)
-    except MlflowException:
-        raise PipelineError(f"{model_name} has no version {version}") from None
-    gate = (found.tags or {}).get("gate")
-    if decision == "approve" and gate == "failed" and not override_gate:
-        raise PipelineError(f"{model_name} version {version} failed the gate (see its gate.results tag); "
-                            "approving it anyway needs --override-gate")
+    display_name = clean_text(display_name, "--by", MAX_DISPLAY_NAME, one_line=True)
+    note = clean_text(note, "--note", MAX_NOTE, one_line=False)
+    found = canonical_version(client, model_name, version)
+    number = str(found.version)
+    tags = dict(found.tags or {})
+    if settings.separation_of_duties and decision != "timeout" and tags.get("registered_by") == identity.name:
+        raise PipelineError(f"{identity.name} registered {model_name} version {number} and may not decide on it "
+                            "(register.approval.separation_of_duties)")
+    verdict = effective_verdict(tags)
+    if decision == "approve" and not verdict["passed"] and not override_gate:
+        raise PipelineError(f"{model_name} version {number} failed the gate (see its gate.* records); approving it anyway needs "
+                            "--override-gate")
     holder = alias_holder(client, model_name, champion_alias)
     previous = str(holder.version) if holder is not None else "none"
-    if decision == "approve" and previous == str(version):
-        raise PipelineError(f"{model_name} version {version} already holds '{champion_alias}'")
-    record = DecisionRecord(str(version), decision, reviewer, now(), flow_run_id, previous, note, decision == "approve")
-    tags = {"decision": decision, "reviewed_by": reviewer, "reviewed_at": record.reviewed_at,
-            "flow_run_id": flow_run_id, "previous_champion": previous, "note": note}
-    if decision == "approve" and gate == "failed":
-        tags["gate_overridden_by"] = reviewer
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    history = _history(client, model_name, version)
-    history.append({k: v for k, v in tags.items()})
-    client.set_model_version_tag(model_name, version, "decision_history", json.dumps(history)[-5000:])
-    if decision == "approve":
-        client.set_registered_model_alias(model_name, champion_alias, version)
-        client.set_model_version_tag(model_name, version, f"{champion_alias}_since", record.reviewed_at)
-        if previous != "none":
-            client.set_model_version_tag(model_name, previous, f"{champion_alias}_until", record.reviewed_at)
-            client.set_model_version_tag(model_name, previous, "superseded_by", str(version))
+    after = previous
+    at = now()
+    try:
+        if decision == "approve":
+            if previous == number:
+                raise PipelineError(f"{model_name} version {number} already holds '{champion_alias}'")
+            client.set_registered_model_alias(model_name, champion_alias, number)
+            after = number
+        elif decision == "reject" and previous == number:
+            if settings.reject_champion == "refuse":
+                raise PipelineError(f"{model_name} version {number} is the current '{champion_alias}'; rejecting it would leave the "
+                                    "registry inconsistent (register.approval.reject_champion: refuse). Approve another version, or "
+                                    "set reject_champion to clear or previous")
+            displaced = next((r.get("previous_champion") for r in reversed(_records(tags, DECISION_PREFIX))
+                              if r.get("decision") == "approve" and r.get("champion_after") == number), "none")
+            if settings.reject_champion == "previous" and displaced not in (None, "none") and _exists(client, model_name, displaced):
+                client.set_registered_model_alias(model_name, champion_alias, displaced)
+                after = displaced
+            else:
+                client.delete_registered_model_alias(model_name, champion_alias)
+                after = "none"
+        record = DecisionRecord(number, decision, identity.name, identity.authenticated, display_name, at, flow_run_id, previous, after,
+                                note, path, gate_overridden=decision == "approve" and not verdict["passed"])
+        record_decision(client, model_name, found, record)
+        if after != previous:
+            if after != "none":
+                client.set_model_version_tag(model_name, after, f"{champion_alias}_since", at)
+            if previous != "none":
+                client.set_model_version_tag(model_name, previous, f"{champion_alias}_until", at)
+                if after != "none":
+                    client.set_model_version_tag(model_name, previous, "superseded_by", after)
+        if record.gate_overridden:
+            client.set_model_version_tag(model_name, number, "gate_overridden_by", identity.name)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise _permission_error(exc, identity, f"{decision} version {number}", model_name) from None
+        raise PipelineError(f"MLflow failed while recording the decision on {model_name} version {number}: {exc.message}") from None
     return record
 
 
-def _history(client: Any, model_name: str, version: str) -> list[dict[str, str]]:
-    tags = client.get_model_version(model_name, version).tags or {}
+def record_refusal(client: Any, model_name: str, version: str, claimed: str, reason: str, flow_run_id: str) -> DecisionRecord:
+    """A decision that was refused (no verifiable identity, or one that may not decide), kept on the record."""
+    found = canonical_version(client, model_name, version)
+    record = DecisionRecord(str(found.version), "refused", claimed[:256], False, "", now(), flow_run_id, "", "", "", "paused-run",
+                            reason=reason[:1000])
+    record_decision(client, model_name, found, record)
+    return record
+
+
+def _exists(client: Any, model_name: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
     try:
-        return list(json.loads(tags.get("decision_history", "[]")))
-    except json.JSONDecodeError:
-        return []
+        client.get_model_version(model_name, version)
+        return True
+    except MlflowException:
+        return False
 
 
 def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_table: str, report_path: str, tracking_uri: str) -> str:

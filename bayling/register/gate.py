@@ -23,7 +23,13 @@ class RuleResult:
     detail: str = ""
 
 
-def evaluate_gate(metrics: dict[str, Any], policy: GateParams) -> list[RuleResult]:
+def evaluate_gate(metrics: dict[str, Any], policy: GateParams, champion: str | None = None) -> list[RuleResult]:
+    """Every rule's result for this evaluation; `champion` is the version holding the champion alias now.
+
+    The drop rule never passes for want of a comparison: when a champion exists, every direction the
+    candidate was scored on must have been compared with it (evaluate regenerates the champion's
+    predictions when its stored ones cover other segments), and against this champion.
+    """
     results: list[RuleResult] = []
     for test_set in policy.required_test_sets:
         present = any(key.startswith(f"{test_set}.") for key in metrics)
@@ -35,31 +41,30 @@ def evaluate_gate(metrics: dict[str, Any], policy: GateParams) -> list[RuleResul
         ok = isinstance(value, (int, float)) and value >= minimum
         results.append(RuleResult("min_score", key, value, minimum, ok, "" if value is not None else "metric missing"))
     drop = policy.max_drop_vs_champion
-    if drop is not None:
-        compared = False
-        for key in sorted(score_keys(metrics), key=str):
-            if key.model != "champion" or key.metric != drop.metric or key.is_average:
-                continue
-            compared = True
-            champion = metrics[str(key)]
-            test_set, direction = key.test_set, key.direction
-            candidate = metrics.get(str(key.with_model("final")))
-            p_value = metrics.get(str(key.with_model("p_vs_champion")))
-            change = None if candidate is None else candidate - champion
-            significant = p_value is not None and p_value < drop.alpha
-            failed = change is not None and change < -drop.points and significant
-            results.append(
-                RuleResult(
-                    "max_drop_vs_champion",
-                    f"{test_set}.{direction}.{drop.metric}",
-                    None if change is None else round(change, 4),
-                    -drop.points,
-                    not failed,
-                    f"p={p_value}" if p_value is not None else "no significance test",
-                )
-            )
-        if not compared:
-            results.append(RuleResult("max_drop_vs_champion", drop.metric, None, -drop.points, True, "no champion to compare with"))
+    if drop is None:
+        return results
+    evaluated_against = str(metrics["champion_version"]) if "champion_version" in metrics else None
+    if champion is not None and evaluated_against != champion:
+        detail = f"evaluated against version {evaluated_against}" if evaluated_against else "no comparison with the champion was made"
+        results.append(RuleResult("max_drop_vs_champion", f"champion v{champion}", None, -drop.points, False, detail))
+        return results
+    finals = [k for k in sorted(score_keys(metrics), key=str) if k.model == "final" and k.metric == drop.metric and not k.is_average]
+    for key in finals:
+        target = f"{key.test_set}.{key.direction}.{drop.metric}"
+        champion_score = metrics.get(str(key.with_model("champion")))
+        if champion_score is None:
+            if champion is not None:
+                detail = f"not compared with champion v{champion}"
+                results.append(RuleResult("max_drop_vs_champion", target, None, -drop.points, False, detail))
+            continue
+        p_value = metrics.get(str(key.with_model("p_vs_champion")))
+        change = metrics[str(key)] - champion_score
+        significant = p_value is not None and p_value < drop.alpha
+        failed = change < -drop.points and significant
+        results.append(RuleResult("max_drop_vs_champion", target, round(change, 4), -drop.points, not failed,
+                                  f"p={p_value}" if p_value is not None else "no significance test"))
+    if champion is None and not any(r.rule == "max_drop_vs_champion" for r in results):
+        results.append(RuleResult("max_drop_vs_champion", drop.metric, None, -drop.points, True, "no champion to compare with"))
     return results
 
 

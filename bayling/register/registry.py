@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +47,29 @@ def register(
     model_dir: Path,
     code_dir: Path,
     model_name: str,
-    alias: str | None,
     model_sha256: str,
     run_id: str,
     tags: dict[str, str],
+    creation_tags: dict[str, str] | None = None,
 ) -> Registration:
-    """Log `model_dir` as a pyfunc translator in the active run and register it, or reuse the version
-    already registered for the same model files; refresh its tags and, unless `alias` is None (the gate
-    failed), point the alias at it."""
+    """Log `model_dir` as a pyfunc translator in the active run and register it with all its tags in one
+    call, or reuse the version already registered for the same model files and update only the tags
+    whose values changed (`creation_tags`, such as who registered it, are written only on creation).
+    The gate verdict and the alias are the caller's: see bayling.register.run."""
     import mlflow
 
     from bayling.register import serving
 
     client = mlflow.MlflowClient()
+    wanted = {k: str(v)[:5000] for k, v in {**tags, MODEL_IDENTITY_TAG: model_sha256, "register_run_id": run_id}.items()}
     existing = find_version(client, model_name, model_sha256)
     if existing is not None:
         version, created, model_uri = existing.version, False, existing.source
         log.info("model files already registered as %s version %s; reusing it", model_name, version)
+        current = existing.tags or {}
+        for key, value in wanted.items():
+            if current.get(key) != value:
+                client.set_model_version_tag(model_name, version, key, value)
     else:
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -74,11 +79,6 @@ def register(
             pip_requirements=pip_requirements(),
             signature=serving.signature(),
         )
-        mv = mlflow.register_model(info.model_uri, model_name, tags={MODEL_IDENTITY_TAG: model_sha256})
+        mv = mlflow.register_model(info.model_uri, model_name, tags={**wanted, **(creation_tags or {})})
         version, created, model_uri = mv.version, True, info.model_uri
-    for key, value in {**tags, MODEL_IDENTITY_TAG: model_sha256, "register_run_id": run_id}.items():
-        client.set_model_version_tag(model_name, version, key, str(value)[:5000])
-    if alias:
-        client.set_registered_model_alias(model_name, alias, version)
-        client.set_model_version_tag(model_name, version, f"{alias}_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    return Registration(model_name, str(version), alias or "", run_id, created, model_uri)
+    return Registration(model_name, str(version), "", run_id, created, model_uri)

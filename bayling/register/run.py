@@ -49,8 +49,14 @@ def version_tags(inputs: RegisterInputs, root: Path) -> dict[str, str]:
 
 
 def register_model(register: RegisterParams, tracking: TrackingParams, inputs: RegisterInputs, root: Path,
-                   final: Path) -> tuple[Registration, list[gate.RuleResult], str]:
-    """Gate, log and register `final`; returns the registration, the gate's rule results and the model hash."""
+                   final: Path) -> tuple[Registration, list[gate.RuleResult], dict[str, Any], str]:
+    """Gate, log and register `final`, record this gate evaluation on the version and set the candidate alias
+    when the version's verdict over all its evaluations passes. Returns the registration (with the alias
+    set, or none), this evaluation's rule results, the version's verdict and the model hash."""
+    import hashlib
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
     import mlflow
     from botocore.exceptions import BotoCoreError, ClientError
     from mlflow.exceptions import MlflowException
@@ -58,26 +64,48 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
     from bayling.core.lineage import directory_sha256
     from bayling.core.tracking import stage_run, tracking_uri
     from bayling.register import registry
+    from bayling.register.approval import record_gate_verdict
+    from bayling.register.champion import alias_holder
+    from bayling.register.identity import current_identity
 
     tags = version_tags(inputs, root)
-    results = gate.evaluate_gate(inputs.metrics, register.gate)
-    gate_passed = gate.passed(results)
-    tags["gate"] = "passed" if gate_passed else "failed"
-    tags["gate.results"] = json.dumps(gate.as_records(results))
     model_sha256 = directory_sha256(final)
+    uri = tracking_uri(root)
+    evaluation = f"{inputs.eval_run.get('run_id') or 'untracked'}:" + hashlib.sha256(
+        json.dumps(inputs.metrics, sort_keys=True).encode()).hexdigest()[:16]
     try:
+        try:
+            identity = current_identity(uri)
+        except PipelineError as exc:
+            raise PipelineError(f"could not register the model with MLflow at {uri}: {exc}") from None
         with stage_run(root, "register", tracking.experiment, {"git_commit": tags["git_commit"]}) as run:
+            client = mlflow.MlflowClient()
+            holder = alias_holder(client, register.model_name, register.champion_alias)
+            champion = str(holder.version) if holder is not None else None
+            if champion is not None and (holder.tags or {}).get(registry.MODEL_IDENTITY_TAG) == model_sha256:
+                champion = None  # the candidate is the champion's own files: nothing to compare against
+            results = gate.evaluate_gate(inputs.metrics, register.gate, champion)
+            this_passed = gate.passed(results)
+            tags["gate.results"] = json.dumps(gate.as_records(results))
             mlflow.log_params({"model_name": register.model_name, "alias": register.alias, "model_sha256": model_sha256})
             mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith("eval.")})
             mlflow.log_metrics({f"gate.{r.rule}.{r.target}": float(r.passed) for r in results})
-            mlflow.log_dict({"passed": gate_passed, "rules": gate.as_records(results)}, "gate.json")
+            mlflow.log_dict({"passed": this_passed, "rules": gate.as_records(results)}, "gate.json")
             # later evaluations test significance against this version's own predictions
             mlflow.log_artifacts(str(root / "reports" / "eval" / "predictions"), "predictions")
-            registration = registry.register(
-                model_dir=final, code_dir=root / "bayling", model_name=register.model_name,
-                alias=register.alias if gate_passed else None,
-                model_sha256=model_sha256, run_id=run.info.run_id, tags=tags,
-            )
+            registration = registry.register(model_dir=final, code_dir=root / "bayling", model_name=register.model_name,
+                                             model_sha256=model_sha256, run_id=run.info.run_id, tags=tags,
+                                             creation_tags={"registered_by": identity.name,
+                                                            "registered_by_authenticated": str(identity.authenticated).lower()})
+            failed = [f"{r.rule} {r.target}" for r in results if not r.passed]
+            verdict = record_gate_verdict(client, register.model_name, registration.version, this_passed, failed,
+                                          register.gate.model_dump(mode="json"), evaluation, run.info.run_id)
+            client.set_model_version_tag(register.model_name, registration.version, "gate", "passed" if verdict["passed"] else "failed")
+            if verdict["passed"]:
+                client.set_registered_model_alias(register.model_name, register.alias, registration.version)
+                client.set_model_version_tag(register.model_name, registration.version, f"{register.alias}_at",
+                                             datetime.now(UTC).isoformat(timespec="seconds"))
+                registration = replace(registration, alias=register.alias)
     except (MlflowException, OSError, BotoCoreError, ClientError) as exc:  # the server or its artifact store failed
-        raise PipelineError(f"could not register the model with MLflow at {tracking_uri(root)}: {type(exc).__name__}: {exc}") from exc
-    return registration, results, model_sha256
+        raise PipelineError(f"could not register the model with MLflow at {uri}: {type(exc).__name__}: {exc}") from exc
+    return registration, results, verdict, model_sha256

@@ -12,7 +12,7 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow.models import set_model
 
-HF_ARTIFACT = "hf_model"
+from bayling.register.champion import HF_ARTIFACT
 
 
 class TranslationModel(mlflow.pyfunc.PythonModel):

@@ -1,4 +1,5 @@
-"""Decisions on registered versions against a real MLflow server, and a timed-out pause on a real Prefect API."""
+"""Decisions on registered versions against a real MLflow server (without users: every identity is the
+OS user, recorded as unauthenticated), and a timed-out pause on a real Prefect API."""
 
 import os
 import subprocess
@@ -7,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
-from bayling.register.approval import apply_decision
+from bayling.register.approval import apply_decision, effective_verdict, history, record_gate_verdict
+from bayling.register.identity import Identity
 
 pytestmark = pytest.mark.integration
+ALICE, BOB = Identity("alice", authenticated=False), Identity("bob", authenticated=False)
+SETTINGS = ApprovalParams()
 
 
 def make_versions(client, name: str, count: int) -> list[str]:
@@ -31,82 +36,112 @@ def champion(client, name: str) -> str | None:
         return None
 
 
-def test_approve_moves_champion_and_every_decision_is_tagged(mlflow_uri):
+def test_every_decision_is_its_own_record_and_none_is_ever_lost(mlflow_uri):
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
     v1, v2, v3 = make_versions(client, "approval-model", 3)
-    first = apply_decision(client, "approval-model", v1, "approve", "alice", "first one", "run-a")
+    first = apply_decision(client, "approval-model", v1, "approve", ALICE, SETTINGS, display_name="Alice A.", note="first one",
+                           flow_run_id="run-a")
     assert first.champion_moved and first.previous_champion == "none" and champion(client, "approval-model") == v1
-    apply_decision(client, "approval-model", v2, "approve", "bob", "better chrF", "run-b")
+    apply_decision(client, "approval-model", v2, "approve", BOB, SETTINGS, note="better chrF", flow_run_id="run-b")
     assert champion(client, "approval-model") == v2
     tags = client.get_model_version("approval-model", v2).tags
-    assert {k: tags[k] for k in ("decision", "reviewed_by", "flow_run_id", "previous_champion", "note")} == {
-        "decision": "approve", "reviewed_by": "bob", "flow_run_id": "run-b", "previous_champion": v1, "note": "better chrF"}
-    assert tags["reviewed_at"] and tags["champion_since"] == tags["reviewed_at"]
+    assert {k: tags[k] for k in ("decision", "reviewed_by", "flow_run_id", "previous_champion", "note", "reviewer_authenticated")} == {
+        "decision": "approve", "reviewed_by": "bob", "flow_run_id": "run-b", "previous_champion": v1, "note": "better chrF",
+        "reviewer_authenticated": "false"}
     old = client.get_model_version("approval-model", v1).tags
-    assert old["superseded_by"] == v2 and old["champion_until"] == tags["reviewed_at"]
+    assert old["superseded_by"] == v2 and old["champion_until"] == tags["champion_since"]
 
-    rejected = apply_decision(client, "approval-model", v3, "reject", "carol", "worse on sw", "run-c")
-    assert not rejected.champion_moved and champion(client, "approval-model") == v2
-    assert client.get_model_version("approval-model", v3).tags["decision"] == "reject"
-    # A second decision on the same version keeps the first in its history.
-    apply_decision(client, "approval-model", v3, "approve", "dave", "re-reviewed", "run-d")
-    import json
-
-    history = json.loads(client.get_model_version("approval-model", v3).tags["decision_history"])
-    assert [h["decision"] for h in history] == ["reject", "approve"] and champion(client, "approval-model") == v3
+    # Long notes used to be cut to fit one history tag, which then stopped being JSON and reset the history.
+    long_notes = ["x" * 1900, "y" * 1950, "z" * 1999]
+    apply_decision(client, "approval-model", v3, "reject", ALICE, SETTINGS, note=long_notes[0])
+    apply_decision(client, "approval-model", v3, "reject", BOB, SETTINGS, note=long_notes[1])
+    apply_decision(client, "approval-model", v3, "approve", ALICE, SETTINGS, note=long_notes[2])
+    records = history(client, "approval-model", v3)
+    assert [(r["decision"], r["identity"], r["note"]) for r in records] == [
+        ("reject", "alice", long_notes[0]), ("reject", "bob", long_notes[1]), ("approve", "alice", long_notes[2])]
+    assert records[-1]["previous_champion"] == v2 and records[-1]["champion_after"] == v3 and champion(client, "approval-model") == v3
 
     with pytest.raises(PipelineError, match="already holds 'champion'"):
-        apply_decision(client, "approval-model", v3, "approve", "erin")
+        apply_decision(client, "approval-model", v3, "approve", BOB, SETTINGS)
     with pytest.raises(PipelineError, match="has no version 99"):
-        apply_decision(client, "approval-model", "99", "approve", "erin")
+        apply_decision(client, "approval-model", "99", "approve", BOB, SETTINGS)
+    with pytest.raises(PipelineError, match="at most 2000 are kept"):
+        apply_decision(client, "approval-model", v1, "reject", BOB, SETTINGS, note="n" * 2001)
+    for bad in ("", "Alice\nAdmin", "\x1b[31mroot", "a" * 101):
+        with pytest.raises(PipelineError, match="--by"):
+            apply_decision(client, "approval-model", v1, "reject", BOB, SETTINGS, display_name=bad or "\u202eevil")
+    assert len(history(client, "approval-model", v1)) == 1  # refused inputs wrote nothing
 
 
-def test_approve_command_acts_on_the_registry_when_no_run_is_paused(mlflow_uri, repo_root, tmp_path):
+def test_version_numbers_are_registry_versions_not_strings(mlflow_uri):
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
-    (version,) = make_versions(client, "approval-cli-model", 1)
-    (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
-        "model_name: bayling-smollm2-135m", "model_name: approval-cli-model"))
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "tools.approve", version, "--decision", "approve", "--by", "alice", "--note", "ok"],
-                            cwd=repo_root, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "recorded approve on the registry directly" in result.stdout
-    assert champion(client, "approval-cli-model") == version
-    bad = subprocess.run([sys.executable, "-m", "tools.approve", "42", "--decision", "reject", "--by", "alice"],
-                         cwd=repo_root, env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "has no version 42" in bad.stderr and "Traceback" not in bad.stderr
+    v1, v2 = make_versions(client, "approval-number-model", 2)
+    apply_decision(client, "approval-number-model", v1, "approve", ALICE, SETTINGS)
+    with pytest.raises(PipelineError, match="already holds 'champion'"):
+        apply_decision(client, "approval-number-model", "01", "approve", ALICE, SETTINGS)
+    record = apply_decision(client, "approval-number-model", "0002", "approve", ALICE, SETTINGS)
+    assert record.version == v2 and champion(client, "approval-number-model") == v2
+    assert client.get_model_version("approval-number-model", v1).tags["superseded_by"] == v2
+    with pytest.raises(PipelineError, match="is not a version number"):
+        apply_decision(client, "approval-number-model", "latest", "approve", ALICE, SETTINGS)
 
 
-def test_a_version_that_failed_the_gate_is_approved_only_with_an_override(mlflow_uri, repo_root, tmp_path):
+@pytest.mark.parametrize("policy", ["refuse", "clear", "previous"])
+def test_rejecting_the_champion_never_leaves_the_registry_inconsistent(mlflow_uri, policy):
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    name = f"approval-reject-{policy}"
+    v1, v2 = make_versions(client, name, 2)
+    apply_decision(client, name, v1, "approve", ALICE, SETTINGS)
+    apply_decision(client, name, v2, "approve", ALICE, SETTINGS)
+    settings = ApprovalParams(reject_champion=policy)
+    if policy == "refuse":
+        with pytest.raises(PipelineError, match="is the current 'champion'"):
+            apply_decision(client, name, v2, "reject", BOB, settings)
+        assert champion(client, name) == v2 and client.get_model_version(name, v2).tags["decision"] == "approve"
+        return
+    record = apply_decision(client, name, v2, "reject", BOB, settings, note="regression found after release")
+    expected = v1 if policy == "previous" else None
+    assert champion(client, name) == expected and record.champion_after == (expected or "none")
+    assert history(client, name, v2)[-1]["decision"] == "reject"
+
+
+def test_a_gate_failure_stands_until_a_new_evaluation_passes(mlflow_uri, repo_root, tmp_path):
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
     good, failed = make_versions(client, "approval-gate-model", 2)
-    client.set_model_version_tag("approval-gate-model", failed, "gate", "failed")
-    apply_decision(client, "approval-gate-model", good, "approve", "alice")
+    apply_decision(client, "approval-gate-model", good, "approve", ALICE, SETTINGS)
+    strict, loose = {"min_scores": {"x": 10}}, {"min_scores": {}}
+    assert not record_gate_verdict(client, "approval-gate-model", failed, False, ["min_score x"], strict, "eval-1", "r1")["passed"]
+    # the same files and the same evaluation, registered again under a looser gate: the failure stands
+    verdict = record_gate_verdict(client, "approval-gate-model", failed, True, [], loose, "eval-1", "r2")
+    assert not verdict["passed"] and verdict["evaluations"] == 2
     (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
         "model_name: bayling-smollm2-135m", "model_name: approval-gate-model"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
-    command = [sys.executable, "-m", "tools.approve", failed, "--decision", "approve", "--by", "bob"]
+    command = [sys.executable, "-m", "tools.approve", failed, "--decision", "approve", "--by", "Bob"]
     refused = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "failed the gate" in refused.stderr and "--override-gate" in refused.stderr
-    assert champion(client, "approval-gate-model") == good
-    assert "decision" not in client.get_model_version("approval-gate-model", failed).tags
-    # rejecting it needs no override
-    apply_decision(client, "approval-gate-model", failed, "reject", "carol")
-    forced = subprocess.run(
-        [*command, "--override-gate", "--note", "known eval bug"], cwd=repo_root, env=env, capture_output=True, text=True
-    )
+    assert "Traceback" not in refused.stderr and champion(client, "approval-gate-model") == good
+    forced = subprocess.run([*command, "--override-gate", "--note", "known eval bug"], cwd=repo_root, env=env, capture_output=True,
+                            text=True)
     assert forced.returncode == 0, forced.stderr
-    assert champion(client, "approval-gate-model") == failed
     tags = client.get_model_version("approval-gate-model", failed).tags
-    assert tags["gate_overridden_by"] == "bob" and tags["decision"] == "approve" and tags["previous_champion"] == good
+    assert tags["gate_overridden_by"] and history(client, "approval-gate-model", failed)[-1]["gate_overridden"] is True
+    # a new evaluation of the same files that passes clears it, and says so
+    cleared = record_gate_verdict(client, "approval-gate-model", failed, True, [], loose, "eval-2", "r3")
+    assert cleared["passed"] and cleared["reevaluated"]
+    assert effective_verdict(client.get_model_version("approval-gate-model", failed).tags)["passed"]
+    listing = subprocess.run([sys.executable, "-m", "tools.approve", "--history", failed], cwd=repo_root, env=env, capture_output=True,
+                             text=True)
+    assert listing.returncode == 0 and '"decision": "approve"' in listing.stdout and "known eval bug" in listing.stdout
 
 
 def test_a_pause_that_times_out_leaves_the_champion(mlflow_uri, prefect_api, monkeypatch, tmp_path: Path):
@@ -120,7 +155,7 @@ def test_a_pause_that_times_out_leaves_the_champion(mlflow_uri, prefect_api, mon
 
     client = mlflow.MlflowClient(mlflow_uri)
     v1, v2 = make_versions(client, "approval-timeout-model", 2)
-    apply_decision(client, "approval-timeout-model", v1, "approve", "alice")
+    apply_decision(client, "approval-timeout-model", v1, "approve", ALICE, SETTINGS)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     monkeypatch.setenv("BAYLING_APPROVAL_POLL_S", "1")

@@ -4,28 +4,17 @@ from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import httpx
 import pytest
-from servers import mlflow_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def auth_server(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("mlflow-auth")
-    ini = (repo_root / "infra" / "mlflow" / "basic_auth.ini").read_text()
-    # the compose file mounts a volume at /var/lib/mlflow-auth; here a temp folder stands in for it
-    (work / "basic_auth.ini").write_text(ini.replace("sqlite:////var/lib/mlflow-auth/", f"sqlite:///{work}/"))
-    password = "pw-" + secrets.token_hex(8)
-    env = dict(os.environ, MLFLOW_AUTH_CONFIG_PATH=str(work / "basic_auth.ini"), MLFLOW_AUTH_ADMIN_USERNAME="admin",
-               MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
-    with mlflow_server(work / "server", env=env, extra_args=("--app-name", "basic-auth")) as uri:
-        yield uri, password
+def auth_server(auth_mlflow):
+    return auth_mlflow
 
 
 def test_anonymous_and_wrong_password_calls_are_refused(auth_server):

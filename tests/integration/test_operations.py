@@ -8,6 +8,7 @@ register, `dvc pull` into a fresh clone, a crash mid-pipeline, and a scan for pl
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -147,8 +148,8 @@ def ops(repo_root: Path, s3_endpoint: str, prefect_api: str, tmp_path_factory: p
 
 def test_approval_through_the_api_makes_the_candidate_champion(ops: Ops):
     proc, log = start_flow(ops, "1-approve")
-    paused = paused_run(ops, proc, log, f"approval-{MODEL}-v1")
-    description = httpx.get(f"{ops.prefect_api}/flow_runs/{paused['id']}/input/paused-approval-{MODEL}-v1-description", timeout=10).text
+    paused = paused_run(ops, proc, log, f"approval-{MODEL}-v1-1")
+    description = httpx.get(f"{ops.prefect_api}/flow_runs/{paused['id']}/input/paused-approval-{MODEL}-v1-1-description", timeout=10).text
     assert "### Gate" in description and "| rule |" in description and "report.html" in description
     assert champion(ops) is None
     assert ops.client().get_model_version_by_alias(MODEL, "candidate").version == "1"
@@ -156,11 +157,13 @@ def test_approval_through_the_api_makes_the_candidate_champion(ops: Ops):
     said = approve(ops, "1", "approve", "tester", "looks fine")
     assert "resumed flow run" in said
     output = finish(proc, log)
-    assert "approve by tester: champion moved" in output
+    assert f"approve by {getpass.getuser()} (unauthenticated): champion moved" in output
 
     assert champion(ops) == "1"
     tags = ops.client().get_model_version(MODEL, "1").tags
-    assert tags["decision"] == "approve" and tags["reviewed_by"] == "tester" and tags["note"] == "looks fine"
+    # no users on this server: the OS user decided, recorded as unauthenticated; --by is only a display name
+    assert tags["decision"] == "approve" and tags["reviewed_by"] == getpass.getuser() and tags["note"] == "looks fine"
+    assert tags["reviewer_display"] == "tester" and tags["reviewer_authenticated"] == "false"
     assert tags["flow_run_id"] == paused["id"] and tags["previous_champion"] == "none" and tags["reviewed_at"]
     assert tags["gate"] == "passed"
     gate = register_json(ops)["gate"]
@@ -192,10 +195,10 @@ def test_a_run_with_nothing_changed_ends_early(ops: Ops):
 
 def test_reject_leaves_the_champion_where_it_was(ops: Ops):
     proc, log = start_flow(ops, "3-reject", "-S", "train.learning_rate=0.002")
-    paused = paused_run(ops, proc, log, f"approval-{MODEL}-v2")
+    paused = paused_run(ops, proc, log, f"approval-{MODEL}-v2-1")
     approve(ops, "2", "reject", "tester", "not better")
     output = finish(proc, log)
-    assert "reject by tester: champion unchanged" in output
+    assert f"reject by {getpass.getuser()} (unauthenticated): champion unchanged" in output
     assert champion(ops) == "1"
     tags = ops.client().get_model_version(MODEL, "2").tags
     assert tags["decision"] == "reject" and tags["previous_champion"] == "1" and tags["flow_run_id"] == paused["id"]

@@ -64,3 +64,18 @@ def test_markdown_table_marks_failures():
     table = markdown_table([RuleResult("min_score", "heldout.avg.final.chrf", 9.5, 10.0, False, "")])
     assert table.splitlines()[0].startswith("| rule |")
     assert "| min_score | heldout.avg.final.chrf | 9.5 | 10 | **FAIL** |" in table
+
+
+def test_the_drop_rule_never_passes_for_want_of_a_comparison():
+    """A champion exists, but the candidate's directions were never compared with it (a new split, say)."""
+    metrics = {"heldout.avg.final.chrf": 9.5, "heldout.eng_Latn-fra_Latn.final.chrf": 9.5, "heldout.fra_Latn-eng_Latn.final.chrf": 9.1}
+    (rule,) = evaluate_gate(metrics, gate(), champion="3")
+    assert not rule.passed and rule.detail == "no comparison with the champion was made"
+    partial = {**metrics, "champion_version": 3, "heldout.eng_Latn-fra_Latn.champion.chrf": 9.4,
+               "heldout.eng_Latn-fra_Latn.p_vs_champion.chrf": 0.4}
+    rules = {r.target: r for r in evaluate_gate(partial, gate(), champion="3")}
+    assert rules["heldout.eng_Latn-fra_Latn.chrf"].passed
+    missing = rules["heldout.fra_Latn-eng_Latn.chrf"]
+    assert not missing.passed and missing.detail == "not compared with champion v3"
+    stale = evaluate_gate(metrics_with_champion(42.0, 42.0, 0.5), gate(), champion="4")
+    assert not passed(stale) and stale[-1].detail == "evaluated against version 3"
