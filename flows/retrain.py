@@ -21,9 +21,11 @@ parent run, push, then pause for a human decision on a candidate that passed the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -74,9 +76,15 @@ DVC_HINTS = ("To track the changes with git", "To enable auto staging", "dvc con
 
 
 class ApprovalInput(RunInput):
+    """What tools.approve sends a paused run. Nothing here is trusted as it stands: see request_approval."""
+
     decision: Literal["approve", "reject"]
-    reviewer: str
+    identity: str  # the MLflow user the approver's credentials authenticated as
+    authenticated: bool = True
+    display_name: str = ""
     note: str = ""
+    challenge: str = ""  # the challenge tag's value, which tools.approve deleted with MANAGE
+    override_gate: bool = False
 
 
 def _is_transient(message: str | None) -> bool:
@@ -84,12 +92,18 @@ def _is_transient(message: str | None) -> bool:
 
 
 def _retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
-    return _is_transient(state.message)
+    return _is_transient(state.message) and not INTERRUPTION.requested
 
 
-def stage_env() -> dict[str, str]:
-    """The environment DVC runs stage commands in: this interpreter's bin first, so `python` is ours."""
+def stage_env(parent_run_id: str | None = None) -> dict[str, str]:
+    """The environment DVC runs stage commands in: this interpreter's bin first, so `python` is ours, and
+    this flow run's MLflow parent run, which the stages' own runs hang under."""
+    from bayling.core.tracking import PARENT_RUN_ENV
+
     env = dict(os.environ)
+    env.pop(PARENT_RUN_ENV, None)
+    if parent_run_id:
+        env[PARENT_RUN_ENV] = parent_run_id
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["BAYLING_ROOT"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"  # stage logs reach the flow's log as they happen
@@ -98,20 +112,50 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-def dvc(*args: str, log_lines: bool = True) -> tuple[int, list[str]]:
+class Interruption:
+    """Ctrl-C, as a terminal sends it: SIGINT to the whole foreground process group, so the DVC command
+    and the stage it runs receive it too. The first one lets the running command stop by itself (the
+    stage ends its MLflow run as failed, DVC keeps what finished) and the flow ends with the run marked
+    KILLED; with no command running, or at a second Ctrl-C, the flow stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.child: subprocess.Popen | None = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested or self.child is None or self.child.poll() is not None:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("interrupted: stopping the running stage (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+
+INTERRUPTION = Interruption()
+
+
+def dvc(*args: str, log_lines: bool = True, parent_run_id: str | None = None) -> tuple[int, list[str]]:
     """Run a DVC command in the project, streaming its output to the run log; returns (code, lines)."""
     logger = get_run_logger()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=ROOT, env=stage_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=ROOT, env=stage_env(parent_run_id), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    INTERRUPTION.child = proc
     output: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line and not PROGRESS_BAR.search(line) and not line.lstrip().startswith(DVC_HINTS):
-            output.append(line)
-            if log_lines:
-                logger.info(line)
-    return proc.wait(), output
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line and not PROGRESS_BAR.search(line) and not line.lstrip().startswith(DVC_HINTS):
+                output.append(line)
+                if log_lines:
+                    logger.info(line)
+        return proc.wait(), output
+    finally:
+        INTERRUPTION.child = None
+        if proc.poll() is None:  # stopped at once: do not leave DVC holding its lock
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def default_remote() -> str | None:
@@ -144,9 +188,12 @@ def sync(action: Literal["pull", "push"]) -> dict | State:
 
 
 @task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient, task_run_name="dvc-repro-{stage}")
-def repro_stage(stage: str, force: bool = False) -> dict | State:
+def repro_stage(stage: str, force: bool = False, parent_run_id: str | None = None) -> dict | State:
     started = time.perf_counter()
-    code, output = dvc("repro", "--single-item", stage, *(["--force"] if force else []))
+    code, output = dvc("repro", "--single-item", stage, *(["--force"] if force else []), parent_run_id=parent_run_id)
+    if INTERRUPTION.requested:
+        return Failed(message=f"interrupted during stage '{stage}'; what finished stays in DVC's cache, and the next run "
+                              "resumes from there")
     if code != 0:
         # A failed state with the stage's own last lines, not a traceback of this wrapper.
         return Failed(message=f"stage '{stage}' failed (exit {code}):\n" + "\n".join(output[-TAIL_LINES:]))
@@ -173,22 +220,35 @@ def nothing_changed(params: dict) -> tuple[bool, list[str], str]:
 
 
 @flow(name="retrain")
-def retrain(stages: list[str] | None = None, force: bool = False, overrides: dict[str, Any] | None = None) -> dict | State:
-    """Pull, skip if unchanged, run the stages through DVC under one MLflow parent run, push, ask for approval."""
+def retrain(stages: list[str] | None = None, force: bool = False, overrides: dict[str, Any] | None = None,
+            wait_for_checkout_s: float = 0.0) -> dict | State:
+    """Pull, skip if unchanged, run the stages through DVC under one MLflow parent run, push, ask for approval.
+
+    One run at a time holds the checkout (bayling.core.checkout); another waits `wait_for_checkout_s`
+    seconds for it, then refuses.
+    """
+    from bayling.core.checkout import hold_checkout
+
+    flow_run_id = str(runtime.flow_run.id or "none")
+    try:
+        with hold_checkout(ROOT, flow_run_id, wait_for_checkout_s):
+            return _retrain(stages, force, overrides, flow_run_id)
+    except PipelineError as exc:
+        return Failed(message=str(exc))
+
+
+def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | None, flow_run_id: str) -> dict | State:
     import mlflow
 
     from bayling.config.overrides import apply_overrides
     from bayling.core.lineage import dvc_lock_outs, git_state
-    from bayling.core.tracking import clear_parent_run, configure, tracking_uri, write_parent_run
+    from bayling.core.tracking import configure, tracking_uri
 
     logger = get_run_logger()
     started = time.perf_counter()
-    try:
-        apply_overrides(ROOT / "params.yaml", overrides or {})
-        params = load_all(ROOT / "params.yaml")
-        wanted = check_stages(stages)
-    except PipelineError as exc:
-        return Failed(message=str(exc))
+    apply_overrides(ROOT / "params.yaml", overrides or {})
+    params = load_all(ROOT / "params.yaml")
+    wanted = check_stages(stages)
     remote = default_remote()
     if remote:
         pulled = sync("pull", return_state=True)
@@ -207,17 +267,16 @@ def retrain(stages: list[str] | None = None, force: bool = False, overrides: dic
     experiment_id = configure(ROOT, params["tracking"].experiment)
     client = mlflow.MlflowClient()
     git = git_state(ROOT)
-    flow_run_id = str(runtime.flow_run.id or "none")
     parent = client.create_run(experiment_id, run_name="retrain", tags={
         "pipeline.flow": "retrain", "prefect.flow_run_id": flow_run_id, "git_commit": git["commit"],
         "git_dirty": str(git["dirty"]).lower(), **{f"override.{k}": str(v) for k, v in (overrides or {}).items()},
     })
-    write_parent_run(ROOT, parent.info.run_id)
     results: list[dict] = []
     failure: str | None = None
+    status = "KILLED"  # unless the loop below ends by itself: an interrupt or a crash of this process
     try:
         for stage in wanted:
-            state = repro_stage(stage, force or (stage == "fetch" and bool(changed)), return_state=True)
+            state = repro_stage(stage, force or (stage == "fetch" and bool(changed)), parent.info.run_id, return_state=True)
             if state.is_failed():
                 failure = state.message
                 break
@@ -226,11 +285,12 @@ def retrain(stages: list[str] | None = None, force: bool = False, overrides: dic
             pushed = sync("push", return_state=True)
             if pushed.is_failed():
                 failure = pushed.message
+        status = "KILLED" if INTERRUPTION.requested else "FAILED" if failure else "FINISHED"
     finally:
-        clear_parent_run(ROOT)
-        for path, md5 in dvc_lock_outs(ROOT).items():
-            client.set_tag(parent.info.run_id, f"dvc.{path}.md5", md5)
-        client.set_terminated(parent.info.run_id, "FAILED" if failure else "FINISHED")
+        with contextlib.suppress(Exception):  # the run's own outcome matters more than its last tags
+            for path, md5 in dvc_lock_outs(ROOT).items():
+                client.set_tag(parent.info.run_id, f"dvc.{path}.md5", md5)
+        client.set_terminated(parent.info.run_id, status)
     if failure:
         return Failed(message=failure)
     collected = run_summary.collect(ROOT)
@@ -244,15 +304,25 @@ def retrain(stages: list[str] | None = None, force: bool = False, overrides: dic
 
 
 def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | None:
-    """Pause for a reviewer when the candidate passed the gate; record whatever comes back."""
+    """Pause for a reviewer when the candidate passed the gate, and act only on a decision that proves itself.
+
+    Before each pause the run sets a fresh challenge tag on the version. `tools.approve` deletes it with
+    the approver's own credentials, which the MLflow server allows only with MANAGE on the model, and
+    hands the challenge back in the pause input. The run then checks, with its own (admin) credentials,
+    that the tag is gone, that the challenge is the one it set, and that the named user may decide.
+    An input that fails any check is refused, recorded on the version, and the run waits again.
+    """
+    import secrets
+
     import mlflow
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import apply_decision, pause_key, review_markdown
+    from bayling.register.approval import CHALLENGE_TAG, apply_decision, pause_key, record_refusal, review_markdown
     from bayling.register.champion import alias_holder
     from bayling.register.gate import RuleResult, markdown_table
+    from bayling.register.identity import Identity, verify_claimed
 
     logger = get_run_logger()
     registration = collected.get("register") or {}
@@ -263,54 +333,61 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     if not gate.get("passed", True):
         logger.warning("gate failed: version %s is not proposed; the champion stays", registration["version"])
         return {"decision": "gate_failed"}
-    approve_later = f"python -m tools.approve {registration['version']} --decision approve|reject --by NAME"
+    version, model = str(registration["version"]), registration["model_name"]
+    approve_later = f"python -m tools.approve {version} --decision approve|reject [--by NAME]"
     if not settings.approval.required:
         return None
-    client = mlflow.MlflowClient(tracking_uri(ROOT))
-    champion = alias_holder(client, registration["model_name"], settings.champion_alias)
-    if champion is not None and str(champion.version) == str(registration["version"]):
-        logger.info("version %s already holds '%s' (same model files): nothing to decide", registration["version"], settings.champion_alias)
+    uri = tracking_uri(ROOT)
+    client = mlflow.MlflowClient(uri)
+    champion = alias_holder(client, model, settings.champion_alias)
+    if champion is not None and str(champion.version) == version:
+        logger.info("version %s already holds '%s' (same model files): nothing to decide", version, settings.champion_alias)
         return {"decision": "already_champion"}
     if not os.environ.get("PREFECT_API_URL"):
         logger.info("no Prefect server (PREFECT_API_URL) to pause on; decide later with: %s", approve_later)
         return None
     table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
     report = str(ROOT / "reports" / "eval" / "report.html")
-    description = review_markdown(registration, collected.get("eval") or {}, table, report, tracking_uri(ROOT))
-    key = pause_key(registration["model_name"], registration["version"])
+    description = review_markdown(registration, collected.get("eval") or {}, table, report, uri)
     poll = int(os.environ.get("BAYLING_APPROVAL_POLL_S", "10"))
-    try:
-        answer = pause_flow_run(
-            wait_for_input=ApprovalInput.with_initial_data(description=description, decision="reject", reviewer=""),
-            timeout=settings.approval.timeout_s,
-            poll_interval=poll,
-            key=key,
-        )
-    except FlowPauseTimeout:
-        apply_decision(
-            client,
-            registration["model_name"],
-            registration["version"],
-            "timeout",
-            "nobody",
-            f"no decision within {settings.approval.timeout_s}s",
-            flow_run_id,
-            settings.champion_alias,
-        )
-        logger.warning("no decision before the timeout: the champion stays")
-        return {"decision": "timeout"}
-    record = apply_decision(
-        client,
-        registration["model_name"],
-        registration["version"],
-        answer.decision,
-        answer.reviewer,
-        answer.note,
-        flow_run_id,
-        settings.champion_alias,
-    )
-    logger.info("%s by %s: %s", answer.decision, answer.reviewer, "champion moved" if record.champion_moved else "champion unchanged")
-    return {"decision": answer.decision, "reviewer": answer.reviewer, "previous_champion": record.previous_champion}
+    deadline = time.monotonic() + settings.approval.timeout_s
+    attempt = 0
+    while True:
+        attempt += 1
+        challenge = secrets.token_hex(16)
+        client.set_model_version_tag(model, version, CHALLENGE_TAG, challenge)
+        try:
+            answer = pause_flow_run(
+                wait_for_input=ApprovalInput.with_initial_data(description=description, decision="reject", identity=""),
+                timeout=max(1, int(deadline - time.monotonic())), poll_interval=poll, key=f"{pause_key(model, version)}-{attempt}",
+            )
+        except FlowPauseTimeout:
+            apply_decision(client, model, version, "timeout", Identity("nobody", authenticated=False), settings.approval,
+                           note=f"no decision within {settings.approval.timeout_s}s", flow_run_id=flow_run_id,
+                           champion_alias=settings.champion_alias, path="paused-run")
+            logger.warning("no decision before the timeout: the champion stays")
+            return {"decision": "timeout"}
+        tags = client.get_model_version(model, version).tags or {}
+        if answer.challenge != challenge or CHALLENGE_TAG in tags:
+            reason = "the input does not carry this pause's challenge, deleted by a user with MANAGE (resume with tools.approve)"
+            identity = None
+        else:
+            identity, reason = verify_claimed(uri, answer.identity, answer.authenticated, model)
+        if identity is None:
+            record_refusal(client, model, version, answer.identity or "unknown", reason, flow_run_id)
+            logger.warning("refused a decision claimed by %r: %s; waiting again", answer.identity, reason)
+            continue
+        try:
+            record = apply_decision(client, model, version, answer.decision, identity, settings.approval, display_name=answer.display_name,
+                                    note=answer.note, flow_run_id=flow_run_id, champion_alias=settings.champion_alias,
+                                    override_gate=answer.override_gate, path="paused-run")
+        except PipelineError as exc:
+            record_refusal(client, model, version, identity.name, str(exc), flow_run_id)
+            logger.warning("refused %s's decision: %s; waiting again", identity.name, exc)
+            continue
+        moved = "champion moved" if record.champion_moved else "champion unchanged"
+        logger.info("%s by %s: %s", answer.decision, identity.describe(), moved)
+        return {"decision": answer.decision, "reviewer": identity.name, "previous_champion": record.previous_champion}
 
 
 def check_stages(stages: list[str] | None) -> list[str]:
@@ -330,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages (repeatable)")
     parser.add_argument("--force", action="store_true", help="re-run stages even when DVC says they are up to date")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another run in this checkout to finish, instead of refusing at once")
     args = parser.parse_args(argv)
     try:
         overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
@@ -339,10 +418,22 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    state = retrain(stages=args.stage, force=args.force, overrides=overrides or None, return_state=True)
+    from bayling.core.orchestration import prefect_api
+
+    signal.signal(signal.SIGINT, INTERRUPTION.handle)
+    try:
+        with prefect_api(ROOT / ".bayling" / "prefect-server.log"):
+            state = retrain(stages=args.stage, force=args.force, overrides=overrides or None, wait_for_checkout_s=args.wait,
+                            return_state=True)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; what finished stays in DVC's cache, and the next run resumes from there", file=sys.stderr)
+        return 130
     if state.is_failed():
         print(f"error: {state.message}", file=sys.stderr)
-        return 1
+        return 130 if INTERRUPTION.requested else 1
     if state.name == "NothingToDo":
         print(state.message, flush=True)
         return 0

@@ -17,7 +17,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cron", default="0 3 * * 1")
     args = parser.parse_args()
-    retrain.serve(name="retrain", cron=args.cron, parameters={"force": False, "overrides": {}}, tags=["bayling", "retrain"])
+    # one run at a time, as prefect.yaml's concurrency_limit: runs beyond it wait
+    retrain.serve(name="retrain", cron=args.cron, parameters={"force": False, "overrides": {}}, tags=["bayling", "retrain"],
+                  global_limit=1)
 
 
 if __name__ == "__main__":

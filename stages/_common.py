@@ -45,6 +45,9 @@ def run_stage(stage: str, sections: list[str], body: Callable[..., None]) -> Non
     except PipelineError as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: the stage's MLflow run has been ended as failed on the way out
+        log.error("interrupted")
+        sys.exit(130)
 
 
 def track_stage(stage: str, experiment: str, params: dict[str, Any], metrics: dict[str, Any], artifacts: list[Path]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -14,7 +13,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PARENT_RUN_FILE = Path(".bayling") / "mlflow_parent_run.json"
+# The flow hands its parent run to the stage processes it starts through their environment: per flow
+# run, never through a file two runs in one checkout would share.
+PARENT_RUN_ENV = "BAYLING_PARENT_RUN_ID"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
@@ -62,34 +63,17 @@ def configure(root: Path, experiment: str) -> str:
     return experiment_id
 
 
-def read_parent_run(root: Path) -> str | None:
-    path = root / PARENT_RUN_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text("utf-8")).get("run_id")
-
-
-def write_parent_run(root: Path, run_id: str, **extra: Any) -> None:
-    path = root / PARENT_RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run_id": run_id, **extra}) + "\n", "utf-8")
-
-
-def clear_parent_run(root: Path) -> None:
-    (root / PARENT_RUN_FILE).unlink(missing_ok=True)
-
-
-def _active_parent(root: Path) -> str | None:
-    """The parent run id from the handoff file, if that run exists and is still running."""
+def _active_parent() -> str | None:
+    """The parent run named in the environment, if that run exists and is still running."""
     import mlflow
 
-    run_id = read_parent_run(root)
+    run_id = os.environ.get(PARENT_RUN_ENV)
     if not run_id:
         return None
     try:
         run = mlflow.MlflowClient().get_run(run_id)
-    except Exception:  # a stale file from another tracking store
-        log.warning("ignoring parent run %s from %s: not found in this tracking store", run_id, PARENT_RUN_FILE)
+    except Exception:  # a run id from another tracking store
+        log.warning("ignoring parent run %s from %s: not found in this tracking store", run_id, PARENT_RUN_ENV)
         return None
     return run_id if run.info.status == "RUNNING" else None
 
@@ -106,7 +90,7 @@ def stage_run(
     import mlflow
 
     configure(root, experiment)
-    parent = _active_parent(root)
+    parent = _active_parent()
     all_tags = {"pipeline.stage": stage, **(tags or {})}
     with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=all_tags, log_system_metrics=log_system_metrics or None) as run:
         yield run

@@ -3,13 +3,12 @@ from pathlib import Path
 import pytest
 
 from bayling.core.tracking import (
+    PARENT_RUN_ENV,
     ResilientLogger,
     configure,
     optional_stage_run,
-    read_parent_run,
     stage_run,
     tracking_uri,
-    write_parent_run,
 )
 
 
@@ -32,14 +31,15 @@ def test_default_store_is_a_project_sqlite_file_with_local_artifacts(local_store
     assert configure(local_store, "exp") == experiment_id
 
 
-def test_stage_runs_hang_under_the_parent_named_in_the_handoff_file(local_store: Path):
+def test_stage_runs_hang_under_the_parent_named_in_their_environment(local_store: Path, monkeypatch: pytest.MonkeyPatch):
     import mlflow
 
     experiment_id = configure(local_store, "exp")
     client = mlflow.MlflowClient()
     parent = client.create_run(experiment_id, run_name="retrain")
-    write_parent_run(local_store, parent.info.run_id)
-    assert read_parent_run(local_store) == parent.info.run_id
+    with stage_run(local_store, "fetch", "exp") as run:  # no parent named: a run of its own
+        assert "mlflow.parentRunId" not in client.get_run(run.info.run_id).data.tags
+    monkeypatch.setenv(PARENT_RUN_ENV, parent.info.run_id)
     with stage_run(local_store, "train", "exp") as run:
         child_id = run.info.run_id
     assert client.get_run(child_id).data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -56,7 +56,9 @@ def test_prefect_deploy_registers_the_weekly_schedule_on_the_work_pool(deployed:
     assert deployment["parameters"] == {"force": False, "overrides": {}}
     assert set(deployment["tags"]) >= {"bayling", "retrain"}
     # the parameters a run may pass are the flow's own, checked by the server against this schema
-    assert set(deployment["parameter_openapi_schema"]["properties"]) == {"stages", "force", "overrides"}
+    assert set(deployment["parameter_openapi_schema"]["properties"]) == {"stages", "force", "overrides", "wait_for_checkout_s"}
+    # one run at a time: the others wait in the queue
+    assert deployment["global_concurrency_limit"]["limit"] == 1
 
 
 def test_a_process_worker_carries_out_a_run_of_the_deployment(deployed: dict, prefect_api: str):
@@ -89,6 +91,7 @@ def test_flows_serve_serves_the_deployment_from_its_own_process(deployed: dict, 
             assert time.monotonic() < deadline, (crons, log.read_text()[-4000:])
             time.sleep(1)
         assert deployment["parameters"] == {"force": False, "overrides": {}}
+        assert deployment["global_concurrency_limit"]["limit"] == 1
         # a served deployment answers with a heartbeat: the server sees it as ready
         deadline = time.monotonic() + 60
         while read_deployment(prefect_api)["status"] != "READY":

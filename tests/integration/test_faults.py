@@ -65,6 +65,19 @@ def test_fetch_from_an_erroring_endpoint_retries_five_times_with_backoff(project
     assert seconds < 120
 
 
+def test_fetch_without_s3_credentials_is_one_line(project_copy: Path, tmp_path: Path):
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    params["fetch"]["sources"] = [{"name": "remote", "format": "tsv", "uri": SOURCE, "columns": ["eng_Latn", "fra_Latn"]}]
+    params["fetch"]["s3_endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), MLFLOW_TRACKING_URI=f"sqlite:///{project_copy / 'mlflow.db'}")  # no ~/.aws either
+    result = subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=project_copy, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert f"cannot read {SOURCE}" in error and "Unable to locate credentials" in error
+
+
 def fetch_is_intact(project: Path, env: dict) -> bool:
     """`dvc status fetch`: the workspace's data/raw is exactly what dvc.lock recorded."""
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "fetch"], cwd=project, env=env, capture_output=True, text=True)
