@@ -60,13 +60,7 @@ def tiny_random_llama(tokenizer: Any, tiny: TinyModelParams) -> Any:
     torch.manual_seed(tiny.seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_hidden_layers,
-        num_attention_heads=tiny.num_attention_heads,
-        num_key_value_heads=tiny.num_key_value_heads,
-        max_position_embeddings=tiny.max_position_embeddings,
-        initializer_range=tiny.initializer_range,
+        **tiny.model_dump(exclude={"seed"}),  # the shape fields are named as LlamaConfig names them
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
