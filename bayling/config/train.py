@@ -19,7 +19,7 @@ class LoraParams(Section):
 class TrainParams(Section):
     method: Literal["full", "lora"] = "full"
     lora: LoraParams = LoraParams()
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where it runs natively (GPU, AVX512-BF16 CPU), else fp32
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     gradient_checkpointing: bool = False
     seed: int = 0

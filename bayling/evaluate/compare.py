@@ -57,17 +57,16 @@ def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[st
 
 def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path) -> dict[str, str]:
     """The champion's own translations of `items`, from its registered model, decoded as the candidate's were."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bayling.evaluate.generation import clean_output, generate
+    from bayling.evaluate.generation import clean_output, generate, weights_dtype
     from bayling.register.champion import champion_model
 
     folder = champion_model(model_name, version, dest)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=weights_dtype(params.precision))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     raw = generate(model, tokenizer, [i.prompt for i in items], batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
-                   num_beams=params.num_beams)
+                   num_beams=params.num_beams, first_line_only=True)
     return {item.id: clean_output(text) for item, text in zip(items, raw)}
 
 

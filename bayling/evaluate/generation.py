@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from bayling.core.records import Message
+
+LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines splits
 
 
 def clean_output(text: str) -> str:
@@ -14,6 +17,42 @@ def clean_output(text: str) -> str:
         if line.strip():
             return " ".join(line.split())
     return ""
+
+
+def weights_dtype(precision: str) -> Any:
+    """The torch dtype evaluate loads weights in: fp32, or bf16."""
+    import torch
+
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def first_line_stop(tokenizer: Any) -> Any:
+    """A stopping criterion that ends a row once its reply has a line break after some text.
+
+    What `clean_output` keeps of a reply is its first non-empty line, so greedy decoding past that
+    line break only produces text that is thrown away; stopping there leaves every cleaned output
+    unchanged (rows are independent in a batch) and ends the batch when its last row is done.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class FirstLineEnded(StoppingCriteria):
+        def __init__(self) -> None:
+            self.prompt_width: int | None = None
+            self.done: torch.Tensor | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            if self.done is None:
+                self.prompt_width = input_ids.shape[1] - 1
+                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            for row in (~self.done).nonzero().flatten().tolist():
+                # the whole reply so far: a line separator may span several byte-level tokens
+                reply = tokenizer.decode(input_ids[row, self.prompt_width:], skip_special_tokens=True)
+                if LINE_BREAK.search(reply.lstrip()):
+                    self.done[row] = True
+            return self.done.clone()
+
+    return FirstLineEnded
 
 
 def generate(
@@ -25,12 +64,18 @@ def generate(
     max_new_tokens: int = 128,
     num_beams: int = 1,
     min_new_tokens: int | None = None,
+    first_line_only: bool = False,
 ) -> list[str]:
     """Assistant replies for each conversation (which ends with a user turn), in input order.
 
     Prompts are sorted by length so each batch pads little; greedy or beam search, never sampling.
+    With `first_line_only` (greedy only), a row stops at the end of its first line of text: the
+    replies then hold at least everything `clean_output` keeps.
     """
     import torch
+    from transformers import StoppingCriteriaList
+
+    stop_class = first_line_stop(tokenizer) if first_line_only and num_beams == 1 and not min_new_tokens else None
 
     prompts = [
         tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
@@ -56,6 +101,7 @@ def generate(
                     num_beams=num_beams,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
+                    stopping_criteria=StoppingCriteriaList([stop_class()]) if stop_class else None,
                 )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):

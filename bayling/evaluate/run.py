@@ -89,7 +89,7 @@ def _translate(run: ModelRun, model: Any, tokenizer: Any, params: EvaluateParams
     for name, items_by_direction in test_sets.items():
         items = [item for group in items_by_direction.values() for item in group]
         raw = generate(model, tokenizer, [item.prompt for item in items], batch_size=params.batch_size,
-                       max_new_tokens=params.max_new_tokens, num_beams=params.num_beams)
+                       max_new_tokens=params.max_new_tokens, num_beams=params.num_beams, first_line_only=True)
         by_id = {item.id: Prediction(item, clean_output(text), text) for item, text in zip(items, raw)}
         for direction, group in items_by_direction.items():
             predictions = [by_id[i.id] for i in group]
@@ -126,10 +126,10 @@ def evaluate_models(
     tracking_uri: str,
 ) -> EvaluationResult:
     """Generate, score and compare; nothing is written here (the stage writes the result)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bayling.core.paths import resolve as resolve_in
+    from bayling.evaluate.generation import weights_dtype
 
     def resolve(path: str) -> Path:
         return resolve_in(path, root)
@@ -146,7 +146,7 @@ def evaluate_models(
         questions = read_questions([resolve(p) for p in params.instructions.paths], params.instructions.max_questions)
     for label, path in models.items():
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(params.precision))
         started = time.perf_counter()
         run = runs[label] = ModelRun(label)
         _translate(run, model, tokenizer, params, test_sets, metrics, notes)

@@ -40,6 +40,7 @@ class TranslationModel(mlflow.pyfunc.PythonModel):
             batch_size=int(params.get("batch_size", 8)),
             max_new_tokens=int(params.get("max_new_tokens", 128)),
             num_beams=int(params.get("num_beams", 1)),
+            first_line_only=True,
         )
         return [clean_output(text) for text in raw]
 

@@ -46,7 +46,9 @@ def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], trackin
     reg = summary.get("register")
     if reg:
         lines.append(
-            f"registered model: {reg['model_name']} version {reg['version']} with alias '{reg['alias']}' (MLflow run {reg['run_id']})"
+            f"registered model: {reg['model_name']} version {reg['version']} "
+            + (f"with alias '{reg['alias']}'" if reg.get("alias") else "without an alias (the gate failed)")
+            + f" (MLflow run {reg['run_id']})"
         )
     if tracking_uri.startswith("sqlite:///"):
         lines.append(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri} --port 5000, then open http://127.0.0.1:5000")

@@ -1,6 +1,6 @@
 import pytest
 
-from bayling.evaluate.generation import clean_output, generate
+from bayling.evaluate.generation import LINE_BREAK, clean_output, generate
 
 
 @pytest.mark.parametrize(
@@ -28,3 +28,52 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dir):
     assert batched == single
     assert all(text for text in batched)
     assert tokenizer.padding_side == "right"  # restored after generation
+
+
+def feed(criterion, tokenizer, texts: list[str]) -> list[int]:
+    """Feed each row's tokens one step at a time, as generate does; return the step each row stopped at (-1: never)."""
+    import torch
+
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(len(r) for r in rows)
+    rows = [r + [tokenizer.eos_token_id] * (width - len(r)) for r in rows]
+    stopped = [-1] * len(rows)
+    for step in range(width):
+        done = criterion(torch.tensor([r[: step + 1] for r in rows]), None)
+        for i, flag in enumerate(done.tolist()):
+            if flag and stopped[i] < 0:
+                stopped[i] = step
+    return stopped
+
+
+def test_first_line_stop_ends_a_row_at_the_line_break_after_its_first_text(tokenizer):
+    from bayling.evaluate.generation import first_line_stop
+
+    texts = ["\n\n  Bonjour le monde.\nSecond line that is never kept", "Habari\u2028za asubuhi", "一行\n", "no break at all"]
+    stopped = feed(first_line_stop(tokenizer)(), tokenizer, texts)
+    for text, step in zip(texts[:3], stopped[:3]):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        # it stops on the token that ends the first line of text, never earlier: what clean_output keeps is all there
+        assert clean_output(tokenizer.decode(ids[: step + 1])) == clean_output(text)
+        assert not LINE_BREAK.search(tokenizer.decode(ids[:step]).lstrip())
+    assert stopped[0] < len(tokenizer(texts[0], add_special_tokens=False)["input_ids"]) - 3  # well before the second line ends
+    assert stopped[3] == -1
+
+
+def test_first_line_only_keeps_every_cleaned_output_and_generates_less(tiny_model_dir, tokenizer_dir, tmp_path):
+    """A random model that babbles words and line breaks (a wide initialisation): stopping at the first line
+    changes no cleaned output, and the batch ends sooner."""
+    from conftest import make_tiny_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = make_tiny_model(tokenizer_dir, tmp_path / "babbler", initializer_range=0.2, seed=2)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompts = [[{"role": "user", "content": f"Provide the French translation for this sentence: {text}"}]
+               for text in ("Hello.", "Wash your hands.", "Stay at home if you feel unwell.", "Cover your cough.", "Thank you.")]
+    full = generate(model, tokenizer, prompts, batch_size=5, max_new_tokens=48)
+    assert sum(bool(LINE_BREAK.search(t.lstrip())) for t in full) >= 2  # this seed's babble has line breaks to stop at
+    first = generate(model, tokenizer, prompts, batch_size=5, max_new_tokens=48, first_line_only=True)
+    assert [clean_output(t) for t in first] == [clean_output(t) for t in full]
+    assert all(full_text.startswith(first_text) for full_text, first_text in zip(full, first))
+    assert sum(map(len, first)) < sum(map(len, full))

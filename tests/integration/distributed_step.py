@@ -40,7 +40,8 @@ def main() -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     params = TrainParams(method=args.method, max_steps=1, per_device_batch_size=args.batch, learning_rate=1e-3, warmup_ratio=0.0,
                          logging_steps=1, save_steps=100, max_grad_norm=0.0, deepspeed=None if args.zero == "none" else args.zero,
-                         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}, seed=3)
+                         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}, seed=3,
+                         precision="fp32")  # the comparison is of sharding, in one precision on both sides
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     set_seed(params.seed)
     model = build_model(params, args.model, tokenizer)

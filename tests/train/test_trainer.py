@@ -46,8 +46,9 @@ def test_collators(tokenizer):
 def _trainer(model, tokenizer, tmp_path, dataset=None, **overrides):
     from datasets import Dataset
 
+    # fp32: these tests compare losses and gradients across batchings to 1e-5; bf16 autocast has its own study
     params = TrainParams(**{"max_steps": 1, "per_device_batch_size": 8, "learning_rate": 1e-3, "warmup_ratio": 0.0,
-                            "logging_steps": 1, "save_steps": 100, "max_grad_norm": 0.0, **overrides})
+                            "logging_steps": 1, "save_steps": 100, "max_grad_norm": 0.0, "precision": "fp32", **overrides})
     args = training_arguments(params, tmp_path / "ckpt", tmp_path)
     args.train_sampling_strategy = "sequential"
     data = dataset or Dataset.from_list(rows(tokenizer, 8))
@@ -120,6 +121,18 @@ def test_a_few_steps_lower_the_loss(tiny_model_dir, tokenizer, tmp_path):
     trainer = _trainer(model, tokenizer, tmp_path, Dataset.from_list(data), max_steps=6, learning_rate=5e-3, max_grad_norm=1.0)
     trainer.train()
     assert loss_now() < before - 1.0
+
+
+def test_precision_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
+    from bayling.core import hardware
+    from bayling.train.trainer import precision
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: True)
+    assert precision("auto") == {"bf16": True, "fp16": False}
+    assert precision("auto", deepspeed="zero2") == {"bf16": torch.cuda.is_available(), "fp16": False}
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    assert precision("auto") == {"bf16": False, "fp16": False}
+    assert precision("fp32") == {"bf16": False, "fp16": False} and precision("bf16") == {"bf16": True, "fp16": False}
 
 
 def test_flops_per_token(tiny_model_dir):
