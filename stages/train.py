@@ -1,6 +1,7 @@
 """Stage 4, train: fine-tune the base model on data/tokenized (full or LoRA), on one process or many.
 
-    python -m stages.train
+    python -m stages.train            # train
+    python -m stages.train --plan     # print the capacity plan (memory per GPU, tokens, FLOPs, time) and exit
 
 Reads data/tokenized/ and base_model.path. With train.num_gpus x train.num_nodes > 1 the stage
 re-executes itself under torchrun (or the deepspeed launcher); without a GPU the processes train on
@@ -9,7 +10,8 @@ Checkpoints go to models/checkpoints/ and count only once their COMPLETE marker 
 resumes from the newest complete checkpoint of the same configuration. Writes models/final/ (a
 standard HF model with tokenizer and chat template; LoRA adapters merged) and
 reports/train/{metrics.json, loss.csv, run.json}. Only rank 0 logs to MLflow; a tracking outage is
-reported but never stops training.
+reported but never stops training. With train.plan.gpu_memory_gib set, the plan runs first and a
+configuration that cannot fit is refused with the smallest change that would (bayling/train/plan.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import sys
 
 from bayling.config.base_model import BaseModelParams
+from bayling.config.tokenize import TokenizeParams
 from bayling.config.tracking import TrackingParams
 from bayling.config.train import TrainParams
 from stages._common import ROOT, run_stage, write_json
@@ -30,12 +33,26 @@ REPORTS = ROOT / "reports" / "train"
 LOSS_COLUMNS = ["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"]
 
 
-def main(train: TrainParams, base_model: BaseModelParams, tracking: TrackingParams) -> None:
+def plan_only(train: TrainParams, base_model: BaseModelParams, tokenize: TokenizeParams, tracking: TrackingParams) -> None:
+    from bayling.train.plan import plan_for
+
+    plan = plan_for(train, base_model, tokenize.max_seq_len, ROOT)
+    print(plan.describe(), flush=True)
+    plan_for(train, base_model, tokenize.max_seq_len, ROOT, check=True)  # a plan that does not fit says what would
+
+
+def main(train: TrainParams, base_model: BaseModelParams, tokenize: TokenizeParams, tracking: TrackingParams) -> None:
     from bayling.config.loader import flatten
     from bayling.core.tracking import ResilientLogger, fail_fast, optional_stage_run
     from bayling.train import launch
     from bayling.train.run import TrainPaths, train_model
 
+    if train.plan.gpu_memory_gib and not launch.already_launched(os.environ):
+        from bayling.train.plan import plan_for
+
+        plan = plan_for(train, base_model, tokenize.max_seq_len, ROOT, check=True)
+        log.info("plan: %.1f GiB per GPU of %.0f GiB declared, %s tokens per step", plan.total_gib, train.plan.gpu_memory_gib,
+                 f"{plan.tokens_per_step:,}")
     if train.world_size() > 1 and not launch.already_launched(os.environ):
         command = launch.launch_command(train, os.environ, sys.executable)
         log.info("launching %d processes: %s", train.world_size(), " ".join(command))
@@ -68,4 +85,4 @@ def main(train: TrainParams, base_model: BaseModelParams, tracking: TrackingPara
 
 
 if __name__ == "__main__":
-    run_stage("train", ["train", "base_model", "tracking"], main)
+    run_stage("train", ["train", "base_model", "tokenize", "tracking"], plan_only if "--plan" in sys.argv[1:] else main)

@@ -66,6 +66,8 @@ class EvaluateParams(Section):
     # fp32, or bf16 weights (about 2.8x faster on a CPU with AVX512-BF16, but it changes about half of a 135M
     # model's greedy outputs: see benchmarks/README.md)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # outputs of a model nobody changed (the base model, a champion) are remembered here between runs; null: off
+    generation_cache: str | None = ".cache/generations"
     num_beams: PositiveInt = 1
     evaluate_base: bool = True
     seed: int = 0

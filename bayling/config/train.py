@@ -16,6 +16,14 @@ class LoraParams(Section):
     target_modules: Literal["all-linear"] | Annotated[list[str], Field(min_length=1)] = "all-linear"
 
 
+class PlanParams(Section):
+    """What `python -m stages.train --plan` and the fit check before training need to know of the hardware."""
+
+    gpu_memory_gib: Annotated[float, Field(gt=0)] | None = None  # per GPU; null: no fit check before training
+    gpu: str | None = None  # e.g. H100, A100: its peak from the table in bayling/train/throughput.py (or set peak_tflops)
+    mfu: Annotated[float, Field(gt=0, le=1)] = 0.4  # the model FLOPs utilisation the time estimate assumes
+
+
 class TrainParams(Section):
     method: Literal["full", "lora"] = "full"
     lora: LoraParams = LoraParams()
@@ -47,6 +55,7 @@ class TrainParams(Section):
     deepspeed_dir: str = "infra/deepspeed"  # where the DeepSpeed configs live, relative to the project
     peak_tflops: Annotated[float, Field(gt=0)] | None = None  # per device, for MFU; None: the device table
     log_system_metrics: bool = True
+    plan: PlanParams = PlanParams()
 
     @model_validator(mode="after")
     def _combinations(self) -> TrainParams:
@@ -60,4 +69,4 @@ class TrainParams(Section):
 
 # Settings that change what training computes; logging and checkpoint cadence don't invalidate a checkpoint.
 NOT_IN_CHECKPOINT_HASH = frozenset({"logging_steps", "save_steps", "save_total_limit", "keep_checkpoints", "resume",
-                                    "torch_threads", "log_system_metrics", "peak_tflops", "deepspeed_dir"})
+                                    "torch_threads", "log_system_metrics", "peak_tflops", "deepspeed_dir", "plan"})

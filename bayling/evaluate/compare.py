@@ -55,23 +55,23 @@ def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[st
     return out
 
 
-def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path) -> dict[str, str]:
+def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path,
+                      cache_dir: Path | None) -> dict[str, str]:
     """The champion's own translations of `items`, from its registered model, decoded as the candidate's were."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from bayling.evaluate.generation import clean_output, generate, weights_dtype
+    from bayling.evaluate.generation import clean_output
+    from bayling.evaluate.memo import LazyModel, translations
     from bayling.register.champion import champion_model
 
     folder = champion_model(model_name, version, dest)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=weights_dtype(params.precision))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    raw = generate(model, tokenizer, [i.prompt for i in items], batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
-                   num_beams=params.num_beams, first_line_only=True)
+    raw, _ = translations(params, LazyModel(folder, params.precision), tokenizer, folder, [i.prompt for i in items], cache_dir)
     return {item.id: clean_output(text) for item, text in zip(items, raw)}
 
 
 def against_champion(params: EvaluateParams, register: RegisterParams, test_sets: TestSets,
-                     final: dict[str, dict[str, list[str]]], tracking_uri: str) -> Comparison:
+                     final: dict[str, dict[str, list[str]]], tracking_uri: str, cache_dir: Path | None = None) -> Comparison:
     """Paired bootstrap of the candidate against the champion, per direction.
 
     The champion's predictions stored with its version are used where they cover the same segments;
@@ -109,7 +109,7 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
                     else:
                         missing.extend(items)
             if missing:
-                theirs.update(_champion_outputs(params, register.model_name, version, missing, Path(tmp) / "model"))
+                theirs.update(_champion_outputs(params, register.model_name, version, missing, Path(tmp) / "model", cache_dir))
                 out.metrics["champion_regenerated_segments"] = len(missing)
                 out.notes.append(f"champion v{version}'s stored predictions do not cover {len(missing)} segments: translated them "
                                  "again with its registered model")

@@ -48,6 +48,7 @@ class ModelRun:
     scores: dict[str, dict[str, Scores]] = field(default_factory=dict)
     answers: list[list[str]] | None = None  # BayLing-80, turn by turn
     seconds: float = 0.0
+    cached: bool = False  # some outputs came from the generation cache
 
     def hypotheses(self) -> dict[str, dict[str, list[str]]]:
         return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
@@ -81,15 +82,18 @@ def load_test_sets(params: EvaluateParams, root: Path, heldout: Iterable[Convers
     return test_sets
 
 
-def _translate(run: ModelRun, model: Any, tokenizer: Any, params: EvaluateParams, test_sets: TestSets, metrics: dict[str, Any],
-               notes: list[str]) -> None:
-    from bayling.evaluate.generation import clean_output, generate
+def _translate(run: ModelRun, model: Any, tokenizer: Any, model_dir: Path, params: EvaluateParams, test_sets: TestSets,
+               metrics: dict[str, Any], notes: list[str], cache_dir: Path | None) -> None:
+    from bayling.evaluate.generation import clean_output
+    from bayling.evaluate.memo import translations
     from bayling.evaluate.metrics import score_corpus
 
     for name, items_by_direction in test_sets.items():
         items = [item for group in items_by_direction.values() for item in group]
-        raw = generate(model, tokenizer, [item.prompt for item in items], batch_size=params.batch_size,
-                       max_new_tokens=params.max_new_tokens, num_beams=params.num_beams, first_line_only=True)
+        raw, hit = translations(params, model, tokenizer, model_dir, [item.prompt for item in items], cache_dir)
+        if hit:
+            log.info("%s: %s translations from the generation cache (same model files, prompts and decoding)", run.label, name)
+            run.cached = True
         by_id = {item.id: Prediction(item, clean_output(text), text) for item, text in zip(items, raw)}
         for direction, group in items_by_direction.items():
             predictions = [by_id[i.id] for i in group]
@@ -126,10 +130,10 @@ def evaluate_models(
     tracking_uri: str,
 ) -> EvaluationResult:
     """Generate, score and compare; nothing is written here (the stage writes the result)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from bayling.core.paths import resolve as resolve_in
-    from bayling.evaluate.generation import weights_dtype
+    from bayling.evaluate.memo import LazyModel
 
     def resolve(path: str) -> Path:
         return resolve_in(path, root)
@@ -144,19 +148,20 @@ def evaluate_models(
         from bayling.evaluate.bayling80 import read_questions
 
         questions = read_questions([resolve(p) for p in params.instructions.paths], params.instructions.max_questions)
+    cache_dir = resolve(params.generation_cache) if params.generation_cache else None
     for label, path in models.items():
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(params.precision))
+        model = LazyModel(path, params.precision)
         started = time.perf_counter()
         run = runs[label] = ModelRun(label)
-        _translate(run, model, tokenizer, params, test_sets, metrics, notes)
+        _translate(run, model, tokenizer, path, params, test_sets, metrics, notes, cache_dir)
         if params.xcopa:
-            metrics.update(_xcopa(params, model, tokenizer, label, resolve))
+            metrics.update(_xcopa(params, model(), tokenizer, label, resolve))
         if params.instructions:
             from bayling.evaluate.bayling80 import answer
 
             run.answers = answer(
-                model, tokenizer, questions, batch_size=params.batch_size, max_new_tokens=params.instructions.max_new_tokens
+                model(), tokenizer, questions, batch_size=params.batch_size, max_new_tokens=params.instructions.max_new_tokens
             )
         run.seconds = time.perf_counter() - started
         primary = averages(metrics, params.test_sets[0].name, label)
@@ -175,7 +180,7 @@ def evaluate_models(
     final_scores = runs["final"].scores
     for comparison in (
         reference_ratios(params, test_sets, final_scores, resolve),
-        against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri),
+        against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri, cache_dir),
     ):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)

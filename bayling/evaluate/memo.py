@@ -1,0 +1,98 @@
+"""Generated outputs remembered by everything that determines them, so that a model nobody changed is not
+asked the same prompts again.
+
+Evaluate generates with the base model on every run, although the base model, the test set and the
+decoding settings rarely change between retrains, and it re-translates a champion's segments each time
+a new split appears. Greedy decoding is a pure function of (model files, prompts, decoding settings,
+the generation code, the torch and transformers versions that run it); the key below hashes all of
+them, so a hit returns exactly what generation would, and anything that could change an output is a
+miss. DVC cannot hold this: the evaluate stage's deps include the fine-tuned model, so a retrain
+re-runs the whole stage. The entries are plain JSON files under evaluate.generation_cache (gitignored
+.cache/ by default), written atomically; deleting the folder only costs time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bayling.config.evaluate import EvaluateParams
+from bayling.core.records import Message
+
+log = logging.getLogger(__name__)
+
+
+def _model_digest(model_dir: Path) -> str:
+    from bayling.core.lineage import directory_sha256
+
+    return directory_sha256(model_dir)
+
+
+def generation_key(model_dir: Path, conversations: Sequence[Sequence[Message]], settings: dict[str, Any]) -> str:
+    import torch
+    import transformers
+
+    from bayling.evaluate import generation
+
+    parts = {
+        "model": _model_digest(model_dir),
+        "prompts": hashlib.sha256(json.dumps([list(c) for c in conversations], ensure_ascii=False, sort_keys=True).encode()).hexdigest(),
+        "settings": settings,
+        "code": hashlib.sha256(Path(generation.__file__).read_bytes()).hexdigest(),
+        "versions": [torch.__version__, transformers.__version__],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[Sequence[Message]], settings: dict[str, Any],
+               produce: Callable[[], list[str]]) -> tuple[list[str], bool]:
+    """`produce()`'s outputs, from the cache when the same model was asked the same prompts the same way
+    before; returns (outputs, whether they came from the cache)."""
+    if cache_dir is None:
+        return produce(), False
+    from bayling.core.storage import atomic_writer
+
+    path = cache_dir / f"{generation_key(model_dir, conversations, settings)}.json"
+    if path.is_file():
+        try:
+            outputs = json.loads(path.read_text("utf-8"))["outputs"]
+            if isinstance(outputs, list) and len(outputs) == len(conversations):
+                return outputs, True
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignoring an unreadable generation cache entry %s", path)
+    outputs = produce()
+    with atomic_writer(path) as handle:
+        handle.write(json.dumps({"outputs": outputs}, ensure_ascii=False))
+    return outputs, False
+
+
+class LazyModel:
+    """A model loaded on first use: a run whose outputs all come from the generation cache never loads it."""
+
+    def __init__(self, path: Path, precision: str) -> None:
+        self.path, self.precision, self.model = path, precision, None
+
+    def __call__(self) -> Any:
+        if self.model is None:
+            from transformers import AutoModelForCausalLM
+
+            from bayling.evaluate.generation import weights_dtype
+
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=weights_dtype(self.precision))
+        return self.model
+
+
+def translations(params: EvaluateParams, model: Any, tokenizer: Any, model_dir: Path, prompts: list[list[Message]],
+                 cache_dir: Path | None) -> tuple[list[str], bool]:
+    """The model's raw replies to translation prompts, remembered across runs for an unchanged model."""
+    from bayling.evaluate.generation import generate
+
+    settings = {"batch_size": params.batch_size, "max_new_tokens": params.max_new_tokens, "num_beams": params.num_beams,
+                "precision": params.precision, "first_line_only": True}
+    return remembered(cache_dir, model_dir, prompts, settings,
+                      lambda: generate(model(), tokenizer, prompts, batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
+                                       num_beams=params.num_beams, first_line_only=True))
