@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -32,6 +33,8 @@ class TrainParams(Section):
     gradient_checkpointing: bool = False
     seed: int = 0
     max_steps: PositiveInt = 60
+    # passes over the training rows; when set, it decides the number of steps and max_steps is not used
+    epochs: Annotated[float, Field(gt=0)] | None = None
     per_device_batch_size: PositiveInt = 8
     gradient_accumulation_steps: PositiveInt = 1
     learning_rate: Annotated[float, Field(gt=0)] = 5e-5
@@ -65,6 +68,13 @@ class TrainParams(Section):
 
     def world_size(self) -> int:
         return self.num_gpus * self.num_nodes
+
+    def steps_for(self, rows: int) -> int:
+        """Optimizer steps this run takes over `rows` training rows: `epochs` passes, or max_steps."""
+        if self.epochs is None:
+            return self.max_steps
+        per_step = self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size()
+        return max(1, math.ceil(self.epochs * rows / per_step))
 
 
 # Settings that change what training computes; logging and checkpoint cadence don't invalidate a checkpoint.

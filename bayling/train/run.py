@@ -88,6 +88,9 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     dataset = load_from_disk(str(paths.tokenized))["train"]
     packed = "position_ids" in dataset.column_names
     logger.log_params({"data.train_rows": len(dataset), "data.fingerprint": stored["fingerprint"], "data.packed": packed})
+    if train.epochs is not None:  # epochs become a step count here, so checkpoints and resume work in steps as before
+        train = train.model_copy(update={"max_steps": train.steps_for(len(dataset))})
+        log.info("%s epochs over %d rows: %d steps", train.epochs, len(dataset), train.max_steps)
     # Seeded before the model is built: LoRA initialises its adapters from the global RNG, and the Trainer
     # seeds only later, so without this two runs of the same configuration would start from other weights.
     from transformers import set_seed

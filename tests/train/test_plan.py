@@ -101,3 +101,9 @@ def test_plan_command_on_the_project(project_copy: Path, tiny_model_dir: Path):
     refused = subprocess.run([sys.executable, "-m", "stages.train", "--plan"], cwd=project_copy, capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode == 2 and "does not fit" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_epochs_become_steps():
+    params = TrainParams(epochs=3, per_device_batch_size=4, gradient_accumulation_steps=2, num_gpus=8)
+    assert params.steps_for(10_000) == -(-3 * 10_000 // 64)
+    assert TrainParams(max_steps=7).steps_for(10_000) == 7
