@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from bayling.config.types import Direction, EndpointParams, PositiveInt, Section, Slug
+from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section, Slug
 
 
 class EvalTestSet(Section):
@@ -59,8 +59,24 @@ class InstructionEvalParams(Section):
     judge: JudgeParams = JudgeParams()
 
 
+class ServedEvalParams(Section):
+    """An OpenAI-compatible server that generates evaluate's replies (evaluate.engine: openai)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = None  # the *name* of the variable holding the key, if the server wants one
+    # the name the server knows each model by; absent: the model folder's absolute path (what `transformers serve`
+    # loads on demand, and what `vllm serve <abs path>` is called)
+    models: dict[Literal["final", "base"], str] = {}
+    max_concurrency: PositiveInt | None = None  # requests in flight; null: evaluate.batch_size
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    max_retries: NonNegativeInt = 2
+
+
 class EvaluateParams(Section):
     test_sets: Annotated[list[EvalTestSet], Field(min_length=1)] = [EvalTestSet(name="heldout", kind="heldout", max_segments=8)]
+    # hf: generate on the weights in this process; openai: an OpenAI-compatible server (vLLM, TGI, SGLang, transformers serve)
+    engine: Literal["hf", "openai"] = "hf"
+    server: ServedEvalParams = ServedEvalParams()
     batch_size: PositiveInt = 96
     max_new_tokens: PositiveInt = 128
     # fp32, or bf16 weights (about 2.8x faster on a CPU with AVX512-BF16, but it changes about half of a 135M

@@ -7,10 +7,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bayling.core.errors import PipelineError
-from bayling.evaluate.generation import generate
+from bayling.evaluate.engines import Replier
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,15 @@ def read_questions(paths: Sequence[Path], limit: int | None = None) -> list[Ques
     return questions[:limit] if limit else questions
 
 
-def answer(model: Any, tokenizer: Any, questions: Sequence[Question], *, batch_size: int, max_new_tokens: int) -> list[list[str]]:
-    """Every question's answers, turn by turn: the whole set's turn k is one batched generation."""
+def answer(replier: Replier, questions: Sequence[Question], *, max_new_tokens: int) -> list[list[str]]:
+    """Every question's answers, turn by turn: the whole set's turn k is one batch of requests."""
     histories: list[list[dict[str, str]]] = [[] for _ in questions]
     answers: list[list[str]] = [[] for _ in questions]
     for turn in range(max(len(q.turns) for q in questions)):
         active = [i for i, q in enumerate(questions) if turn < len(q.turns)]
         for i in active:
             histories[i].append({"role": "user", "content": questions[i].turns[turn]})
-        replies = generate(model, tokenizer, [histories[i] for i in active], batch_size=batch_size, max_new_tokens=max_new_tokens)
+        replies = replier([histories[i] for i in active], max_new_tokens=max_new_tokens)
         for i, reply in zip(active, replies):
             text = reply.strip()
             histories[i].append({"role": "assistant", "content": text})

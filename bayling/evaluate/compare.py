@@ -60,13 +60,16 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
     """The champion's own translations of `items`, from its registered model, decoded as the candidate's were."""
     from transformers import AutoTokenizer
 
+    from bayling.evaluate.engines import LazyModel, LocalReplier
     from bayling.evaluate.generation import clean_output
-    from bayling.evaluate.memo import LazyModel, translations
+    from bayling.evaluate.memo import translations
     from bayling.register.champion import champion_model
 
     folder = champion_model(model_name, version, dest)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    raw, _ = translations(params, LazyModel(folder, params.precision), tokenizer, folder, [i.prompt for i in items], cache_dir)
+    # always on local weights: the champion's folder was just downloaded here, where a remote server cannot read it
+    replier = LocalReplier(LazyModel(folder, params.precision), tokenizer, params.batch_size, params.num_beams)
+    raw, _ = translations(params, replier, folder, [i.prompt for i in items], cache_dir)
     return {item.id: clean_output(text) for item, text in zip(items, raw)}
 
 

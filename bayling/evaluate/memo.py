@@ -22,6 +22,7 @@ from typing import Any
 
 from bayling.config.evaluate import EvaluateParams
 from bayling.core.records import Message
+from bayling.evaluate.engines import Replier
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,13 @@ def generation_key(model_dir: Path, conversations: Sequence[Sequence[Message]], 
     import torch
     import transformers
 
-    from bayling.evaluate import generation
+    from bayling.evaluate import engines, generation
 
     parts = {
         "model": _model_digest(model_dir),
         "prompts": hashlib.sha256(json.dumps([list(c) for c in conversations], ensure_ascii=False, sort_keys=True).encode()).hexdigest(),
         "settings": settings,
-        "code": hashlib.sha256(Path(generation.__file__).read_bytes()).hexdigest(),
+        "code": hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (generation, engines))).hexdigest(),
         "versions": [torch.__version__, transformers.__version__],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -70,29 +71,9 @@ def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[
     return outputs, False
 
 
-class LazyModel:
-    """A model loaded on first use: a run whose outputs all come from the generation cache never loads it."""
-
-    def __init__(self, path: Path, precision: str) -> None:
-        self.path, self.precision, self.model = path, precision, None
-
-    def __call__(self) -> Any:
-        if self.model is None:
-            from transformers import AutoModelForCausalLM
-
-            from bayling.evaluate.generation import weights_dtype
-
-            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=weights_dtype(self.precision))
-        return self.model
-
-
-def translations(params: EvaluateParams, model: Any, tokenizer: Any, model_dir: Path, prompts: list[list[Message]],
+def translations(params: EvaluateParams, replier: Replier, model_dir: Path, prompts: list[list[Message]],
                  cache_dir: Path | None) -> tuple[list[str], bool]:
     """The model's raw replies to translation prompts, remembered across runs for an unchanged model."""
-    from bayling.evaluate.generation import generate
-
-    settings = {"batch_size": params.batch_size, "max_new_tokens": params.max_new_tokens, "num_beams": params.num_beams,
-                "precision": params.precision, "first_line_only": True}
+    settings = {**replier.settings(), "max_new_tokens": params.max_new_tokens, "first_line_only": True}
     return remembered(cache_dir, model_dir, prompts, settings,
-                      lambda: generate(model(), tokenizer, prompts, batch_size=params.batch_size, max_new_tokens=params.max_new_tokens,
-                                       num_beams=params.num_beams, first_line_only=True))
+                      lambda: replier(prompts, max_new_tokens=params.max_new_tokens, first_line_only=True))

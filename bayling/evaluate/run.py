@@ -21,6 +21,7 @@ from bayling.core.records import Conversation
 from bayling.evaluate import scores as flat
 from bayling.evaluate.bayling80 import Question
 from bayling.evaluate.compare import TestSets, against_champion, reference_ratios, reference_streams
+from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
 from bayling.evaluate.test_sets import TestItem, load_test_set
 
@@ -82,7 +83,7 @@ def load_test_sets(params: EvaluateParams, root: Path, heldout: Iterable[Convers
     return test_sets
 
 
-def _translate(run: ModelRun, model: Any, tokenizer: Any, model_dir: Path, params: EvaluateParams, test_sets: TestSets,
+def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: EvaluateParams, test_sets: TestSets,
                metrics: dict[str, Any], notes: list[str], cache_dir: Path | None) -> None:
     from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
@@ -90,7 +91,7 @@ def _translate(run: ModelRun, model: Any, tokenizer: Any, model_dir: Path, param
 
     for name, items_by_direction in test_sets.items():
         items = [item for group in items_by_direction.values() for item in group]
-        raw, hit = translations(params, model, tokenizer, model_dir, [item.prompt for item in items], cache_dir)
+        raw, hit = translations(params, replier, model_dir, [item.prompt for item in items], cache_dir)
         if hit:
             log.info("%s: %s translations from the generation cache (same model files, prompts and decoding)", run.label, name)
             run.cached = True
@@ -133,7 +134,7 @@ def evaluate_models(
     from transformers import AutoTokenizer
 
     from bayling.core.paths import resolve as resolve_in
-    from bayling.evaluate.memo import LazyModel
+    from bayling.evaluate.engines import LazyModel, LocalReplier, replier_for
 
     def resolve(path: str) -> Path:
         return resolve_in(path, root)
@@ -151,18 +152,18 @@ def evaluate_models(
     cache_dir = resolve(params.generation_cache) if params.generation_cache else None
     for label, path in models.items():
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = LazyModel(path, params.precision)
+        replier: Replier | None = replier_for(params, label, path, tokenizer)
+        model: LazyModel | None = None
         started = time.perf_counter()
         run = runs[label] = ModelRun(label)
-        _translate(run, model, tokenizer, path, params, test_sets, metrics, notes, cache_dir)
-        if params.xcopa:
+        _translate(run, replier, path, params, test_sets, metrics, notes, cache_dir)
+        if params.xcopa:  # log-likelihoods of the choices: always on the local weights
+            model = replier.model if isinstance(replier, LocalReplier) else LazyModel(path, params.precision)
             metrics.update(_xcopa(params, model(), tokenizer, label, resolve))
         if params.instructions:
             from bayling.evaluate.bayling80 import answer
 
-            run.answers = answer(
-                model(), tokenizer, questions, batch_size=params.batch_size, max_new_tokens=params.instructions.max_new_tokens
-            )
+            run.answers = answer(replier, questions, max_new_tokens=params.instructions.max_new_tokens)
         run.seconds = time.perf_counter() - started
         primary = averages(metrics, params.test_sets[0].name, label)
         log.info(
@@ -173,7 +174,7 @@ def evaluate_models(
             primary.get("bleu", 0),
             run.seconds,
         )
-        del model
+        replier = model = None  # the weights go before the next model loads
         gc.collect()
     for name in test_sets:
         metrics.update(flat.deltas(metrics, name))

@@ -14,13 +14,14 @@ def test_reading_bayling80():
 
 
 def test_multi_turn_answers_on_the_tiny_model(tiny_model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from bayling.evaluate.engines import LazyModel, LocalReplier
 
     questions = read_questions([SHARED / "bayling/data/BayLing-80/BayLing-80.multiturn.en.jsonl"], limit=3) + [
         Question("x:1", ("Just one turn?",), "generic")]
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    replies = answer(model, tokenizer, questions, batch_size=4, max_new_tokens=5)
+    replier = LocalReplier(LazyModel(tiny_model_dir, "fp32"), AutoTokenizer.from_pretrained(tiny_model_dir), batch_size=4)
+    replies = answer(replier, questions, max_new_tokens=5)
     assert [len(r) for r in replies] == [2, 2, 2, 1]
 
 
