@@ -67,6 +67,7 @@ class ServedEvalParams(Section):
     # the name the server knows each model by; absent: the model folder's absolute path (what `transformers serve`
     # loads on demand, and what `vllm serve <abs path>` is called)
     models: dict[Literal["final", "base"], str] = {}
+    base_urls: dict[Literal["final", "base"], str] = {}  # a model served elsewhere (vLLM serves one model per server)
     max_concurrency: PositiveInt | None = None  # requests in flight; null: evaluate.batch_size
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     max_retries: NonNegativeInt = 2

@@ -111,7 +111,7 @@ def replier_for(params: EvaluateParams, label: str, model_dir: Path, tokenizer: 
         raise PipelineError("evaluate.engine openai decodes greedily: set evaluate.num_beams to 1, or use engine hf for beam search")
     server = params.server
     return ServedReplier(
-        base_url=server.base_url,
+        base_url=server.base_urls.get(label, server.base_url),
         served_model=server.models.get(label) or str(model_dir.resolve()),
         api_key_env=server.api_key_env,
         max_concurrency=server.max_concurrency or params.batch_size,
