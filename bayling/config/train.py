@@ -23,6 +23,10 @@ class PlanParams(Section):
     gpu_memory_gib: Annotated[float, Field(gt=0)] | None = None  # per GPU; null: no fit check before training
     gpu: str | None = None  # e.g. H100, A100: its peak from the table in bayling/train/throughput.py (or set peak_tflops)
     mfu: Annotated[float, Field(gt=0, le=1)] = 0.4  # the model FLOPs utilisation the time estimate assumes
+    # a config.json to plan with before the base model is on disk (profiles/shapes/ has the paper models' public shapes)
+    shape: str | None = None
+    # tokens (padded row slots) in one epoch, for the time estimate before tokenize has run; null: read reports/tokenize/stats.json
+    epoch_tokens: PositiveInt | None = None
 
 
 class TrainParams(Section):

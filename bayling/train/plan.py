@@ -19,6 +19,7 @@ vocabulary entry per supervised token (the train stage's head) or per token (a f
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,6 +223,24 @@ def smallest_change_that_fits(config: Any, params: TrainParams, max_seq_len: int
     return None
 
 
+def recommended(config: Any, params: TrainParams, max_seq_len: int, **kwargs: Any) -> tuple[dict[str, Any], Plan] | None:
+    """The fastest layout that fits on the configured GPUs at the same global batch, by a fixed preference: no
+    recomputation before gradient checkpointing (about a third more compute), then the lowest ZeRO stage
+    (plain data parallelism, ZeRO-2, ZeRO-3: each adds communication), then the largest micro-batch (fewer,
+    fuller kernels). Returns (the train params that differ from `params`, its plan), or None if none fits."""
+    per_gpu_rows = params.per_device_batch_size * params.gradient_accumulation_steps
+    micro_batches = [b for b in range(per_gpu_rows, 0, -1) if per_gpu_rows % b == 0]
+    for checkpointing in (False, True):
+        for stage in (None, "zero2", "zero3"):
+            for batch in micro_batches:
+                layout = {"gradient_checkpointing": checkpointing, "deepspeed": stage, "per_device_batch_size": batch,
+                          "gradient_accumulation_steps": per_gpu_rows // batch}
+                plan = make_plan(config, params.model_copy(update=layout), max_seq_len, **kwargs)
+                if plan.fits:
+                    return {k: v for k, v in layout.items() if getattr(params, k) != v}, plan
+    return None
+
+
 def check_fits(plan: Plan, config: Any, params: TrainParams, max_seq_len: int, **kwargs: Any) -> None:
     """Refuse a configuration that cannot fit, naming the smallest change that would."""
     if plan.fits is not False:
@@ -242,9 +261,17 @@ def load_config(model_dir: Path | str) -> Any:
     return AutoConfig.from_pretrained(str(model_dir))
 
 
-def model_config(base_model: Any, root: Path) -> Any:
-    """The base model's config: its HF copy when the base_model step has run, else base_model.hf_id (a hub id,
-    which needs the hub, or a local folder)."""
+def model_config(base_model: Any, root: Path, planned: str | None = None) -> Any:
+    """The config to plan with: train.plan.shape (a config.json) when set, since it is declared for this very run
+    (models/base may still hold another model's download); else the base model's HF copy when the base_model
+    step has run; else base_model.hf_id (a hub id, which needs the hub, or a local folder)."""
+    if planned:
+        from transformers import AutoConfig
+
+        path = root / planned
+        if not path.is_file():
+            raise PipelineError(f"train.plan.shape: {path} does not exist")
+        return AutoConfig.for_model(**json.loads(path.read_text("utf-8")))
     local = root / base_model.path / "config.json"
     if local.is_file():
         return load_config(local.parent)
@@ -260,8 +287,6 @@ def model_config(base_model: Any, root: Path) -> Any:
 def plan_for(train: TrainParams, base_model: Any, max_seq_len: int, root: Path, check: bool = False) -> Plan:
     """The plan of the configured run: the model's config, the declared GPU, the tokenized data's size if known.
     With `check`, a plan that does not fit raises, naming the smallest change that would."""
-    import json
-
     from bayling.train.throughput import PEAK_TFLOPS
 
     peak = train.peak_tflops
@@ -272,16 +297,25 @@ def plan_for(train: TrainParams, base_model: Any, max_seq_len: int, root: Path, 
             raise PipelineError(f"train.plan.gpu: unknown GPU {train.plan.gpu!r}; known: {known} (or set train.peak_tflops)")
         peak = matches[0]
     stats = root / "reports" / "tokenize" / "stats.json"
-    epoch_tokens, share = None, 0.3
+    epoch_tokens, share = train.plan.epoch_tokens, 0.3
     if stats.is_file():
         train_stats = json.loads(stats.read_text("utf-8")).get("train", {})
         epoch_tokens = train_stats.get("row_slots") or train_stats.get("tokens")
         if train_stats.get("tokens"):
             share = train_stats.get("supervised_tokens", 0) / train_stats["tokens"]
-    config = model_config(base_model, root)
+    config = model_config(base_model, root, train.plan.shape)
     settings = {"gpu_memory_gib": train.plan.gpu_memory_gib, "peak_tflops": peak, "mfu": train.plan.mfu, "epoch_tokens": epoch_tokens,
                 "supervised_share": share}
     plan = make_plan(config, train, max_seq_len, **settings)
+    if train.plan.gpu_memory_gib:
+        best = recommended(config, train, max_seq_len, **settings)
+        if best is None:
+            plan.notes.append("no layout of this global batch fits these GPUs (see the refusal below)")
+        elif not best[0]:
+            plan.notes.append("this is the recommended layout: the fastest at this global batch that fits")
+        else:
+            change = ", ".join(f"train.{k}: {'null' if v is None else str(v).lower()}" for k, v in best[0].items())
+            plan.notes.append(f"recommended at this global batch: {change} ({best[1].total_gib:.1f} GiB per GPU)")
     if epoch_tokens is None:
         plan.notes.append("no tokenized data yet (reports/tokenize/stats.json): no epoch estimate")
     if peak is None:
