@@ -231,3 +231,47 @@ def test_zero2_and_zero3_step_equals_the_single_process_step(tiny_model_dir, eig
         assert sharded["grads"].keys() == single["grads"].keys(), zero
         worst = max((sharded["grads"][k].reshape(g.shape) - g).abs().max().item() for k, g in single["grads"].items())
         assert worst < 1e-5, (zero, worst)
+
+
+def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path, tmp_path: Path):
+    """Two separate launches, as two machines would start them: num_nodes 2, NODE_RANK 0 and 1, c10d rendezvous on
+    127.0.0.1, each in its own checkout (its own disk). Only rank 0 logs and exports, and what it exports equals
+    a one-node two-rank run."""
+    from servers import free_port
+
+    single = copy_of(tokenized_project, tmp_path, "single")
+    set_params(single, "train", num_gpus=2, num_nodes=1, max_steps=4, save_steps=100)
+    result = stage(single, "train", timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    nodes = [copy_of(tokenized_project, tmp_path, f"node{rank}") for rank in range(2)]
+    port = free_port()
+    procs = []
+    for rank, node in enumerate(nodes):
+        set_params(node, "train", num_gpus=1, num_nodes=2, max_steps=4, save_steps=100)
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(rank), JOB_ID=f"two-nodes-{port}",
+                   MLFLOW_TRACKING_URI=f"sqlite:///{node}/mlflow.db")
+        procs.append(subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=node, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-4000:]
+    assert "--nnodes 2" in outputs[0][1] and "--node_rank 1" in outputs[1][1] and "--rdzv_backend c10d" in outputs[1][1]
+
+    assert (nodes[0] / "models/final/model.safetensors").is_file()
+    assert not (nodes[1] / "models/final").exists() and not (nodes[1] / "reports/train/metrics.json").exists()
+    metrics = json.loads((nodes[0] / "reports/train/metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["world_size"] == 2
+    import sqlite3
+
+    def runs(project: Path) -> int:
+        if not (project / "mlflow.db").exists():
+            return 0
+        with sqlite3.connect(project / "mlflow.db") as db:
+            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    assert runs(nodes[0]) == 1 and runs(nodes[1]) == 0
+
+    a, b = weights(single), weights(nodes[0])
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
