@@ -2,7 +2,8 @@
 this machine allows, and the evaluate stage's own workload before and after its speed-ups.
 
     python benchmarks/generate.py [--model models/base] [--prompts 32] [--batch-size 32] [--new-tokens 32]
-                                  [--per-direction 8] [--eval-new-tokens 96] [--eval-batch-size 16]
+                                  [--per-direction 8] [--eval-new-tokens 96] [--eval-batch-size 96]
+                                  [--before-batch-size 16]
 
 Model: the embedded SmolLM2-135M-Instruct (models/base when the base_model stage has run, otherwise
 dequantized from the GGUF it comes from).
@@ -14,8 +15,9 @@ dequantized from the GGUF it comes from).
    the copy bandwidth is measured in the same run (benchmarks/machine.py).
 2. The evaluation workload: what evaluate generates for the default held-out test set (12 directions
    between the sample's 4 languages, --per-direction segments each, greedy, --eval-new-tokens at most,
-   batches of --eval-batch-size): as before this change (every row decodes until end-of-turn or the
-   limit), with the first-line stop (a row ends at the line break after its first line, the only line
+   batches of --eval-batch-size, evaluate.batch_size's default): as before this change (batches of
+   --before-batch-size, the old default, every row decoding until end-of-turn or the limit), with
+   the first-line stop (a row ends at the line break after its first line, the only line
    evaluate scores), and with the first-line stop in bf16 weights. Cleaned outputs must be identical
    in fp32; bf16's chrF++ against the references is reported beside fp32's.
 
@@ -104,7 +106,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--per-direction", type=int, default=8)
     parser.add_argument("--eval-new-tokens", type=int, default=96)
-    parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument("--eval-batch-size", type=int, default=96)
+    parser.add_argument("--before-batch-size", type=int, default=16)
     args = parser.parse_args()
     import torch
     import transformers
@@ -125,7 +128,7 @@ def main() -> None:
     single = fixed_length_rate(model, tokenizer, prompts, 1, args.new_tokens)
 
     items = evaluation_items(args.per_direction)
-    before_s, before = evaluation_run(model, tokenizer, items, args.eval_batch_size, args.eval_new_tokens, first_line_only=False)
+    before_s, before = evaluation_run(model, tokenizer, items, args.before_batch_size, args.eval_new_tokens, first_line_only=False)
     after_s, after = evaluation_run(model, tokenizer, items, args.eval_batch_size, args.eval_new_tokens, first_line_only=True)
     bf16 = None
     if native_bf16():
@@ -142,8 +145,9 @@ def main() -> None:
           f"one at a time {single:8.1f} tokens/s, ratio {batched / single:.1f}")
     print(f"one stream against the bandwidth bound ({bound:.1f} tokens/s): {single / bound:.0%}; batched is "
           f"{batched / bound:.1f}x one stream's bound")
-    print(f"evaluation workload, {len(items)} prompts, <= {args.eval_new_tokens} new tokens, batch {args.eval_batch_size}: "
-          f"before {before_s:.1f}s, first-line stop {after_s:.1f}s ({before_s / after_s:.2f}x, cleaned outputs identical: "
+    print(f"evaluation workload, {len(items)} prompts, <= {args.eval_new_tokens} new tokens: before (batch {args.before_batch_size}) "
+          f"{before_s:.1f}s, batch {args.eval_batch_size} with the first-line stop {after_s:.1f}s "
+          f"({before_s / after_s:.2f}x, cleaned outputs identical: "
           f"{after == before}), chrF++ {fp32_chrf:.2f}")
     if bf16:
         print(f"  bf16 weights with the first-line stop: {bf16['seconds']}s ({bf16['speedup_vs_before']}x), chrF++ {bf16['chrf_pp']:.2f} "
