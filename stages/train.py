@@ -36,9 +36,10 @@ LOSS_COLUMNS = ["step", "loss", "learning_rate", "grad_norm", "tokens_per_s"]
 def plan_only(train: TrainParams, base_model: BaseModelParams, tokenize: TokenizeParams, tracking: TrackingParams) -> None:
     from bayling.train.plan import plan_for
 
-    plan = plan_for(train, base_model, tokenize.max_seq_len, ROOT)
+    plan = plan_for(train, base_model, tokenize.max_seq_len, ROOT, advise=True)
     print(plan.describe(), flush=True)
-    plan_for(train, base_model, tokenize.max_seq_len, ROOT, check=True)  # a plan that does not fit says what would
+    if plan.fits is False:
+        plan_for(train, base_model, tokenize.max_seq_len, ROOT, check=True)  # says which smallest change would fit
 
 
 def main(train: TrainParams, base_model: BaseModelParams, tokenize: TokenizeParams, tracking: TrackingParams) -> None:

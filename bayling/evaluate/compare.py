@@ -57,7 +57,8 @@ def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[st
 
 def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path,
                       cache_dir: Path | None) -> dict[str, str]:
-    """The champion's own translations of `items`, from its registered model, decoded as the candidate's were."""
+    """The champion's own translations of `items`, from its registered model, with the candidate's decoding settings
+    on local weights."""
     from transformers import AutoTokenizer
 
     from bayling.evaluate.engines import LazyModel, LocalReplier
@@ -116,6 +117,9 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
                 out.metrics["champion_regenerated_segments"] = len(missing)
                 out.notes.append(f"champion v{version}'s stored predictions do not cover {len(missing)} segments: translated them "
                                  "again with its registered model")
+                if params.engine != "hf":
+                    out.notes.append("the champion's re-translation ran on local weights (engine hf, evaluate.precision), the "
+                                     f"candidate's on the {params.engine} server: the comparison also compares the two decoders")
             for name, items_by_direction in test_sets.items():
                 for direction, items in items_by_direction.items():
                     result = paired_bootstrap([theirs[i.id] for i in items], final[name][direction], reference_streams(items),

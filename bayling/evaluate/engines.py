@@ -8,6 +8,9 @@ served side goes through the project's `openai` SDK client (bayling.core.chat_cl
 teacher and judge use. No line-break stop string is sent: `clean_output` keeps the first non-empty line,
 and a server that stopped at a leading blank line would return nothing where `generate` returns text.
 
+Served replies are never taken from the generation cache: what a server returns depends on state this
+process cannot see (its dtype, version, kernels and batch composition), so every run asks it again.
+
 XCOPA scores answer choices by their log-likelihood, which a chat endpoint does not give: it always runs
 on the local weights. A champion's re-translation also runs locally: its folder is downloaded from the
 registry to this machine, where a remote server cannot read it.
@@ -99,8 +102,12 @@ class ServedReplier:
         return [reply or "" for reply in replies]
 
     def settings(self) -> dict[str, Any]:
-        # the server's own batching does not change greedy replies; its model name and address may
         return {"engine": "openai", "base_url": self.base_url, "served_model": self.served_model}
+
+
+def cacheable(replier: Replier) -> bool:
+    """Whether the generation cache may stand in for this replier: only for weights this process loads itself."""
+    return isinstance(replier, LocalReplier)
 
 
 def replier_for(params: EvaluateParams, label: str, model_dir: Path, tokenizer: Any) -> LocalReplier | ServedReplier:
@@ -112,7 +119,7 @@ def replier_for(params: EvaluateParams, label: str, model_dir: Path, tokenizer: 
     server = params.server
     return ServedReplier(
         base_url=server.base_urls.get(label, server.base_url),
-        served_model=server.models.get(label) or str(model_dir.resolve()),
+        served_model=server.models.get(label) or str(model_dir.absolute()),  # as `vllm serve "$PWD/models/final"` names it
         api_key_env=server.api_key_env,
         max_concurrency=server.max_concurrency or params.batch_size,
         timeout_s=server.timeout_s,

@@ -29,9 +29,16 @@ def launch_command(params: TrainParams, env: Mapping[str, str], python: str, mod
     if params.num_nodes == 1:
         cmd += ["--standalone"]
     else:
-        endpoint = f"{env.get('MASTER_ADDR', 'localhost')}:{env.get('MASTER_PORT', '29500')}"
-        cmd += ["--node_rank", env.get("NODE_RANK", env.get("RANK", "0")), "--rdzv_backend", "c10d",
-                "--rdzv_endpoint", endpoint, "--rdzv_id", env.get("JOB_ID", "bayling-train")]
+        master, port = env.get("MASTER_ADDR", "localhost"), env.get("MASTER_PORT", "29500")
+        node_rank = env.get("NODE_RANK", env.get("RANK"))
+        if node_rank is not None:
+            # Static rendezvous keeps the scheduler's node rank, so global rank 0 (the one that logs and exports
+            # models/final) runs on node 0, where the flow and DVC look for it. Under c10d torchrun ignores
+            # --node_rank and numbers nodes by sorted (host, pid), which can put rank 0 on any node.
+            cmd += ["--node_rank", node_rank, "--master_addr", master, "--master_port", port]
+        else:
+            # No node rank given: an elastic c10d rendezvous; rank 0 may land on any node, so outputs need a shared disk.
+            cmd += ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"{master}:{port}", "--rdzv_id", env.get("JOB_ID", "bayling-train")]
     return cmd + ["-m", module]
 
 

@@ -226,12 +226,12 @@ def smallest_change_that_fits(config: Any, params: TrainParams, max_seq_len: int
 def recommended(config: Any, params: TrainParams, max_seq_len: int, **kwargs: Any) -> tuple[dict[str, Any], Plan] | None:
     """The fastest layout that fits on the configured GPUs at the same global batch, by a fixed preference: no
     recomputation before gradient checkpointing (about a third more compute), then the lowest ZeRO stage
-    (plain data parallelism, ZeRO-2, ZeRO-3: each adds communication), then the largest micro-batch (fewer,
+    (plain data parallelism, ZeRO-2, ZeRO-3, ZeRO-3 with CPU offload: each adds communication), then the largest micro-batch (fewer,
     fuller kernels). Returns (the train params that differ from `params`, its plan), or None if none fits."""
     per_gpu_rows = params.per_device_batch_size * params.gradient_accumulation_steps
     micro_batches = [b for b in range(per_gpu_rows, 0, -1) if per_gpu_rows % b == 0]
     for checkpointing in (False, True):
-        for stage in (None, "zero2", "zero3"):
+        for stage in (None, "zero2", "zero3", "zero3_offload"):
             for batch in micro_batches:
                 layout = {"gradient_checkpointing": checkpointing, "deepspeed": stage, "per_device_batch_size": batch,
                           "gradient_accumulation_steps": per_gpu_rows // batch}
@@ -261,17 +261,38 @@ def load_config(model_dir: Path | str) -> Any:
     return AutoConfig.from_pretrained(str(model_dir))
 
 
+def _is_this_base_model(folder: Path, base_model: Any) -> bool:
+    """Whether `folder` holds the base model params describe now, not one an earlier configuration materialised."""
+    try:
+        provenance = json.loads((folder / "provenance.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    if provenance.get("source") != base_model.source:
+        return False
+    return base_model.source != "hf" or provenance.get("hf_id") == base_model.hf_id
+
+
 def model_config(base_model: Any, root: Path, planned: str | None = None) -> Any:
-    """The config to plan with: train.plan.shape (a config.json) when set, since it is declared for this very run
-    (models/base may still hold another model's download); else the base model's HF copy when the base_model
-    step has run; else base_model.hf_id (a hub id, which needs the hub, or a local folder)."""
+    """The config to plan with: train.plan.shape (a config.json) when set, checked against models/base when that
+    holds this configuration's base model (it may still hold an earlier configuration's); else the base
+    model's HF copy when the base_model step has run; else base_model.hf_id (a hub id, which needs the hub,
+    or a local folder)."""
     if planned:
         from transformers import AutoConfig
 
         path = root / planned
         if not path.is_file():
             raise PipelineError(f"train.plan.shape: {path} does not exist")
-        return AutoConfig.for_model(**json.loads(path.read_text("utf-8")))
+        declared = AutoConfig.for_model(**json.loads(path.read_text("utf-8")))
+        local = root / base_model.path / "config.json"
+        if local.is_file() and _is_this_base_model(local.parent, base_model):
+            downloaded = json.loads(local.read_text("utf-8"))
+            keys = ("hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
+            if any(downloaded.get(k) != getattr(declared, k, None) for k in keys):
+                raise PipelineError(f"train.plan.shape ({planned}) does not match the base model in {local.parent}: "
+                                    + ", ".join(f"{k} {getattr(declared, k, None)} vs {downloaded.get(k)}" for k in keys)
+                                    + ". Point train.plan.shape at this model's shape, or set it to null to plan from models/base")
+        return declared
     local = root / base_model.path / "config.json"
     if local.is_file():
         return load_config(local.parent)
@@ -284,9 +305,10 @@ def model_config(base_model: Any, root: Path, planned: str | None = None) -> Any
                         "not set")
 
 
-def plan_for(train: TrainParams, base_model: Any, max_seq_len: int, root: Path, check: bool = False) -> Plan:
+def plan_for(train: TrainParams, base_model: Any, max_seq_len: int, root: Path, check: bool = False, advise: bool = False) -> Plan:
     """The plan of the configured run: the model's config, the declared GPU, the tokenized data's size if known.
-    With `check`, a plan that does not fit raises, naming the smallest change that would."""
+    With `advise`, its notes name the recommended layout; with `check`, a plan that does not fit raises,
+    naming the smallest change that would."""
     from bayling.train.throughput import PEAK_TFLOPS
 
     peak = train.peak_tflops
@@ -300,17 +322,18 @@ def plan_for(train: TrainParams, base_model: Any, max_seq_len: int, root: Path, 
     epoch_tokens, share = train.plan.epoch_tokens, 0.3
     if stats.is_file():
         train_stats = json.loads(stats.read_text("utf-8")).get("train", {})
-        epoch_tokens = train_stats.get("row_slots") or train_stats.get("tokens")
+        if epoch_tokens is None:  # a declared size wins: stats.json may describe another configuration's data
+            epoch_tokens = train_stats.get("row_slots") or train_stats.get("tokens")
         if train_stats.get("tokens"):
             share = train_stats.get("supervised_tokens", 0) / train_stats["tokens"]
     config = model_config(base_model, root, train.plan.shape)
     settings = {"gpu_memory_gib": train.plan.gpu_memory_gib, "peak_tflops": peak, "mfu": train.plan.mfu, "epoch_tokens": epoch_tokens,
                 "supervised_share": share}
     plan = make_plan(config, train, max_seq_len, **settings)
-    if train.plan.gpu_memory_gib:
+    if advise and train.plan.gpu_memory_gib:
         best = recommended(config, train, max_seq_len, **settings)
         if best is None:
-            plan.notes.append("no layout of this global batch fits these GPUs (see the refusal below)")
+            plan.notes.append("no layout of this global batch fits these GPUs, even with ZeRO-3 offload and checkpointing")
         elif not best[0]:
             plan.notes.append("this is the recommended layout: the fastest at this global batch that fits")
         else:

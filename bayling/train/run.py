@@ -91,6 +91,7 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     if train.epochs is not None:  # epochs become a step count here, so checkpoints and resume work in steps as before
         train = train.model_copy(update={"max_steps": train.steps_for(len(dataset))})
         log.info("%s epochs over %d rows: %d steps", train.epochs, len(dataset), train.max_steps)
+        logger.log_params({"train.effective_max_steps": train.max_steps})
     # Seeded before the model is built: LoRA initialises its adapters from the global RNG, and the Trainer
     # seeds only later, so without this two runs of the same configuration would start from other weights.
     from transformers import set_seed

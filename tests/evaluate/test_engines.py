@@ -24,3 +24,26 @@ def test_served_evaluation_refuses_beam_search_and_local_keeps_it(tmp_path: Path
         replier_for(EvaluateParams(engine="openai", num_beams=5), "final", tmp_path, tokenizer=None)
     local = replier_for(EvaluateParams(num_beams=5), "final", tmp_path, tokenizer=None)
     assert isinstance(local, LocalReplier) and local.settings()["num_beams"] == 5
+
+
+def test_served_replies_are_asked_every_time_and_local_ones_are_remembered(tmp_path: Path):
+    from bayling.evaluate.memo import translations
+
+    class CountingServer(ServedReplier):
+        calls = 0
+
+        def __call__(self, conversations, *, max_new_tokens, first_line_only=False):
+            CountingServer.calls += 1
+            return [f"reply {i}" for i in range(len(conversations))]
+
+    params = EvaluateParams(engine="openai")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    served = CountingServer("http://gpu1:8000/v1", "m", None, 4, 60.0, 0)
+    prompts = [[{"role": "user", "content": "Translate: a"}], [{"role": "user", "content": "Translate: b"}]]
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        outputs, hit = translations(params, served, model_dir, prompts, cache)
+        assert outputs == ["reply 0", "reply 1"] and not hit
+    assert CountingServer.calls == 2 and not cache.exists()

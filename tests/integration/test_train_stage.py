@@ -1,6 +1,7 @@
 """The train stage as DVC runs it: crash-safe resume after kill -9, and multi-process training on CPU."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -233,10 +234,14 @@ def test_zero2_and_zero3_step_equals_the_single_process_step(tiny_model_dir, eig
         assert worst < 1e-5, (zero, worst)
 
 
-def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path, tmp_path: Path):
-    """Two separate launches, as two machines would start them: num_nodes 2, NODE_RANK 0 and 1, c10d rendezvous on
-    127.0.0.1, each in its own checkout (its own disk). Only rank 0 logs and exports, and what it exports equals
-    a one-node two-rank run."""
+@pytest.mark.parametrize("rendezvous", ["static", "c10d"])
+def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path, tmp_path: Path, rendezvous: str):
+    """Two separate launches, as two machines would start them, each in its own checkout (its own disk), with
+    num_nodes 2 and the rendezvous on 127.0.0.1. Given NODE_RANK 0 and 1 (static rendezvous), rank 0 runs on
+    node 0; without it (elastic c10d), torchrun numbers the nodes itself. Either way exactly one process
+    logs and exports, and what it exports equals a one-node two-rank run."""
+    import sqlite3
+
     from servers import free_port
 
     single = copy_of(tokenized_project, tmp_path, "single")
@@ -249,20 +254,20 @@ def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path,
     procs = []
     for rank, node in enumerate(nodes):
         set_params(node, "train", num_gpus=1, num_nodes=2, max_steps=4, save_steps=100)
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(rank), JOB_ID=f"two-nodes-{port}",
-                   MLFLOW_TRACKING_URI=f"sqlite:///{node}/mlflow.db")
+        env = {k: v for k, v in os.environ.items() if k not in ("NODE_RANK", "RANK")}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), JOB_ID=f"two-nodes-{port}", MLFLOW_TRACKING_URI=f"sqlite:///{node}/mlflow.db")
+        if rendezvous == "static":
+            env["NODE_RANK"] = str(rank)
         procs.append(subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=node, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     outputs = [proc.communicate(timeout=900) for proc in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-4000:]
-    assert "--nnodes 2" in outputs[0][1] and "--node_rank 1" in outputs[1][1] and "--rdzv_backend c10d" in outputs[1][1]
-
-    assert (nodes[0] / "models/final/model.safetensors").is_file()
-    assert not (nodes[1] / "models/final").exists() and not (nodes[1] / "reports/train/metrics.json").exists()
-    metrics = json.loads((nodes[0] / "reports/train/metrics.json").read_text())
-    assert metrics["steps"] == 4 and metrics["world_size"] == 2
-    import sqlite3
+        assert "--nnodes 2" in err
+    if rendezvous == "static":
+        assert "--node_rank 1 --master_addr 127.0.0.1" in outputs[1][1]
+    else:
+        assert "--rdzv_backend c10d --rdzv_endpoint 127.0.0.1" in outputs[1][1]
 
     def runs(project: Path) -> int:
         if not (project / "mlflow.db").exists():
@@ -270,8 +275,29 @@ def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path,
         with sqlite3.connect(project / "mlflow.db") as db:
             return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
-    assert runs(nodes[0]) == 1 and runs(nodes[1]) == 0
+    exported = [node for node in nodes if (node / "models/final/model.safetensors").is_file()]
+    assert len(exported) == 1 and sum(runs(node) for node in nodes) == 1
+    (main_node,) = exported
+    if rendezvous == "static":
+        assert main_node == nodes[0]
+    other = nodes[1 - nodes.index(main_node)]
+    assert runs(main_node) == 1 and not (other / "reports/train/metrics.json").exists()
+    metrics = json.loads((main_node / "reports/train/metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["world_size"] == 2
 
-    a, b = weights(single), weights(nodes[0])
+    a, b = weights(single), weights(main_node)
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+def test_epochs_set_the_step_count_from_the_tokenized_rows(tokenized_project: Path, tmp_path: Path):
+    from datasets import load_from_disk
+
+    project = copy_of(tokenized_project, tmp_path, "epochs")
+    set_params(project, "train", epochs=0.5, max_steps=1, per_device_batch_size=8, save_steps=100)
+    rows = len(load_from_disk(str(project / "data/tokenized"))["train"])
+    result = stage(project, "train", timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    expected = math.ceil(math.ceil(rows / 8) / 2)  # half of the epoch's micro-batches, rounded up
+    metrics = json.loads((project / "reports/train/metrics.json").read_text())
+    assert metrics["steps"] == expected > 1 and f"0.5 epochs over {rows} rows: {expected} steps" in result.stderr

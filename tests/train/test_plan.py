@@ -105,5 +105,8 @@ def test_plan_command_on_the_project(project_copy: Path, tiny_model_dir: Path):
 
 def test_epochs_become_steps():
     params = TrainParams(epochs=3, per_device_batch_size=4, gradient_accumulation_steps=2, num_gpus=8)
-    assert params.steps_for(10_000) == -(-3 * 10_000 // 64)
+    # 100 rows over 8 ranks: 13 each (padded), 4 micro-batches of 4, 2 optimizer steps per epoch
+    assert params.steps_for(100) == 6
+    assert params.steps_for(10_000) == 3 * 157  # 1250 rows a rank, 313 micro-batches, 157 steps
+    assert TrainParams(epochs=0.5, per_device_batch_size=4).steps_for(100) == 13
     assert TrainParams(max_steps=7).steps_for(10_000) == 7
