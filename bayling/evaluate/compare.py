@@ -61,7 +61,7 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
     on local weights."""
     from transformers import AutoTokenizer
 
-    from bayling.evaluate.engines import LazyModel, LocalReplier
+    from bayling.evaluate.engines import local_replier
     from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
     from bayling.register.champion import champion_model
@@ -69,7 +69,7 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
     folder = champion_model(model_name, version, dest)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     # always on local weights: the champion's folder was just downloaded here, where a remote server cannot read it
-    replier = LocalReplier(LazyModel(folder, params.precision), tokenizer, params.batch_size, params.num_beams)
+    replier = local_replier(params, folder, tokenizer)
     raw, _ = translations(params, replier, folder, [i.prompt for i in items], cache_dir)
     return {item.id: clean_output(text) for item, text in zip(items, raw)}
 

@@ -110,10 +110,15 @@ def cacheable(replier: Replier) -> bool:
     return isinstance(replier, LocalReplier)
 
 
+def local_replier(params: EvaluateParams, model_dir: Path, tokenizer: Any) -> LocalReplier:
+    """Generation on the weights in `model_dir`, with evaluate's precision, batch size and beams."""
+    return LocalReplier(LazyModel(model_dir, params.precision), tokenizer, params.batch_size, params.num_beams)
+
+
 def replier_for(params: EvaluateParams, label: str, model_dir: Path, tokenizer: Any) -> LocalReplier | ServedReplier:
     """The configured engine's replier for the model labelled `label` ("final", "base") in `model_dir`."""
     if params.engine == "hf":
-        return LocalReplier(LazyModel(model_dir, params.precision), tokenizer, params.batch_size, params.num_beams)
+        return local_replier(params, model_dir, tokenizer)
     if params.num_beams != 1:
         raise PipelineError("evaluate.engine openai decodes greedily: set evaluate.num_beams to 1, or use engine hf for beam search")
     server = params.server

@@ -22,7 +22,7 @@ from typing import Any
 
 from bayling.config.evaluate import EvaluateParams
 from bayling.core.records import Message
-from bayling.evaluate.engines import Replier
+from bayling.evaluate.engines import Replier, cacheable
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[
 def translations(params: EvaluateParams, replier: Replier, model_dir: Path, prompts: list[list[Message]],
                  cache_dir: Path | None) -> tuple[list[str], bool]:
     """The model's raw replies to translation prompts, remembered across runs for an unchanged model."""
-    from bayling.evaluate.engines import cacheable
-
     settings = {**replier.settings(), "max_new_tokens": params.max_new_tokens, "first_line_only": True}
     return remembered(cache_dir if cacheable(replier) else None, model_dir, prompts, settings,
                       lambda: replier(prompts, max_new_tokens=params.max_new_tokens, first_line_only=True))
