@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bayling.config.evaluate import EvalTestSet
+from bayling.core.archives import data_root
 from bayling.core.errors import PipelineError
 from bayling.core.prompts import translation_prompt
 from bayling.core.records import Conversation, Message
@@ -83,7 +84,7 @@ def load_test_set(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation]
                 raise PipelineError(f"test set {spec.name}: {spec.src} has {len(sources)} lines but {ref_path} has {len(stream)}")
         return {spec.direction: file_items(spec.name, sources, references, src, tgt, instruction_language=spec.instruction_language,
                                            system_prompt=spec.system_prompt, limit=spec.max_segments)}
-    folder = root / spec.dir  # an absolute dir stays absolute
+    folder = data_root(spec.archive, root) / spec.dir  # an absolute dir stays absolute
     texts: dict[str, list[str]] = {}
     for direction in directions or []:
         for code in direction.split("-"):
@@ -92,7 +93,7 @@ def load_test_set(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation]
     lengths = {len(v) for v in texts.values()}
     if len(lengths) > 1:
         raise PipelineError(
-            f"test set {spec.name}: files in {spec.dir} differ in length: " + ", ".join(f"{c} {len(v)}" for c, v in texts.items())
+            f"test set {spec.name}: files in {folder} differ in length: " + ", ".join(f"{c} {len(v)}" for c, v in texts.items())
         )
     out = {}
     for direction in directions or []:

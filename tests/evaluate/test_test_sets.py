@@ -55,3 +55,19 @@ def test_bad_test_set_files_are_named(tmp_path: Path):
     )
     with pytest.raises(PipelineError, match="src.txt has 2 lines but .*ref.txt has 1"):
         load_test_set(spec, Path("."), None, 0)
+
+
+def test_the_default_headline_is_flores_from_the_shipped_archive(tmp_path: Path):
+    from bayling.config.loader import load_section
+
+    root = Path(__file__).resolve().parents[2]
+    evaluate = load_section("evaluate", root / "params.yaml")
+    headline = evaluate.test_sets[0]
+    assert headline.kind == "flores" and headline.archive
+    items = load_test_set(headline, root, None, 0)
+    assert len(items) == 6 and all(len(v) == headline.max_segments for v in items.values())
+    first = items["eng_Latn-swh_Latn"][0]
+    assert first.source.startswith("\"We now have 4-month-old mice that are non-diabetic")
+    assert items["swh_Latn-eng_Latn"][0].reference == first.source
+    assert (root / ".cache/unpacked").is_dir()  # unpacked into the ignored cache, never next to the archive
+    assert not list((root / "data/sample/flores200").glob("*.devtest")) and not (root / "data/sample/flores200/devtest").exists()
