@@ -93,6 +93,12 @@ def render_card_markdown(card: dict[str, Any]) -> str:
             lines.append(f"| {cell} | {mix['requested'].get(cell, 0):.1%} | {mix['achieved'].get(cell, 0):.1%} | "
                          f"{mix['available'].get(cell, 0)} | {mix['kept'].get(cell, 0)} |")
         lines.append("")
+        if mix.get("languages"):
+            lines += [f"### Languages (temperature {mix['temperature']}, at most {mix['max_repeat']}x repeated)", "",
+                      "| language (of the replies) | rows available | rows used | repetition factor |", "|---|---:|---:|---:|"]
+            for lang, row in mix["languages"].items():
+                lines.append(f"| {lang} | {row['available']} | {row['used']} | {row['repeat']:.2f} |")
+            lines.append("")
     for section in ("filters", "decontamination", "interactive", "general", "teacher"):
         if card.get(section):
             lines += [f"## {section}", "", "```json", json.dumps(card[section], indent=2, ensure_ascii=False), "```", ""]

@@ -1,15 +1,24 @@
 """BayLing 2's mix: conversations grouped by task family and language group (zh, en, cross-lingual,
-other), kept with seeded per-conversation draws so the training split reaches the requested shares."""
+other), kept with seeded per-conversation draws so the training split reaches the requested shares.
+
+Within each mix cell, languages are re-balanced by temperature, as multilingual pre-training does
+(XLM-R, mT5): language l gets a share proportional to n_l^(1/T) of the cell's rows, so T = 1 keeps the
+data's own shares and T = inf gives every language the same. A language short of its share is
+up-sampled by repetition, never more than `max_repeat` times its rows; what the cap leaves over goes
+to the other languages. A conversation's language is the one its replies are taught in (the target).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bayling.core.jsonl import dumps_line
 from bayling.core.prompts import INSTRUCTION_CODES
 from bayling.core.seeding import coin
 
@@ -45,32 +54,72 @@ def cell_label(family: str, group: str, ratios: Ratios) -> str:
 
 @dataclass(frozen=True)
 class MixPlan:
-    keep_probability: dict[tuple[str, str], float]  # by (family, group) of the data
+    keep_probability: dict[tuple[str, str], float]  # expected copies by (family, group) of the data (> 1: repeated)
     requested: dict[str, float]  # cell label -> requested share
-    available: dict[str, int]  # cell label -> candidates
+    available: dict[str, float]  # cell label -> candidates
 
 
-def plan_mix(available: dict[tuple[str, str], int], ratios: Ratios, mode: str) -> MixPlan:
-    """Keep probabilities per (family, group) that reach the requested shares as far as the data allows.
+def temperature_factors(rows: dict[str, int], temperature: float, max_repeat: float) -> dict[str, float]:
+    """Rows used / rows available per language, for shares proportional to n^(1/T) at an unchanged total.
 
-    In 'downsample' mode the requested shares are renormalised over the cells that have data, and the
-    largest total that every such cell can supply is kept; data in cells with no requested share is
-    dropped. In 'report' mode everything is kept and only the comparison is reported.
+    Water-filling: a language whose share would need more than `max_repeat` copies of its rows is held at
+    the cap, and the rest of the total is shared again among the others by their weights.
     """
-    total = sum(w for groups in ratios.values() for w in groups.values())
-    requested = {f"{f}.{g}": w / total for f, groups in ratios.items() for g, w in groups.items() if w > 0}
-    by_cell: dict[str, int] = {}
+    present = {lang: n for lang, n in rows.items() if n > 0}
+    if not present or temperature == 1:
+        return {lang: 1.0 for lang in rows}
+    weight = {lang: 1.0 if math.isinf(temperature) else n ** (1.0 / temperature) for lang, n in present.items()}
+    budget, open_langs, target = float(sum(present.values())), set(present), {}
+    while open_langs:
+        norm = sum(weight[lang] for lang in open_langs)
+        share = {lang: budget * weight[lang] / norm for lang in open_langs}
+        capped = {lang for lang in open_langs if share[lang] > max_repeat * present[lang]}
+        if not capped:
+            target.update(share)
+            break
+        for lang in capped:
+            target[lang] = max_repeat * present[lang]
+            budget -= target[lang]
+        open_langs -= capped
+    return {lang: (target[lang] / present[lang] if lang in present else 1.0) for lang in rows}
+
+
+def copies(seed: int, conversation_id: str, factor: float) -> int:
+    """How many times a chat is written for an expected `factor` copies: the whole part, plus one more by a
+    deterministic coin on the fraction (so a factor at most 1 is exactly the keep draw)."""
+    whole = int(factor)
+    return whole + int(keep_draw(seed, conversation_id, factor - whole)) if factor - whole > 0 else whole
+
+
+def cell_counts(available: dict[tuple[str, str], float], ratios: Ratios) -> dict[str, float]:
+    by_cell: dict[str, float] = {}
     for (family, group), n in available.items():
         label = cell_label(family, group, ratios)
         by_cell[label] = by_cell.get(label, 0) + n
+    return by_cell
+
+
+def plan_mix(available: dict[tuple[str, str], float], ratios: Ratios, mode: str, max_repeat: float = 1.0) -> MixPlan:
+    """Expected copies per (family, group) that reach the requested shares as far as the data allows.
+
+    In 'downsample' mode the requested shares are renormalised over the cells that have data, and the
+    largest total that every such cell can supply is kept; data in cells with no requested share is
+    dropped. 'resample' does the same but lets a cell supply up to `max_repeat` copies of its rows, so a
+    small cell (a few hundred general chats) does not shrink the others to its size. In 'report' mode
+    everything is kept and only the comparison is reported.
+    """
+    total = sum(w for groups in ratios.values() for w in groups.values())
+    requested = {f"{f}.{g}": w / total for f, groups in ratios.items() for g, w in groups.items() if w > 0}
+    by_cell = cell_counts(available, ratios)
     if mode == "report":
         return MixPlan({key: 1.0 for key in available}, requested, by_cell)
     feasible = {c: requested[c] for c in requested if by_cell.get(c, 0) > 0}
     if not feasible:
         return MixPlan({key: 0.0 for key in available}, requested, by_cell)
     norm = sum(feasible.values())
-    supply = min(by_cell[c] / (share / norm) for c, share in feasible.items())
-    probability = {c: min(1.0, supply * share / norm / by_cell[c]) for c, share in feasible.items()}
+    most = max_repeat if mode == "resample" else 1.0
+    supply = min(most * by_cell[c] / (share / norm) for c, share in feasible.items())
+    probability = {c: min(most, supply * share / norm / by_cell[c]) for c, share in feasible.items()}
     keep = {(family, group): probability.get(cell_label(family, group, ratios), 0.0) for (family, group) in available}
     return MixPlan(keep, requested, by_cell)
 
@@ -89,28 +138,70 @@ def achieved_mix(kept: dict[tuple[str, str], int], ratios: Ratios) -> dict[str, 
     return {k: round(v, 4) for k, v in sorted(shares.items())}
 
 
+Slot = tuple[str, str, str]  # (family, group, language) of a conversation
+
+
+def mix_slot(meta: dict[str, str]) -> Slot:
+    return meta["family"], meta["group"], meta["tgt_lang"]
+
+
 def mix_counts(paths: Sequence[Path]) -> Counter:
-    """Conversations per (family, group) in shard files, counted without keeping them."""
+    """Conversations per (family, group, language) in shard files, counted without keeping them."""
     counts: Counter = Counter()
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
-                meta = json.loads(line)["meta"]
-                counts[(meta["family"], meta["group"])] += 1
+                counts[mix_slot(json.loads(line)["meta"])] += 1
     return counts
 
 
-def merge_shards(paths: Sequence[Path], out: IO[str], keep: dict[tuple[str, str], float] | None, seed: int) -> Counter:
-    """Concatenate shard files in order into `out`, keeping each chat by its deterministic mix draw."""
+@dataclass(frozen=True)
+class LanguagePlan:
+    factors: dict[Slot, float]  # expected copies per conversation from temperature re-balancing
+    balanced: dict[tuple[str, str], float]  # expected rows per (family, group) after it
+
+
+def plan_languages(available: dict[Slot, int], ratios: Ratios, temperature: float, max_repeat: float) -> LanguagePlan:
+    """Temperature re-balancing of languages inside each mix cell (cells not requested are left alone)."""
+    by_cell: dict[str, Counter] = {}
+    for (family, group, lang), n in available.items():
+        by_cell.setdefault(cell_label(family, group, ratios), Counter())[lang] += n
+    cell_factors = {cell: temperature_factors(dict(rows), temperature, max_repeat) for cell, rows in by_cell.items()}
+    factors: dict[Slot, float] = {}
+    balanced: dict[tuple[str, str], float] = {}
+    for (family, group, lang), n in available.items():
+        factor = cell_factors[cell_label(family, group, ratios)][lang]
+        factors[(family, group, lang)] = factor
+        balanced[(family, group)] = balanced.get((family, group), 0.0) + n * factor
+    return LanguagePlan(factors, balanced)
+
+
+def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float] | None, seed: int) -> Counter:
+    """Concatenate shard files in order into `out`, each chat as many times as its deterministic mix draw
+    says (none, once, or repeated); a repeat's id gets a "#k" suffix, so ids stay unique."""
     kept: Counter = Counter()
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 conversation = json.loads(line)
-                meta = conversation["meta"]
-                cell = (meta["family"], meta["group"])
-                if keep is not None and not keep_draw(seed, conversation["id"], keep.get(cell, 0.0)):
-                    continue
-                out.write(line)
-                kept[cell] += 1
+                slot = mix_slot(conversation["meta"])
+                count = 1 if factors is None else copies(seed, conversation["id"], factors.get(slot, 0.0))
+                for k in range(count):
+                    if k == 0:
+                        out.write(line)
+                    else:
+                        out.write(dumps_line({**conversation, "id": f"{conversation['id']}#{k + 1}"}))
+                kept[slot] += count
     return kept
+
+
+def language_report(available: dict[Slot, int], kept: dict[Slot, int]) -> dict[str, dict[str, float]]:
+    """Per language (over all cells): rows available, rows used and the repetition factor (used / available)."""
+    rows: Counter = Counter()
+    used: Counter = Counter()
+    for (_, _, lang), n in available.items():
+        rows[lang] += n
+    for (_, _, lang), n in kept.items():
+        used[lang] += n
+    return {lang: {"available": rows[lang], "used": used[lang], "repeat": round(used[lang] / rows[lang], 3) if rows[lang] else 0.0}
+            for lang in sorted(rows)}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from glob import glob
 from pathlib import Path
 from typing import Any
 
 from bayling.config.synthesize import SynthesizeParams
+from bayling.core.archives import data_root
 from bayling.core.errors import PipelineError
 from bayling.core.jsonl import dumps_line, write_jsonl
 from bayling.core.records import Conversation
@@ -20,7 +22,15 @@ from bayling.synthesize import card as data_card
 from bayling.synthesize import engine
 from bayling.synthesize.decontam import Decontaminator, read_eval_texts
 from bayling.synthesize.general import build_general
-from bayling.synthesize.mix import achieved_mix, merge_shards, mix_counts, plan_mix
+from bayling.synthesize.mix import (
+    achieved_mix,
+    cell_counts,
+    language_report,
+    merge_shards,
+    mix_counts,
+    plan_languages,
+    plan_mix,
+)
 from bayling.synthesize.screening import screen_file
 from bayling.synthesize.split import split_file
 
@@ -32,9 +42,11 @@ def load_decontaminator(params: SynthesizeParams, root: Path) -> Decontaminator 
         return None
     index = Decontaminator(n=params.decontamination.ngram)
     for eval_set in params.decontamination.eval_sets:
-        paths = sorted({p for pattern in eval_set.paths for p in glob(str(root / pattern), recursive=True)})
+        base = data_root(eval_set.archive, root)
+        paths = sorted({p for pattern in eval_set.paths for p in glob(str(base / pattern), recursive=True)})
         if not paths:
-            raise PipelineError(f"decontamination set '{eval_set.name}': no file matches {eval_set.paths}")
+            where = f" in {eval_set.archive}" if eval_set.archive else ""
+            raise PipelineError(f"decontamination set '{eval_set.name}': no file matches {eval_set.paths}{where}")
         index.add(eval_set.name, read_eval_texts(map(Path, paths), eval_set.format, tuple(eval_set.fields)))
     log.info("decontamination index: %s", ", ".join(f"{k} ({v} segments)" for k, v in index.sizes.items()))
     return index
@@ -67,13 +79,23 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
 
     # The mix applies to training data only; the held-out side stays whole for evaluation.
     ratios = {family: dict(groups) for family, groups in params.mix.ratios.items()}
-    plan = plan_mix(dict(mix_counts(train_paths)), ratios, params.mix.mode)
+    counts = dict(mix_counts(train_paths))
+    languages = plan_languages(counts, ratios, params.mix.temperature, params.mix.max_repeat)
+    plan = plan_mix(languages.balanced, ratios, params.mix.mode, params.mix.max_repeat)
+    factors = {slot: factor * plan.keep_probability.get(slot[:2], 0.0) for slot, factor in languages.factors.items()}
     with atomic_writer(out / "train.jsonl") as handle:
-        kept = merge_shards(train_paths, handle, plan.keep_probability, params.seed)
+        kept = merge_shards(train_paths, handle, factors, params.seed)
     with atomic_writer(out / "heldout.jsonl") as handle:
         merge_shards(heldout_paths, handle, None, params.seed)
     shutil.rmtree(work)
-    available, kept_total = sum(plan.available.values()), sum(kept.values())
+    kept_cells: Counter = Counter()
+    for (family, group, _), n in kept.items():
+        kept_cells[(family, group)] += n
+    rows_by_pair: Counter = Counter()
+    for (family, group, _), n in counts.items():
+        rows_by_pair[(family, group)] += n
+    rows_by_cell = cell_counts(dict(rows_by_pair), ratios)
+    available, kept_total = sum(counts.values()), sum(kept.values())
     if available and kept_total < 0.5 * available:
         log.warning("the mix kept %d of %d training conversations (%.0f%%) to reach the requested shares; "
                     "set synthesize.mix.mode: report to keep everything", kept_total, available, 100 * kept_total / available)
@@ -86,9 +108,12 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
         mix={
             "mode": params.mix.mode,
             "requested": {k: round(v, 4) for k, v in plan.requested.items()},
-            "achieved": achieved_mix(dict(kept), ratios),
-            "available": plan.available,
-            "kept": {f"{f}.{g}": n for (f, g), n in sorted(kept.items())},
+            "achieved": achieved_mix(dict(kept_cells), ratios),
+            "available": {cell: int(n) for cell, n in rows_by_cell.items()},
+            "kept": {f"{f}.{g}": n for (f, g), n in sorted(kept_cells.items())},
+            "temperature": params.mix.temperature,
+            "max_repeat": params.mix.max_repeat,
+            "languages": language_report(counts, dict(kept)),
         },
         filters=screen.as_dict(),
         decontamination={
