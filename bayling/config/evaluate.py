@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section, Slug
 
@@ -18,7 +18,8 @@ class EvalTestSet(Section):
     direction: Direction | None = None  # wmt: the one direction of src/refs
     src: str | None = None  # wmt
     refs: list[str] = []  # wmt: one or more references, used in this order
-    dir: str | None = None  # flores: folder with one file per language
+    dir: str | None = None  # flores: folder with one file per language (inside `archive`, when given)
+    archive: str | None = None  # flores: a .tar.gz holding `dir`, unpacked into .cache/unpacked (FLORES is not re-hosted as text)
     pattern: str = "{code}.devtest"  # flores: file name for a FLORES-200 code
     max_segments: PositiveInt | None = None
     instruction_language: Literal["en", "zh"] = "en"
@@ -36,12 +37,54 @@ class EvalTestSet(Section):
         return self
 
 
+class ChoiceFields(Section):
+    """Where a multiple-choice JSONL row keeps its parts (defaults: lm-eval's processed documents)."""
+
+    context: str = "query"  # the text the choices continue (lm-eval's doc_to_text), used as it is
+    choices: str = "choices"  # a list of strings (doc_to_choice)
+    gold: str = "gold"  # an index into the choices, or the text of the right one (doc_to_target)
+
+
+KeyPart = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no dots: it is part of the metric keys
+
+
 class XcopaParams(Section):
-    dir: str  # folder with <lang>/{val,test}.<lang>.jsonl
-    languages: Annotated[list[str], Field(min_length=1)]
-    split: Literal["val", "test"] = "test"
+    """Log-likelihood multiple choice scored as lm-evaluation-harness does (acc and acc_norm): XCOPA rows
+    (format: xcopa), or any lm-eval-style multiple-choice JSONL (format: jsonl, see `fields`)."""
+
+    name: KeyPart = "xcopa"  # leads the metric keys: {name}.{language}.{model}.accuracy / .acc_norm
+    format: Literal["xcopa", "jsonl"] = "xcopa"
+    dir: str  # the folder `pattern` is relative to
+    languages: Annotated[list[KeyPart], Field(min_length=1)]  # the subsets: one file and one score each
+    split: KeyPart = "test"  # XCOPA's are val and test
+    pattern: str = "{lang}/{split}.{lang}.jsonl"  # the file of a subset, with {lang} and {split}
     max_items: PositiveInt | None = None
-    length_normalized: bool = False
+    fields: ChoiceFields = ChoiceFields()  # format: jsonl
+    target_delimiter: str = " "  # between context and choice, as lm-eval's default
+    add_bos: bool | None = None  # null: the tokenizer's default, as lm-eval >= 0.4.9.2; false: as lm-eval <= 0.4.9.1
+    length_normalized: bool = False  # ignored: acc and acc_norm are both reported (kept so older params validate)
+
+    @model_validator(mode="after")
+    def _files(self) -> XcopaParams:
+        try:
+            names = {self.pattern.format(lang=lang, split=self.split) for lang in self.languages}
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"pattern may use only {{lang}} and {{split}}: {exc}") from None
+        if len(names) != len(self.languages):
+            raise ValueError("pattern must tell the languages' files apart (use {lang}) and languages be unique")
+        if self.format == "xcopa" and "fields" in self.model_fields_set:
+            raise ValueError("fields are for format: jsonl (XCOPA rows have premise, choice1, choice2, question, label)")
+        return self
+
+
+def _unique_names(sets: list[XcopaParams]) -> list[XcopaParams]:
+    if len({s.name for s in sets}) != len(sets):
+        raise ValueError("multiple-choice set names must be unique")
+    return sets
+
+
+# one set, or several (XCOPA and other lm-eval-style multiple-choice sets)
+ChoiceSets = XcopaParams | Annotated[list[XcopaParams], Field(min_length=1), AfterValidator(_unique_names)]
 
 
 class JudgeParams(EndpointParams):
@@ -91,7 +134,7 @@ class EvaluateParams(Section):
     comet_model: str | None = None  # a local COMET checkpoint; skipped (and said so) when absent
     compare_with_champion: bool = True  # paired bootstrap against the predictions stored with register.champion_alias
     bootstrap_samples: PositiveInt = 1000
-    xcopa: XcopaParams | None = None
+    xcopa: ChoiceSets | None = None  # multiple-choice understanding sets (XCOPA and any lm-eval-style JSONL)
     instructions: InstructionEvalParams | None = None
 
     @model_validator(mode="after")

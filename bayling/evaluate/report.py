@@ -28,7 +28,8 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in sorted(metrics.items())
         if isinstance(v, (int, float))
-        and (".avg." in k or k.startswith("xcopa") or "p_vs_champion" in k or "ratio_vs" in k or k.startswith("instructions"))
+        and (".avg." in k or k.endswith((".accuracy", ".acc_norm")) or "p_vs_champion" in k or "ratio_vs" in k
+             or k.startswith("instructions"))
     )
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in metrics.get("notes", []))
     return (

@@ -107,18 +107,11 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
 
 
 def _xcopa(params: EvaluateParams, model: Any, tokenizer: Any, label: str, resolve: Callable[[str], Path]) -> dict[str, float]:
-    from bayling.evaluate.xcopa import evaluate_choices, read_xcopa
+    from bayling.evaluate.xcopa import evaluate_sets
 
-    spec = params.xcopa
-    assert spec is not None
-    out = {}
-    for lang in spec.languages:
-        items = read_xcopa(resolve(spec.dir) / lang / f"{spec.split}.{lang}.jsonl", lang, spec.max_items)
-        out[f"xcopa.{lang}.{label}.accuracy"] = round(
-            evaluate_choices(model, tokenizer, items, params.batch_size, spec.length_normalized), 4
-        )
-    out[f"xcopa.avg.{label}.accuracy"] = round(sum(out.values()) / len(out), 4)
-    return out
+    assert params.xcopa is not None
+    specs = params.xcopa if isinstance(params.xcopa, list) else [params.xcopa]
+    return evaluate_sets(specs, model, tokenizer, label, resolve, params.batch_size)  # lm-eval's acc and acc_norm
 
 
 def evaluate_models(
