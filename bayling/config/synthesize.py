@@ -61,12 +61,25 @@ class FilterParams(Section):
     max_length_ratio: Annotated[float, Field(ge=1)] = 3.0
     langid: bool = False
     langid_min_probability: UnitFloat = 0.9
+    # langid.py ships its model; fasttext (lid.176) and glotlid need a local fastText .bin in langid_model_path.
+    # FLORES codes map to each backend's labels in bayling/synthesize/resources/langid_labels.tsv.
+    langid_backend: Literal["langid", "fasttext", "glotlid"] = "langid"
+    langid_model_path: str | None = None
+
+    @model_validator(mode="after")
+    def _langid_model(self) -> FilterParams:
+        if self.langid_backend == "langid" and self.langid_model_path:
+            raise ValueError("langid_model_path is for langid_backend fasttext or glotlid; langid.py ships its own model")
+        if self.langid_backend != "langid" and not self.langid_model_path:
+            raise ValueError(f"langid_backend {self.langid_backend} needs langid_model_path (a local fastText .bin model)")
+        return self
 
 
 class EvalSetParams(Section):
     name: Slug
     format: Literal["lines", "jsonl"]
-    paths: Annotated[list[str], Field(min_length=1)]
+    paths: Annotated[list[str], Field(min_length=1)]  # globs, inside `archive` when given
+    archive: str | None = None  # a .tar.gz unpacked on demand into .cache/unpacked
     fields: list[str] = ["text", "messages", "prompt", "question", "instruction"]
 
 
@@ -80,8 +93,13 @@ class TeacherParams(EndpointParams):
 
 
 class MixParams(Section):
-    mode: Literal["downsample", "report"] = "downsample"
+    # downsample: keep the largest total every cell can supply; resample: cells may also repeat their rows
+    # (up to max_repeat); report: keep everything
+    mode: Literal["downsample", "resample", "report"] = "downsample"
     ratios: dict[str, dict[Literal["zh", "en", "cross", "other"], Annotated[float, Field(ge=0)]]] = BAYLING2_MIX
+    # languages inside a cell get shares proportional to n^(1/T): 1 keeps the data's shares, .inf makes them equal
+    temperature: Annotated[float, Field(ge=1)] = 1.0
+    max_repeat: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 4.0  # most copies of a language's (or a cell's) rows
 
     @model_validator(mode="after")
     def _families(self) -> MixParams:

@@ -24,6 +24,7 @@ class ScreenStats:
     reasons: Counter = field(default_factory=Counter)
     segments_removed: Counter = field(default_factory=Counter)
     decontaminated: Counter = field(default_factory=Counter)
+    language_id: dict[str, Any] = field(default_factory=dict)  # which languages the language ID filter checked
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +34,7 @@ class ScreenStats:
             "row_reasons": dict(sorted(self.reasons.items())),
             "segments_removed": dict(sorted(self.segments_removed.items())),
             "decontaminated_rows_per_eval_set": dict(sorted(self.decontaminated.items())),
+            "language_id": self.language_id,
         }
 
 
@@ -43,14 +45,19 @@ def _median(values: list[int]) -> float:
 
 
 def screen_row(
-    row: dict[str, Any], filters: FilterParams, decontaminator: Decontaminator | None, seen: set[bytes]
+    row: dict[str, Any],
+    filters: FilterParams,
+    decontaminator: Decontaminator | None,
+    seen: set[bytes],
+    langid_segments: Counter | None = None,
 ) -> tuple[dict[str, Any] | None, list[Problem], str | None]:
     """Apply the quality filters and decontamination to one corpus row.
 
     Returns the (possibly reduced) row or None, the per-segment problems, and the row's rejection reason.
     A row touching an evaluation set is rejected first. Then a segment in the wrong script,
     misidentified, or far off the row's median length is removed; a row left with fewer than two
-    segments, or a duplicate, is rejected.
+    segments, or a duplicate, is rejected. `langid_segments` counts, per language, the segments language
+    ID looked at.
     """
     problems: list[Problem] = []
     if decontaminator is not None:
@@ -68,7 +75,11 @@ def screen_row(
                 del texts[code]
                 continue
         if filters.langid:
-            lid = quality.check_langid(text, code, filters.langid_min_probability)
+            lid = quality.check_langid(
+                text, code, filters.langid_min_probability, backend=filters.langid_backend, model_path=filters.langid_model_path
+            )
+            if langid_segments is not None:
+                langid_segments[code] += 1
             if not lid.ok:
                 problems.append(Problem(f"texts.{code}", f"language ID says {lid.predicted} ({lid.probability:.2f})"))
                 del texts[code]
@@ -100,12 +111,15 @@ def screen_row(
 
 
 def screen_corpus(
-    rows: Iterator[dict[str, Any]], filters: FilterParams, decontaminator: Decontaminator | None
+    rows: Iterator[dict[str, Any]],
+    filters: FilterParams,
+    decontaminator: Decontaminator | None,
+    langid_segments: Counter | None = None,
 ) -> Iterator[tuple[dict[str, Any] | None, Quarantined | None, list[Quarantined]]]:
     """Stream (kept row or None, row quarantine record or None, segment quarantine records)."""
     seen: set[bytes] = set()
     for lineno, row in enumerate(rows, start=1):
-        kept, problems, reason = screen_row(row, filters, decontaminator, seen)
+        kept, problems, reason = screen_row(row, filters, decontaminator, seen, langid_segments)
         segment_records = [
             Quarantined(row.get("source", ""), f"corpus:{row['id']}", lineno, (p,), _segment_preview(row, p.field)) for p in problems
         ]
@@ -132,11 +146,16 @@ def screen_file(
 ) -> ScreenStats:
     """Screen the corpus file into `kept_path`, writing every rejection to `quarantine`; return the counts."""
     stats = ScreenStats()
+    langid_segments: Counter = Counter()
+    langid_removed: Counter = Counter()
     with open(corpus, encoding="utf-8") as rows, open(kept_path, "w", encoding="utf-8") as kept_rows:
-        for kept, row_record, segment_records in screen_corpus(map(json.loads, rows), filters, decontaminator):
+        for kept, row_record, segment_records in screen_corpus(map(json.loads, rows), filters, decontaminator, langid_segments):
             stats.rows_in += 1
             for record in segment_records:
-                stats.segments_removed[reason_label(record.problems[0].reason)] += 1
+                label = reason_label(record.problems[0].reason)
+                stats.segments_removed[label] += 1
+                if label == "language ID":
+                    langid_removed[(record.problems[0].field or "").removeprefix("texts.")] += 1
                 quarantine.write(json.dumps({"kind": "segment", **record.to_json()}, ensure_ascii=False) + "\n")
             if kept is not None:
                 stats.rows_kept += 1
@@ -148,7 +167,34 @@ def screen_file(
             if reason.startswith("overlaps evaluation set"):
                 stats.decontaminated[reason.split()[3]] += 1
             quarantine.write(json.dumps({"kind": "row", **row_record.to_json()}, ensure_ascii=False) + "\n")
+    stats.language_id = langid_report(filters, langid_segments, langid_removed)
     return stats
+
+
+def langid_report(filters: FilterParams, segments: Counter, removed: Counter) -> dict[str, Any]:
+    """Per language: whether language ID checked its segments (with which backend and labels) or let them
+    pass unchecked, and why. `segments` counts the segments it looked at, `removed` those it removed."""
+    if not filters.langid:
+        return {"enabled": False}
+    backend, model = filters.langid_backend, filters.langid_model_path
+    languages: dict[str, Any] = {}
+    for code in sorted(segments):
+        support = quality.langid_support(code, backend, model)
+        entry: dict[str, Any] = {"checked": support.checked, "labels": list(support.labels), "segments": segments[code]}
+        if support.checked:
+            entry["removed"] = removed[code]
+        else:
+            entry["unchecked_because"] = support.reason
+        languages[code] = entry
+    return {
+        "enabled": True,
+        "backend": backend,
+        "model": model,
+        "min_probability": filters.langid_min_probability,
+        "checked": [code for code, entry in languages.items() if entry["checked"]],
+        "unchecked": [code for code, entry in languages.items() if not entry["checked"]],
+        "languages": languages,
+    }
 
 
 def reason_label(reason: str) -> str:
