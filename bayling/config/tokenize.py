@@ -9,6 +9,13 @@ from pydantic import Field
 from bayling.config.types import PositiveInt, Section
 
 
+class AuditParams(Section):
+    """The tokenizer audit (reports/tokenize/audit.*), run with every tokenize and by `--audit` alone."""
+
+    enabled: bool = True
+    max_premium: Annotated[float, Field(gt=1)] = 2.5  # warn about a language needing more tokens than this x English
+
+
 class TokenizeParams(Section):
     template: Literal["model", "bayling-v1", "bayling-3"] = "model"
     max_seq_len: Annotated[int, Field(ge=16)] = 512
@@ -18,3 +25,4 @@ class TokenizeParams(Section):
     chunk_size: PositiveInt = 10000  # conversations tokenized (and packed) together
     num_proc: PositiveInt = 1
     max_shard_size: str = "500MB"
+    audit: AuditParams = AuditParams()

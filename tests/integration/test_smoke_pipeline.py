@@ -174,7 +174,7 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
                     "reference_systems": {"gpt-4": {"zho_Hans-eng_Latn": str(bench / "gpt-4/zh-en.hypo")}},
                 },
                 {
-                    "name": "flores",
+                    "name": "flores-swh",  # not the smoke profile's "flores": the champion has none of its outputs
                     "kind": "flores",
                     "dir": str(flores_dir / "devtest"),
                     "directions": ["eng_Latn-swh_Latn"],
@@ -205,9 +205,9 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     assert 0 <= metrics["heldout.eng_Latn-fra_Latn.p_vs_champion.chrf"] <= 1
     # the champion never saw the WMT and FLORES segments: its registered model translated them for the comparison
     assert metrics["champion_regenerated_segments"] == 6 + 4
-    assert "wmt22-zh-en.zho_Hans-eng_Latn.p_vs_champion.chrf" in metrics and "flores.eng_Latn-swh_Latn.champion.chrf" in metrics
+    assert "wmt22-zh-en.zho_Hans-eng_Latn.p_vs_champion.chrf" in metrics and "flores-swh.eng_Latn-swh_Latn.champion.chrf" in metrics
     assert metrics["wmt22-zh-en.zho_Hans-eng_Latn.gpt-4.bleu"] > 10  # GPT-4 on its first six segments
-    assert "wmt22-zh-en.avg.ratio_vs_gpt-4.chrf" in metrics and "flores.eng_Latn-swh_Latn.final.chrf_pp" in metrics
+    assert "wmt22-zh-en.avg.ratio_vs_gpt-4.chrf" in metrics and "flores-swh.eng_Latn-swh_Latn.final.chrf_pp" in metrics
     assert {"xcopa.sw.final.accuracy", "xcopa.zh.base.accuracy", "xcopa.avg.final.accuracy"} <= set(metrics)
     judged = sum(metrics[f"instructions.judge.{k}"] for k in ("win", "loss", "tie", "error"))
     assert judged == 3
@@ -216,4 +216,4 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     answers = [json.loads(line) for line in (dest / "reports/eval/predictions/instructions/final.jsonl").read_text().splitlines()]
     assert [len(a["text"]) for a in answers] == [2, 2, 2]
     rows = (dest / "reports/eval/per_language.csv").read_text().splitlines()
-    assert rows[0].startswith("test_set,direction,src_lang,tgt_lang,final_bleu") and any(r.startswith("flores,") for r in rows)
+    assert rows[0].startswith("test_set,direction,src_lang,tgt_lang,final_bleu") and any(r.startswith("flores-swh,") for r in rows)
