@@ -70,7 +70,7 @@ def main(tokenize: TokenizeParams, base_model: BaseModelParams, evaluate: Evalua
                  counts["conversations_in"], counts["rows"], counts["tokens"], counts["supervised_tokens"], counts["truncated"],
                  counts["dropped"], f", fill rate {counts['fill_rate']:.3f}" if tokenize.packing else "")
     write_json(STATS, stats)
-    audit_files = audit(tokenize, base_model, evaluate) if tokenize.audit.enabled else []
+    audit_files = audit(tokenize, base_model, evaluate)
     track_stage("tokenize", tracking.experiment, {**tokenize.model_dump(mode="json"), "fingerprint": fingerprint["fingerprint"]},
                 stats, [STATS, OUT / "fingerprint.json", *audit_files])
 

@@ -62,10 +62,15 @@ class XcopaParams(Section):
     fields: ChoiceFields = ChoiceFields()  # format: jsonl
     target_delimiter: str = " "  # between context and choice, as lm-eval's default
     add_bos: bool | None = None  # null: the tokenizer's default, as lm-eval >= 0.4.9.2; false: as lm-eval <= 0.4.9.1
-    length_normalized: bool = False  # ignored: acc and acc_norm are both reported (kept so older params validate)
+    length_normalized: bool = False  # gone: `accuracy` (acc) and `acc_norm` are both reported; true is refused
 
     @model_validator(mode="after")
     def _files(self) -> XcopaParams:
+        if self.length_normalized:
+            raise ValueError("length_normalized is gone: {name}.{lang}.{model}.acc_norm is lm-eval's length-normalised "
+                             "accuracy, reported beside .accuracy; read that key and remove length_normalized")
+        if "avg" in self.languages:
+            raise ValueError("'avg' cannot be a language: {name}.avg.* holds the average over the languages")
         try:
             names = {self.pattern.format(lang=lang, split=self.split) for lang in self.languages}
         except (KeyError, IndexError, ValueError) as exc:

@@ -98,7 +98,7 @@ class MixParams(Section):
     mode: Literal["downsample", "resample", "report"] = "downsample"
     ratios: dict[str, dict[Literal["zh", "en", "cross", "other"], Annotated[float, Field(ge=0)]]] = BAYLING2_MIX
     # languages inside a cell get shares proportional to n^(1/T): 1 keeps the data's shares, .inf makes them equal
-    temperature: Annotated[float, Field(ge=1)] = 1.0
+    temperature: Annotated[float, Field(ge=1, allow_inf_nan=True)] = 1.0
     max_repeat: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 4.0  # most copies of a language's (or a cell's) rows
 
     @model_validator(mode="after")

@@ -138,6 +138,8 @@ def _choice_item(row: Any, context: str, choices: str, gold: str, target_delimit
         if not isinstance(option, str) or not option:
             raise _RowError(choices, f"choice {i} is not a non-empty string")
     answer = _field(row, gold, (int, str), "an index into the choices or the text of one")
+    if isinstance(answer, str) and answer.isdigit():  # lm_eval/api/task.py doc_to_target: a digit string is an index
+        answer = int(answer)
     if isinstance(answer, str):  # lm_eval/api/task.py process_results: gold = choices.index(gold)
         if answer not in options:
             raise _RowError(gold, f"{answer!r} is none of the choices")

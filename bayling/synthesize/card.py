@@ -88,10 +88,11 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         lines += table("per language pair", info["per_language_pair"])
     mix = card.get("mix")
     if mix:
-        lines += [f"## Mix (mode: {mix['mode']})", "", "| cell | requested | achieved | available | kept |", "|---|---:|---:|---:|---:|"]
+        lines += [f"## Mix (mode: {mix['mode']})", "", "| cell | requested | achieved | available | kept (with repeats) | distinct kept |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for cell in sorted(set(mix["requested"]) | set(mix["achieved"]) | set(mix["available"])):
             lines.append(f"| {cell} | {mix['requested'].get(cell, 0):.1%} | {mix['achieved'].get(cell, 0):.1%} | "
-                         f"{mix['available'].get(cell, 0)} | {mix['kept'].get(cell, 0)} |")
+                         f"{mix['available'].get(cell, 0)} | {mix['kept'].get(cell, 0)} | {mix.get('kept_unique', {}).get(cell, '')} |")
         lines.append("")
         if mix.get("languages"):
             lines += [f"### Languages (temperature {mix['temperature']}, at most {mix['max_repeat']}x repeated)", "",

@@ -176,9 +176,21 @@ def plan_languages(available: dict[Slot, int], ratios: Ratios, temperature: floa
     return LanguagePlan(factors, balanced)
 
 
-def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float] | None, seed: int) -> Counter:
+def combined_factors(language: dict[Slot, float], cell: dict[tuple[str, str], float], mode: str, max_repeat: float) -> dict[Slot, float]:
+    """Expected copies per (family, group, language): the language's temperature factor times its cell's, held to
+    what the mode allows. 'report' keeps every row once, 'downsample' never repeats, 'resample' repeats a row at
+    most `max_repeat` times (a scarce language in a scarce cell would otherwise get the product of both caps)."""
+    if mode == "report":
+        return {slot: 1.0 for slot in language}
+    most = max_repeat if mode == "resample" else 1.0
+    return {slot: min(most, factor * cell.get(slot[:2], 0.0)) for slot, factor in language.items()}
+
+
+def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float] | None, seed: int,
+                 unique: Counter | None = None) -> Counter:
     """Concatenate shard files in order into `out`, each chat as many times as its deterministic mix draw
-    says (none, once, or repeated); a repeat's id gets a "#k" suffix, so ids stay unique."""
+    says (none, once, or repeated). A repeat's id gets a "#k" suffix and its meta `repeat: k`, so later
+    stages can tell a repeat from a new conversation."""
     kept: Counter = Counter()
     for path in paths:
         with open(path, encoding="utf-8") as handle:
@@ -190,8 +202,11 @@ def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float]
                     if k == 0:
                         out.write(line)
                     else:
-                        out.write(dumps_line({**conversation, "id": f"{conversation['id']}#{k + 1}"}))
+                        meta = {**conversation["meta"], "repeat": k + 1}
+                        out.write(dumps_line({**conversation, "id": f"{conversation['id']}#{k + 1}", "meta": meta}))
                 kept[slot] += count
+                if unique is not None and count:
+                    unique[slot] += 1
     return kept
 
 

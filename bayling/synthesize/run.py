@@ -24,7 +24,8 @@ from bayling.synthesize.decontam import Decontaminator, read_eval_texts
 from bayling.synthesize.general import build_general
 from bayling.synthesize.mix import (
     achieved_mix,
-    cell_counts,
+    cell_label,
+    combined_factors,
     language_report,
     merge_shards,
     mix_counts,
@@ -82,23 +83,29 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
     counts = dict(mix_counts(train_paths))
     languages = plan_languages(counts, ratios, params.mix.temperature, params.mix.max_repeat)
     plan = plan_mix(languages.balanced, ratios, params.mix.mode, params.mix.max_repeat)
-    factors = {slot: factor * plan.keep_probability.get(slot[:2], 0.0) for slot, factor in languages.factors.items()}
+    factors = combined_factors(languages.factors, plan.keep_probability, params.mix.mode, params.mix.max_repeat)
     with atomic_writer(out / "train.jsonl") as handle:
-        kept = merge_shards(train_paths, handle, factors, params.seed)
+        kept = merge_shards(train_paths, handle, factors, params.seed, unique := Counter())
     with atomic_writer(out / "heldout.jsonl") as handle:
         merge_shards(heldout_paths, handle, None, params.seed)
     shutil.rmtree(work)
     kept_cells: Counter = Counter()
     for (family, group, _), n in kept.items():
         kept_cells[(family, group)] += n
-    rows_by_pair: Counter = Counter()
-    for (family, group, _), n in counts.items():
-        rows_by_pair[(family, group)] += n
-    rows_by_cell = cell_counts(dict(rows_by_pair), ratios)
-    available, kept_total = sum(counts.values()), sum(kept.values())
-    if available and kept_total < 0.5 * available:
-        log.warning("the mix kept %d of %d training conversations (%.0f%%) to reach the requested shares; "
-                    "set synthesize.mix.mode: report to keep everything", kept_total, available, 100 * kept_total / available)
+
+    def by_cell(slots: Counter) -> dict[str, int]:
+        cells: Counter = Counter()
+        for (family, group, _), n in slots.items():
+            cells[cell_label(family, group, ratios)] += n
+        return dict(sorted(cells.items()))
+
+    rows_by_cell, kept_by_cell, unique_by_cell = by_cell(Counter(counts)), by_cell(kept), by_cell(unique)
+    kept_total = sum(kept.values())
+    for cell, rows in rows_by_cell.items():
+        if rows and unique_by_cell.get(cell, 0) < 0.5 * rows:
+            log.warning("the mix used %d of the %d training conversations of %s (%.0f%%) to reach the requested shares: "
+                        "add data to the scarce cells, raise synthesize.mix.max_repeat (mode: resample), or set mode: report "
+                        "to keep everything", unique_by_cell.get(cell, 0), rows, cell, 100 * unique_by_cell.get(cell, 0) / rows)
     if not kept_total:
         raise PipelineError("synthesis kept no training conversations: check directions, filters and synthesize.mix")
 
@@ -109,8 +116,10 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
             "mode": params.mix.mode,
             "requested": {k: round(v, 4) for k, v in plan.requested.items()},
             "achieved": achieved_mix(dict(kept_cells), ratios),
-            "available": {cell: int(n) for cell, n in rows_by_cell.items()},
-            "kept": {f"{f}.{g}": n for (f, g), n in sorted(kept_cells.items())},
+            "available": rows_by_cell,
+            "kept": kept_by_cell,  # rows written, repeats included
+            "kept_unique": unique_by_cell,  # distinct conversations among them
+            "kept_by_family": {f"{f}.{g}": n for (f, g), n in sorted(kept_cells.items())},
             "temperature": params.mix.temperature,
             "max_repeat": params.mix.max_repeat,
             "languages": language_report(counts, dict(kept)),

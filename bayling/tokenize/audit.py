@@ -10,10 +10,11 @@ the threshold is flagged: it costs more of the context and of the compute for th
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ class TokenizerAudit:
                 "flagged": [lang.language for lang in self.flagged], "languages": [asdict(lang) for lang in self.languages]}
 
 
+_BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
 class TokenCounter:
     """Token counts and the share of tokens that are not whole characters, cached per vocabulary id."""
 
@@ -75,8 +79,13 @@ class TokenCounter:
         self._partial: dict[int, bool] = {}
 
     def _is_partial(self, token_id: int) -> bool:
+        """A SentencePiece byte-fallback token (<0xNN>), or a byte-level BPE token holding part of a character:
+        alone it decodes to U+FFFD, and U+FFFD does not encode back to it (a token for U+FFFD itself would)."""
         if token_id not in self._partial:
-            self._partial[token_id] = "\ufffd" in self.tokenizer.decode([token_id])
+            piece = self.tokenizer.convert_ids_to_tokens(token_id)
+            text = self.tokenizer.decode([token_id])
+            self._partial[token_id] = bool(_BYTE_FALLBACK.match(piece or "")) or (
+                "\ufffd" in text and self.tokenizer(text, add_special_tokens=False)["input_ids"] != [token_id])
         return self._partial[token_id]
 
     def count(self, texts: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -94,10 +103,11 @@ def _words(text: str, language: str) -> int:
 
 
 def tally_parallel(counter: TokenCounter, rows: Iterable[Mapping[str, str]], tallies: dict[str, LanguageTally],
-                   batch_size: int = 512) -> None:
+                   batch_size: int = 512, max_rows: int | None = None) -> None:
     """Add rows of parallel text ({language: segment}) to the tallies, counting each row's English tokens
-    as the baseline of the premium of its other languages."""
+    as the baseline of the premium of its other languages; at most `max_rows` rows are read."""
     batch: list[Mapping[str, str]] = []
+    rows = itertools.islice(rows, max_rows)
 
     def flush() -> None:
         flat = [(i, lang, text) for i, row in enumerate(batch) for lang, text in row.items() if text.strip()]
@@ -215,10 +225,18 @@ def evaluation_rows(specs: Sequence[Any], root: Path) -> Iterable[tuple[str, lis
         yield spec.name, [{code: column[i] for code, column in columns.items()} for i in range(size)]
 
 
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
 def audit_tokenizer(tokenizer: Any, renderer_tokenize: Any, *, corpus: Path, train: Path,
                     test_sets: Iterable[tuple[str, list[dict[str, str]]]], max_seq_len: int, max_premium: float,
-                    name: str) -> TokenizerAudit:
-    """Audit over the raw corpus (parallel rows), the test sets and the synthesized training conversations.
+                    name: str, max_rows: int | None = None) -> TokenizerAudit:
+    """Audit over the raw corpus (parallel rows), the test sets and the synthesized training conversations,
+    reading at most `max_rows` rows of each (the first ones), so its cost does not grow with the corpus.
 
     `renderer_tokenize(list of message lists) -> list of token counts` renders conversations exactly as the
     tokenize stage does, so the truncated share is what training will see.
@@ -226,19 +244,15 @@ def audit_tokenizer(tokenizer: Any, renderer_tokenize: Any, *, corpus: Path, tra
     counter = TokenCounter(tokenizer)
     tallies: dict[str, LanguageTally] = {}
     seen: list[tuple[str, Iterable[str]]] = []
-    corpus_rows = [json.loads(line)["texts"] for line in corpus.read_text("utf-8").splitlines() if line.strip()]
+    corpus_rows = [row["texts"] for row in itertools.islice(_jsonl(corpus), max_rows)]
     tally_parallel(counter, corpus_rows, tallies)
     seen.append(("corpus", languages_of(corpus_rows)))
     for set_name, rows in test_sets:
+        rows = rows[:max_rows]
         tally_parallel(counter, rows, tallies)
         seen.append((set_name, languages_of(rows)))
-    conversations, ids = [], set()
-    for line in train.read_text("utf-8").splitlines():
-        if line.strip():
-            chat = json.loads(line)
-            if re.sub(r"#\d+$", "", chat["id"]) not in ids:  # a mix repeat ("id#2") is the same conversation again
-                ids.add(chat["id"])
-                conversations.append(chat)
+    conversations = itertools.islice((c for c in _jsonl(train) if not c["meta"].get("repeat")), max_rows)  # a mix repeat is no new chat
+    conversations = list(conversations)
     lengths = renderer_tokenize([c["messages"] for c in conversations])
     tally_truncation([((c["meta"]["src_lang"], c["meta"]["tgt_lang"]), n) for c, n in zip(conversations, lengths)], max_seq_len, tallies)
     return summarize(tallies, language_sources(seen), tokenizer=name, max_seq_len=max_seq_len, max_premium=max_premium)
@@ -264,6 +278,6 @@ def run_audit(params: Any, model_dir: Path, root: Path, test_set_specs: Sequence
 
     audit = audit_tokenizer(tokenizer, lengths, corpus=root / "data/raw/corpus.jsonl", train=root / "data/synth/train.jsonl",
                             test_sets=evaluation_rows(test_set_specs, root), max_seq_len=params.max_seq_len,
-                            max_premium=params.audit.max_premium, name=model_dir.name)
+                            max_premium=params.audit.max_premium, name=model_dir.name, max_rows=params.audit.max_rows)
     write_audit(audit, out_folder)
     return audit

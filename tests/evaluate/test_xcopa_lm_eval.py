@@ -159,13 +159,13 @@ def _write(path: Path, rows: list) -> Path:
 def test_generic_jsonl_reads_lm_eval_style_rows(tmp_path):
     path = _write(tmp_path / "mc.jsonl", [
         {"query": "Roof shingle removal: A man is on a roof. He", "choices": ["is using wrap.", "starts pulling up roofing."], "gold": 1},
-        {"query": "Q: 2+2? A:", "choices": ["3", "4", "5"], "gold": "4"},
-        {"query": "", "choices": ["a", "b"], "gold": 0},
+        {"query": "Q: 2+2? A:", "choices": ["three", "four", "five"], "gold": "four"},  # the text of the right choice
+        {"query": "", "choices": ["a", "b"], "gold": "1"},  # a digit string is an index, as lm-eval's doc_to_target reads it
     ])
     items = read_choices(path)
     assert items[0] == ChoiceItem("Roof shingle removal: A man is on a roof. He", ("is using wrap.", "starts pulling up roofing."), 1)
     assert items[0].requests()[1] == ("Roof shingle removal: A man is on a roof. He", " starts pulling up roofing.")
-    assert items[1].label == 1 and len(items) == 3 and len(read_choices(path, limit=2)) == 2
+    assert items[1].label == 1 and items[2].label == 1 and len(items) == 3 and len(read_choices(path, limit=2)) == 2
     renamed = _write(tmp_path / "renamed.jsonl", [{"ctx": "x", "endings": ["y", "z"], "label": 0}])
     assert read_choices(renamed, context="ctx", choices="endings", gold="label", target_delimiter="")[0].requests() == [
         ("x", "y"), ("x", "z")]
@@ -213,5 +213,10 @@ def test_configured_sets_give_accuracy_and_acc_norm_keys(tiny, tmp_path):
     assert metrics["xcopa.avg.final.accuracy"] == pytest.approx(
         (metrics["xcopa.sw.final.accuracy"] + metrics["xcopa.zh.final.accuracy"]) / 2, abs=1e-4)
     # the old single-set form still validates, and evaluate.run reads it as a list of one
-    single = EvaluateParams(xcopa={"dir": "d", "languages": ["sw"], "split": "val", "length_normalized": True})
+    single = EvaluateParams(xcopa={"dir": "d", "languages": ["sw"], "split": "val", "length_normalized": False})
     assert single.xcopa.name == "xcopa" and single.xcopa.pattern.format(lang="sw", split="val") == "sw/val.sw.jsonl"
+    # the old switch to length normalisation would silently change what `.accuracy` means: refused, with the new key
+    with pytest.raises(ValueError, match="acc_norm is lm-eval's length-normalised accuracy"):
+        EvaluateParams(xcopa={"dir": "d", "languages": ["sw"], "length_normalized": True})
+    with pytest.raises(ValueError, match="'avg' cannot be a language"):
+        EvaluateParams(xcopa={"dir": "d", "languages": ["sw", "avg"]})

@@ -56,10 +56,10 @@ def test_sample_run_produces_every_data_task_and_a_card(sample_corpus: Path):
     # the shipped general chats (dolly en, oasst1 zh) let the default reach BayLing 2's shares within 5 points
     assert mix["requested"] == {"any.zh": 0.432, "any.en": 0.262, "any.cross": 0.306}
     assert all(abs(mix["achieved"][cell] - share) <= 0.05 for cell, share in mix["requested"].items()), mix["achieved"]
-    assert mix["kept"]["general.zh"] > mix["available"]["any.zh"]  # resample repeated the scarce Chinese chats
+    assert mix["kept"]["any.zh"] > mix["available"]["any.zh"] == mix["kept_unique"]["any.zh"]  # resample repeated them all
     languages = mix["languages"]
     assert set(languages) == {"eng_Latn", "fra_Latn", "swh_Latn", "zho_Hans"}
-    assert sum(row["used"] for row in languages.values()) == sum(mix["kept"].values())
+    assert sum(row["used"] for row in languages.values()) == sum(mix["kept"].values()) == sum(mix["kept_by_family"].values())
     assert all(row["repeat"] == round(row["used"] / row["available"], 3) for row in languages.values())
     assert card["decontamination"]["eval_set_segments"] == {"flores-devtest": 4 * 1012}
     assert set(card["splits"]["train"]["per_instruction_language"]) == {"en", "zh"}

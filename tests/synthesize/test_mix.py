@@ -118,3 +118,15 @@ def test_resample_repeats_a_small_cell_instead_of_shrinking_the_others():
     assert used[("general", "en")] / total == pytest.approx(0.262) and used[("translation", "cross")] / total == pytest.approx(0.306)
     assert total == pytest.approx(4 * sum(n * p for n, p in zip(available.values(), down.keep_probability.values())))
     assert plan_mix(available, BAYLING2_MIX, "resample", max_repeat=1.0) == down
+
+
+def test_no_row_is_written_more_than_max_repeat_times_and_the_modes_keep_their_word():
+    from bayling.synthesize.mix import combined_factors
+
+    language = {("general", "zh", "zho_Hant"): 3.5, ("general", "zh", "zho_Hans"): 0.9, ("translation", "cross", "swh_Latn"): 0.5}
+    cell = {("general", "zh"): 4.0, ("translation", "cross"): 0.2}
+    resample = combined_factors(language, cell, "resample", 4.0)
+    assert resample[("general", "zh", "zho_Hant")] == 4.0 and resample[("general", "zh", "zho_Hans")] == pytest.approx(3.6)
+    assert resample[("translation", "cross", "swh_Latn")] == pytest.approx(0.1)
+    assert max(combined_factors(language, cell, "downsample", 4.0).values()) == 1.0  # downsample never repeats
+    assert set(combined_factors(language, cell, "report", 4.0).values()) == {1.0}  # report keeps every row once

@@ -42,6 +42,9 @@ def test_premium_is_tokens_per_english_token_on_the_same_segments():
         def decode(self, ids):
             return "x"
 
+        def convert_ids_to_tokens(self, token_id):
+            return "x"
+
     tallies: dict[str, LanguageTally] = {}
     tally_parallel(TokenCounter(Whitespace()), [{"eng_Latn": "a b", "fra_Latn": "a b c d"}, {"fra_Latn": "lonely words here"}], tallies)
     audit = summarize(tallies, {}, tokenizer="ws", max_seq_len=8, max_premium=1.5)
@@ -85,7 +88,7 @@ def test_the_audit_reads_corpus_test_sets_and_training_chats_and_writes_the_plot
     train = tmp_path / "train.jsonl"
     chats = [{"id": f"c{i}", "messages": [{"role": "user", "content": "x" * 10 * i}, {"role": "assistant", "content": "y"}],
               "meta": {"src_lang": "eng_Latn", "tgt_lang": "swh_Latn"}} for i in range(4)]
-    chats.append({**chats[3], "id": "c3#2"})  # a mix repeat is not a second conversation
+    chats.append({**chats[3], "id": "c3#2", "meta": {**chats[3]["meta"], "repeat": 2}})  # a mix repeat is no second chat
     train.write_text("".join(json.dumps(c) + "\n" for c in chats))
     spec = EvalTestSet(name="flores", kind="flores", archive=ARCHIVE, dir="devtest", directions=["eng_Latn-swh_Latn"], max_segments=2)
     audit = audit_tokenizer(load_offline_tokenizer("smollm2"), lambda convs: [len(c[0]["content"]) for c in convs],
