@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bayling-bench-synth-"))
     try:
-        for name in ("bayling", "stages", "flows"):
+        for name in ("bayling", "stages", "flows", "data/sample"):  # the default params read the shipped samples
             shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         params = yaml.safe_load((ROOT / "params.yaml").read_text("utf-8"))
         params["synthesize"]["shard_size"] = args.shard_size

@@ -130,3 +130,11 @@ def test_no_row_is_written_more_than_max_repeat_times_and_the_modes_keep_their_w
     assert resample[("translation", "cross", "swh_Latn")] == pytest.approx(0.1)
     assert max(combined_factors(language, cell, "downsample", 4.0).values()) == 1.0  # downsample never repeats
     assert set(combined_factors(language, cell, "report", 4.0).values()) == {1.0}  # report keeps every row once
+
+
+def test_resample_never_repeats_the_cell_richest_for_its_share():
+    only_cross = plan_mix({("translation", "cross"): 300}, BAYLING2_MIX, "resample", max_repeat=4.0)
+    assert only_cross.keep_probability == {("translation", "cross"): pytest.approx(1.0)}
+    # zh is short but needs only 2x to reach its share: nothing is repeated more than the balance needs
+    near = plan_mix({("general", "zh"): 216, ("general", "en"): 262, ("translation", "cross"): 306}, BAYLING2_MIX, "resample", 4.0)
+    assert near.keep_probability[("general", "zh")] == pytest.approx(2.0) and near.keep_probability[("general", "en")] == pytest.approx(1.0)
