@@ -118,9 +118,9 @@ def plan_mix(available: dict[tuple[str, str], float], ratios: Ratios, mode: str,
         return MixPlan({key: 0.0 for key in available}, requested, by_cell)
     norm = sum(feasible.values())
     most = max_repeat if mode == "resample" else 1.0
+    total_for = {c: by_cell[c] / (share / norm) for c, share in feasible.items()}  # the total each cell supports unrepeated
     # repetition serves the balance only: the cell richest for its share is never repeated
-    supply = min(min(most * by_cell[c] / (share / norm) for c, share in feasible.items()),
-                 max(by_cell[c] / (share / norm) for c, share in feasible.items()))
+    supply = min(most * min(total_for.values()), max(total_for.values()))
     probability = {c: min(most, supply * share / norm / by_cell[c]) for c, share in feasible.items()}
     keep = {(family, group): probability.get(cell_label(family, group, ratios), 0.0) for (family, group) in available}
     return MixPlan(keep, requested, by_cell)

@@ -11,14 +11,14 @@ the threshold is flagged: it costs more of the context and of the compute for th
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bayling.core.jsonl import iter_jsonl, write_json
 from bayling.core.languages import get_language, is_known
 
 ENGLISH = "eng_Latn"
@@ -103,11 +103,10 @@ def _words(text: str, language: str) -> int:
 
 
 def tally_parallel(counter: TokenCounter, rows: Iterable[Mapping[str, str]], tallies: dict[str, LanguageTally],
-                   batch_size: int = 512, max_rows: int | None = None) -> None:
+                   batch_size: int = 512) -> None:
     """Add rows of parallel text ({language: segment}) to the tallies, counting each row's English tokens
-    as the baseline of the premium of its other languages; at most `max_rows` rows are read."""
+    as the baseline of the premium of its other languages."""
     batch: list[Mapping[str, str]] = []
-    rows = itertools.islice(rows, max_rows)
 
     def flush() -> None:
         flat = [(i, lang, text) for i, row in enumerate(batch) for lang, text in row.items() if text.strip()]
@@ -169,7 +168,7 @@ def write_audit(audit: TokenizerAudit, folder: Path) -> list[Path]:
     from bayling.core.plots import grouped_barh
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "audit.json").write_text(json.dumps(audit.as_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    write_json(folder / "audit.json", audit.as_dict())
     columns = ["language", "premium_vs_english", "tokens_per_char", "tokens_per_word", "partial_or_unknown_rate",
                "truncated_share", "flagged"]
     lines = [",".join(columns)]
@@ -225,13 +224,6 @@ def evaluation_rows(specs: Sequence[Any], root: Path) -> Iterable[tuple[str, lis
         yield spec.name, [{code: column[i] for code, column in columns.items()} for i in range(size)]
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
-
 def audit_tokenizer(tokenizer: Any, renderer_tokenize: Any, *, corpus: Path, train: Path,
                     test_sets: Iterable[tuple[str, list[dict[str, str]]]], max_seq_len: int, max_premium: float,
                     name: str, max_rows: int | None = None) -> TokenizerAudit:
@@ -244,14 +236,14 @@ def audit_tokenizer(tokenizer: Any, renderer_tokenize: Any, *, corpus: Path, tra
     counter = TokenCounter(tokenizer)
     tallies: dict[str, LanguageTally] = {}
     seen: list[tuple[str, Iterable[str]]] = []
-    corpus_rows = [row["texts"] for row in itertools.islice(_jsonl(corpus), max_rows)]
+    corpus_rows = [row["texts"] for row in itertools.islice(iter_jsonl(corpus), max_rows)]
     tally_parallel(counter, corpus_rows, tallies)
     seen.append(("corpus", languages_of(corpus_rows)))
     for set_name, rows in test_sets:
         rows = rows[:max_rows]
         tally_parallel(counter, rows, tallies)
         seen.append((set_name, languages_of(rows)))
-    conversations = itertools.islice((c for c in _jsonl(train) if not c["meta"].get("repeat")), max_rows)  # a mix repeat is no new chat
+    conversations = itertools.islice((c for c in iter_jsonl(train) if not c["meta"].get("repeat")), max_rows)  # a mix repeat is no new chat
     conversations = list(conversations)
     lengths = renderer_tokenize([c["messages"] for c in conversations])
     tally_truncation([((c["meta"]["src_lang"], c["meta"]["tgt_lang"]), n) for c, n in zip(conversations, lengths)], max_seq_len, tallies)
