@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from bayling.core.progress import track
 from bayling.core.records import Message
 
 LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines splits
@@ -86,9 +87,10 @@ def generate(
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     outputs: list[str] = [""] * len(prompts)
+    batches = range(0, len(order), batch_size)
     try:
         model.eval()
-        for start in range(0, len(order), batch_size):
+        for start in track(batches, len(batches), "generate", "batch"):
             index = order[start : start + batch_size]
             batch = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(model.device) for k, v in batch.items()}

@@ -16,7 +16,8 @@ from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
 from bayling.config.synthesize import SynthesizeParams
-from bayling.synthesize.engine import BlockResult, BlockSummary, iter_blocks, synthesize_block, write_block
+from bayling.core.progress import progress
+from bayling.synthesize.engine import BlockResult, BlockSummary, iter_blocks, shard_count, synthesize_block, write_block
 
 
 @task(name="synthesize-shard", retries=1)
@@ -31,18 +32,21 @@ def synthesize_shards(work_dir: str, params: SynthesizeParams, root: str) -> Blo
     window = 2 * params.dask.n_workers
     pending: deque = deque()
     total = BlockSummary.empty()
+    shards = progress(shard_count(len(flags), params.shard_size), "synthesize", "shard")
 
     def drain() -> None:
         index, future = pending.popleft()
         total.add(write_block(work, index, future.result()))
+        shards.update()
 
-    for i, block in enumerate(iter_blocks(work / "rows.jsonl", params.shard_size)):
-        offset = i * params.shard_size
-        pending.append((i, shard_task.submit(block, flags[offset : offset + len(block)].tolist(), params, root)))
-        if len(pending) >= window:
+    with shards:
+        for i, block in enumerate(iter_blocks(work / "rows.jsonl", params.shard_size)):
+            offset = i * params.shard_size
+            pending.append((i, shard_task.submit(block, flags[offset : offset + len(block)].tolist(), params, root)))
+            if len(pending) >= window:
+                drain()
+        while pending:
             drain()
-    while pending:
-        drain()
     return total
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from bayling.config.synthesize import SynthesizeParams
 from bayling.core.jsonl import write_jsonl
+from bayling.core.progress import track
 from bayling.core.records import Conversation
 from bayling.synthesize.followups import Turn
 from bayling.synthesize.interactive import interactive_conversation
@@ -123,6 +124,10 @@ def iter_blocks(path: Path, shard_size: int) -> Iterator[list[dict[str, Any]]]:
         yield block
 
 
+def shard_count(rows: int, shard_size: int) -> int:
+    return -(-rows // shard_size)
+
+
 def run_blocks(work: Path, flags: Sequence[bool], params: SynthesizeParams, root: Path) -> BlockSummary:
     """Synthesize every shard of work/rows.jsonl into `work`, on Dask when params say so; the summed counts."""
     if params.dask.enabled:
@@ -130,7 +135,8 @@ def run_blocks(work: Path, flags: Sequence[bool], params: SynthesizeParams, root
 
         return run_on_dask(work, flags, params, root)
     total = BlockSummary.empty()
-    for i, block in enumerate(iter_blocks(work / "rows.jsonl", params.shard_size)):
+    blocks = track(iter_blocks(work / "rows.jsonl", params.shard_size), shard_count(len(flags), params.shard_size), "synthesize", "shard")
+    for i, block in enumerate(blocks):
         offset = i * params.shard_size
         result = synthesize_block(block, flags[offset : offset + len(block)], params, str(root))
         total.add(write_block(work, i, result))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bayling.config.tokenize import TokenizeParams
+from bayling.core.progress import track
 from bayling.core.records import IGNORE_INDEX
 from bayling.tokenize.chat import Renderer, fit, labels_for, prompt_alignment_problem, strip_replies, tokenize_batch
 from bayling.tokenize.packing import best_fit_decreasing, pack_rows
@@ -150,6 +151,15 @@ def iter_chunks(path: Path, size: int) -> Iterator[list[list[dict[str, str]]]]:
         yield chunk
 
 
+def chunk_count(path: Path, size: int) -> int:
+    """How many chunks iter_chunks will make of a JSONL file (one conversation a line), for the progress bar."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 24):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    return -(-(lines + (last != b"\n")) // size)
+
+
 def iter_chunk_columns(
     path: Path, tokenizer: Any, renderer: Renderer, settings: ChunkSettings, chunk_size: int, num_proc: int, stats: TokenizeStats
 ) -> Iterator[ColumnChunk]:
@@ -277,6 +287,7 @@ def tokenize_dataset(params: TokenizeParams, model_dir: Path, synth_dir: Path, o
             raise PipelineError(f"data/synth/{split}.jsonl not found: run `python -m stages.synthesize` first")
         counts = TokenizeStats()
         chunks = iter_chunk_columns(path, tokenizer, renderer, settings, params.chunk_size, params.num_proc, counts)
+        chunks = track(chunks, chunk_count(path, params.chunk_size), f"tokenize {split}", "chunk")
         if not write_split(chunks, out / split, parse_size(params.max_shard_size), fingerprint["fingerprint"]):
             raise PipelineError(f"no {split} conversation fits tokenize.max_seq_len={params.max_seq_len}")
         stats[split] = counts.as_dict()
