@@ -6,7 +6,8 @@ compare with reference systems and with the current champion, and report.
 Reads evaluate.test_sets (the held-out split data/synth/heldout.jsonl, WMT-style files, FLORES-style
 folders), models/final and base_model.path; the champion's stored predictions from the MLflow registry.
 Writes reports/eval/metrics.json (flat keys), per_language.csv, predictions/ (BayLing-80 answers and
-reviews under predictions/instructions/), report.html with charts/, and run.json.
+reviews under predictions/instructions/), review.json (scores and the most regressed and improved segments
+per direction), report.html with charts/, and run.json.
 Scoring an existing hypothesis file is `python -m tools.score`.
 """
 
@@ -34,6 +35,7 @@ def main(evaluate: EvaluateParams, base_model: BaseModelParams, register: Regist
     from bayling.core.records import Conversation
     from bayling.core.tracking import ResilientLogger, optional_stage_run, tracking_uri
     from bayling.evaluate.report import model_comparison, render_html
+    from bayling.evaluate.review import write_review
     from bayling.evaluate.run import evaluate_models
 
     if not FINAL.exists():
@@ -56,6 +58,7 @@ def main(evaluate: EvaluateParams, base_model: BaseModelParams, register: Regist
                         ({"question_id": q.id, "model_id": label, "text": a} for q, a in zip(result.questions, run.answers)))
     if result.reviews:
         write_jsonl(OUT / "predictions" / "instructions" / "reviews.jsonl", result.reviews)
+    write_review(OUT / "review.json", result.review)
     write_json(OUT / "metrics.json", result.metrics)
     with open(OUT / "per_language.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(result.rows[0]))
@@ -66,7 +69,7 @@ def main(evaluate: EvaluateParams, base_model: BaseModelParams, register: Regist
         model_comparison(
             result.rows, metric, ["final", "base", "champion"], chart, f"{metric} per direction: candidate vs base vs champion"
         )
-    (OUT / "report.html").write_text(render_html(result.metrics, result.rows, charts, result.report_models()), "utf-8")
+    (OUT / "report.html").write_text(render_html(result.metrics, result.rows, charts, result.report_models(), result.review), "utf-8")
 
     logger = ResilientLogger()
     with optional_stage_run(ROOT, "evaluate", tracking.experiment) as run:
@@ -81,7 +84,7 @@ def main(evaluate: EvaluateParams, base_model: BaseModelParams, register: Regist
         )
         logger.log_metrics({k.replace("/", "_"): v for k, v in result.metrics.items() if isinstance(v, (int, float)) and v == v})
         logger.set_tags({k: v for k, v in result.metrics.items() if k.startswith("signature.")})
-        for artifact in [OUT / "metrics.json", OUT / "per_language.csv", OUT / "report.html", *charts]:
+        for artifact in [OUT / "metrics.json", OUT / "per_language.csv", OUT / "review.json", OUT / "report.html", *charts]:
             logger.log_artifact(artifact, "report")
     write_json(
         OUT / "run.json",

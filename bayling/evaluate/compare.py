@@ -24,6 +24,8 @@ TestSets = dict[str, dict[str, list[TestItem]]]  # test set -> direction -> item
 class Comparison:
     metrics: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the compared system's outputs, test set -> direction -> one per item (the champion's, for the review)
+    hypotheses: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def reference_streams(items: list[TestItem]) -> list[list[str]]:
@@ -122,7 +124,8 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
                                      f"candidate's on the {params.engine} server: the comparison also compares the two decoders")
             for name, items_by_direction in test_sets.items():
                 for direction, items in items_by_direction.items():
-                    result = paired_bootstrap([theirs[i.id] for i in items], final[name][direction], reference_streams(items),
+                    outputs = out.hypotheses.setdefault(name, {})[direction] = [theirs[i.id] for i in items]
+                    result = paired_bootstrap(outputs, final[name][direction], reference_streams(items),
                                               items[0].tgt_lang, samples=params.bootstrap_samples, seed=params.seed or 12345)
                     for m in result.p_values:
                         out.metrics[score_key(name, direction, "champion", m)] = round(result.baseline[m], 4)
@@ -131,4 +134,5 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
     except (MlflowException, OSError, BotoCoreError, ClientError) as exc:
         out.notes.append(f"champion comparison skipped: {type(exc).__name__}: {exc}")
         out.metrics = {}
+        out.hypotheses = {}
     return out

@@ -1,5 +1,7 @@
-"""A self-contained HTML evaluation report: tables of the flat metrics, and the per-direction charts
-(candidate vs base vs champion) as PNGs inlined and as files for DVC plots."""
+"""A self-contained HTML evaluation report: tables of the flat metrics, the per-direction charts
+(candidate vs base vs champion) as PNGs inlined and as files for DVC plots, and the review a person
+decides on (scores per direction, the segments that regressed and improved most; see
+bayling.evaluate.review). Every value is escaped: segments are model outputs and test data."""
 
 from __future__ import annotations
 
@@ -8,10 +10,61 @@ import html
 from pathlib import Path
 from typing import Any
 
+from bayling.core.metric_keys import METRICS
 from bayling.core.plots import grouped_barh
 
 
-def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: list[Path], models: list[str]) -> str:
+def _cell(value: Any) -> str:
+    return f"<td>{'' if value is None else html.escape(str(value))}</td>"
+
+
+def _score_cells(scores: dict[str, Any] | None) -> str:
+    return "".join(_cell((scores or {}).get(m)) for m in METRICS)
+
+
+def _segments_table(kind: str, direction: dict[str, Any]) -> str:
+    comparator = direction["comparator"] or "comparator"
+    segments = direction[kind]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ["id", "Δ chrF++", "source", "reference", f"{comparator} output", f"{comparator} chrF++", "candidate output",
+                    "candidate chrF++"])
+    body = "".join(
+        "<tr>" + "".join(_cell(s[k]) for k in ("id", "delta", "source", "reference", "comparator_output", "comparator_chrf_pp",
+                                               "candidate_output", "candidate_chrf_pp")) + "</tr>"
+        for s in segments
+    ) or f"<tr><td colspan='8'>no segment {html.escape(kind)} {html.escape(direction['comparator_label'])}</td></tr>"
+    caption = f"{len(segments)} most {kind} segments {direction['comparator_label']} (sentence chrF++)"
+    return (f'<table class="segments" data-kind="{html.escape(kind)}"><caption>{html.escape(caption)}</caption>'
+            f"<tr>{head}</tr>{body}</table>")
+
+
+def review_section(review: dict[str, Any] | None) -> str:
+    """The review per direction: candidate, champion and base scores with p-values against the champion,
+    then each direction's most regressed and most improved segments."""
+    if not review or not review.get("directions"):
+        return '<section id="review"><h2>Review per direction</h2><p>No translation directions were reviewed.</p></section>'
+    names = {"bleu": "BLEU", "chrf": "chrF", "chrf_pp": "chrF++"}
+    labels = ["test set", "direction", "segments", "segments ranked"]
+    labels += [f"{model} {names[m]}" for model in ("candidate", "champion", "base") for m in METRICS]
+    labels += [f"p vs champion {names[m]}" for m in METRICS]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in labels)
+    rows, details = [], []
+    for d in review["directions"]:
+        rows.append("<tr>" + "".join(_cell(v) for v in (d["test_set"], d["direction"], d["segments"], d["comparator_label"]))
+                    + "".join(_score_cells(d["scores"].get(model)) for model in ("candidate", "champion", "base"))
+                    + _score_cells(d["p_vs_champion"]) + "</tr>")
+        details.append(f"<h3>{html.escape(d['test_set'])} {html.escape(d['direction'])}: {html.escape(d['comparator_label'])}</h3>"
+                       + _segments_table("regressed", d) + _segments_table("improved", d))
+    return (
+        '<section id="review"><h2>Review per direction</h2>'
+        f"<p>Segments ranked by {html.escape(str(review.get('ranking', '')))}; the top {html.escape(str(review.get('k', '')))} "
+        "each way. A p-value is the paired bootstrap's for the hypothesis that the candidate is not better than the champion.</p>"
+        f'<table class="directions"><tr>{head}</tr>{"".join(rows)}</table>{"".join(details)}</section>'
+    )
+
+
+def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: list[Path], models: list[str],
+                review: dict[str, Any] | None = None) -> str:
     def img(path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         name = html.escape(path.stem)
@@ -36,10 +89,12 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
         "<!doctype html><html><head><meta charset='utf-8'><title>BayLing evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
-        "img{max-width:100%}figure{margin:1em 0}</style></head><body>"
+        "img{max-width:100%}figure{margin:1em 0}table.segments td{text-align:left;white-space:pre-wrap;vertical-align:top}"
+        "caption{text-align:left;font-weight:bold}</style></head><body>"
         "<h1>BayLing evaluation report</h1>"
         f"<h2>Averages, ratios, significance</h2><table>{summary}</table>"
         f"<h2>Per direction</h2><table><tr>{header}</tr>{''.join(body)}</table>"
+        f"{review_section(review)}"
         f"<h2>Charts</h2>{''.join(img(p) for p in charts)}"
         f"<h2>Notes</h2><ul>{notes}</ul></body></html>"
     )

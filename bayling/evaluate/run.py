@@ -62,6 +62,7 @@ class EvaluationResult:
     runs: dict[str, ModelRun]
     questions: list[Question] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    review: dict[str, Any] = field(default_factory=dict)  # reports/eval/review.json: scores and moved segments per direction
 
     @property
     def notes(self) -> list[str]:
@@ -172,10 +173,9 @@ def evaluate_models(
     for name in test_sets:
         metrics.update(flat.deltas(metrics, name))
     final_scores = runs["final"].scores
-    for comparison in (
-        reference_ratios(params, test_sets, final_scores, resolve),
-        against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri, cache_dir),
-    ):
+    ratios = reference_ratios(params, test_sets, final_scores, resolve)
+    champion = against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri, cache_dir)
+    for comparison in (ratios, champion):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)
     from bayling.evaluate.comet import comet_scores
@@ -188,7 +188,11 @@ def evaluate_models(
         reviews = _judge(params, questions, runs, metrics, notes, root, resolve)
     metrics["notes"] = notes
     rows = flat.per_language_rows(metrics, list(test_sets), REPORT_MODELS)
-    return EvaluationResult(metrics, rows, runs, questions, reviews)
+    from bayling.evaluate.review import build_review
+
+    review = build_review(test_sets, runs["final"].hypotheses(), champion.hypotheses or None,
+                          runs["base"].hypotheses() if "base" in runs else None, metrics)
+    return EvaluationResult(metrics, rows, runs, questions, reviews, review)
 
 
 def _judge(

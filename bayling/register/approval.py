@@ -241,8 +241,58 @@ def _exists(client: Any, model_name: str, version: str) -> bool:
         return False
 
 
-def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_table: str, report_path: str, tracking_uri: str) -> str:
-    """What a reviewer sees in the paused run: scores against base and champion, the gate, where the report is."""
+MAX_CELL = 200  # characters of one segment shown in the pause; report.html has them whole
+MARKDOWN_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|~"})
+
+
+def markdown_cell(text: Any, limit: int = MAX_CELL) -> str:
+    """Text made safe for one markdown table cell: on one line, cut to `limit` characters, and with the
+    characters that would end the cell or start markup (pipes, asterisks, brackets, ...) escaped."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1].rstrip() + "…"
+    return flat.translate(MARKDOWN_SPECIAL)
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def review_tables(review: dict[str, Any]) -> list[str]:
+    """The per-direction table (candidate, champion and base chrF++, p against the champion) and each
+    direction's most regressed and most improved segments, as markdown lines."""
+    directions = review.get("directions") or []
+    if not directions:
+        return []
+    lines = ["### Per direction", "",
+             "chrF++ per direction; p is the paired bootstrap's for \"the candidate is not better than the champion\".", "",
+             "| test set | direction | candidate chrF++ | champion chrF++ | base chrF++ | p chrF++ | p BLEU | segments |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for d in directions:
+        scores, p = d["scores"], d.get("p_vs_champion") or {}
+        lines.append(f"| {markdown_cell(d['test_set'])} | {markdown_cell(d['direction'])} | "
+                     + " | ".join(_number((scores.get(model) or {}).get("chrf_pp")) for model in ("candidate", "champion", "base"))
+                     + f" | {_number(p.get('chrf_pp'), 4)} | {_number(p.get('bleu'), 4)} | {d['segments']} |")
+    for d in directions:
+        comparator = d["comparator"] or "comparator"
+        lines += ["", f"#### {markdown_cell(d['test_set'])} {markdown_cell(d['direction'])}: {markdown_cell(d['comparator_label'])}"]
+        for change in ("regressed", "improved"):
+            segments = d[change]
+            if not segments:
+                lines += ["", f"No segment {change} {markdown_cell(d['comparator_label'])}."]
+                continue
+            lines += ["", f"{len(segments)} most {change} {markdown_cell(d['comparator_label'])} (sentence chrF++):", "",
+                      f"| Δ chrF++ | source | reference | {comparator} (chrF++) | candidate (chrF++) |", "|---:|---|---|---|---|"]
+            lines += [f"| {s['delta']:+.2f} | {markdown_cell(s['source'])} | {markdown_cell(s['reference'])} | "
+                      f"{markdown_cell(s['comparator_output'])} ({s['comparator_chrf_pp']:.2f}) | "
+                      f"{markdown_cell(s['candidate_output'])} ({s['candidate_chrf_pp']:.2f}) |" for s in segments]
+    return [*lines, ""]
+
+
+def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_table: str, report_path: str, tracking_uri: str,
+                    review: dict[str, Any] | None = None) -> str:
+    """What a reviewer sees in the paused run: scores against base and champion, the gate, the review per
+    direction (reports/eval/review.json: scores, p-values, the segments that moved most), where the report is."""
     primary = metrics.get("primary_test_set", "heldout")
     rows = ["| model | BLEU | chrF | chrF++ |", "|---|---:|---:|---:|"]
     for label, model in (("candidate", "final"), ("base", "base")):
@@ -269,6 +319,7 @@ def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_
             "",
             gate_table,
             "",
+            *review_tables(review or {}),
             f"Report: `{report_path}` (also in the evaluate run's artifacts under `report/`). MLflow: {tracking_uri}, "
             f"register run `{registration['run_id']}`.",
             "",

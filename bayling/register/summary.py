@@ -17,6 +17,7 @@ def _read(path: Path) -> Any:
 def collect(root: Path) -> dict[str, Any]:
     return {
         "eval": _read(root / "reports" / "eval" / "metrics.json"),
+        "review": _read(root / "reports" / "eval" / "review.json"),  # scores and moved segments per direction
         "train": _read(root / "reports" / "train" / "metrics.json"),
         "register": _read(root / "reports" / "register.json"),
     }
