@@ -2,7 +2,9 @@
 
     python -m stages.register
 
-Reads models/final, reports/eval/{metrics,run}.json, reports/train/run.json, params.yaml and dvc.lock.
+Reads models/final, reports/eval/{metrics,run}.json, reports/train/{run,metrics}.json, data/synth/card.json,
+params.yaml and dvc.lock, and writes the Hugging Face model card models/final/README.md (also logged to the
+register run as model_card/README.md and shown as the version's description).
 Tags the version with the git commit, the md5 of every DVC out in dvc.lock, the params, and the
 evaluation scores. Registering the same model files again reuses their version instead of adding one.
 The gate in register.gate (minimum scores, required test sets, no significant drop against the
@@ -40,6 +42,8 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
         train_run=read_json(ROOT / "reports" / "train" / "run.json", "reports/train/run.json (train)"),
         eval_run=read_json(ROOT / "reports" / "eval" / "run.json", "reports/eval/run.json (evaluate)"),
         params=read_params_file(ROOT / PARAMS_FILE)[0],
+        data_card=read_json(ROOT / "data" / "synth" / "card.json", "data/synth/card.json (synthesize)"),
+        train_metrics=read_json(ROOT / "reports" / "train" / "metrics.json", "reports/train/metrics.json (train)"),
     )
     result, rules, verdict, model_sha256 = register_model(register, tracking, inputs, ROOT, FINAL)
     for r in rules:

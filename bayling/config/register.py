@@ -1,4 +1,4 @@
-"""`register`: the registered model's name and aliases, the promotion gate and the approval step."""
+"""`register`: the registered model's name and aliases, the promotion gate, the approval step and the model card."""
 
 from __future__ import annotations
 
@@ -32,9 +32,28 @@ class ApprovalParams(Section):
     reject_champion: Literal["refuse", "clear", "previous"] = "refuse"
 
 
+class CardParams(Section):
+    """What the Hugging Face model card (models/final/README.md) says beyond what the pipeline measured."""
+
+    license: str | None = None  # a Hub license id; null: the base model's (known for SmolLM2 and Llama 2/3), else "other"
+    base_model: str | None = None  # the Hub id the card names; null: base_model.hf_id, or the packaged GGUF's upstream model
+    datasets: list[str] = []  # Hub ids of the training data; empty: the names of fetch.sources and synthesize.general.sources
+    tags: list[str] = ["translation", "bayling", "instruction-tuning", "multilingual"]
+    intended_use: str = (
+        "Research on carrying instruction following into other languages with translation-derived instructions "
+        "(BayLing's recipe): translating between the languages listed here and following simple instructions in them."
+    )
+    limitations: str = (
+        "Trained on a small sample with a short schedule: expect poor translations and hallucinations, and check every "
+        "output. Scores come from a few segments per direction. Not for production, for safety-critical or medical "
+        "translation, or for languages it was not trained on. Training data keeps its sources' licenses (see the data card)."
+    )
+
+
 class RegisterParams(Section):
     model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "bayling-candidate"
     alias: Alias = "candidate"
     champion_alias: Alias = "champion"
     gate: GateParams = GateParams()
     approval: ApprovalParams = ApprovalParams()
+    card: CardParams = CardParams()
