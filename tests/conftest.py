@@ -107,6 +107,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
         yield url
 
 
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """Debian's Chromium for the browser tests: on PATH, or apt-installed once when running as root; else a skip."""
+    from browser import chromium_or_skip
+
+    return chromium_or_skip()
+
+
 @pytest.fixture
 def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
