@@ -38,6 +38,7 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 
 from bayling.config.loader import load_all
+from bayling.core import progress
 from bayling.core.errors import PipelineError
 from bayling.core.paths import project_root
 from bayling.register import summary as run_summary
@@ -109,6 +110,8 @@ def stage_env(parent_run_id: str | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"  # stage logs reach the flow's log as they happen
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # Stages report progress as event lines, which dvc() turns into a Prefect progress artifact per stage.
+    env[progress.MODE_ENV] = "off" if os.environ.get(progress.MODE_ENV) == "off" else "events"
     return env
 
 
@@ -132,10 +135,16 @@ class Interruption:
 INTERRUPTION = Interruption()
 
 
-def dvc(*args: str, log_lines: bool = True, parent_run_id: str | None = None) -> tuple[int, list[str]]:
-    """Run a DVC command in the project, streaming its output to the run log; returns (code, lines)."""
+def dvc(*args: str, log_lines: bool = True, parent_run_id: str | None = None, cwd: Path = ROOT,
+        env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Run a DVC command in the project (or in `cwd` with `env`: flows.reproduce's work tree), streaming its
+    output to the run log; returns (code, lines).
+
+    For `repro --single-item STAGE`, the stage's progress events become the artifact progress-STAGE."""
     logger = get_run_logger()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=ROOT, env=stage_env(parent_run_id), stdout=subprocess.PIPE,
+    stage = args[args.index("--single-item") + 1] if args[:1] == ("repro",) and "--single-item" in args else None
+    watch = progress.StageWatch(stage, logger.info, progress.PrefectProgressArtifact(stage) if stage else None)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env or stage_env(parent_run_id), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     INTERRUPTION.child = proc
     output: list[str] = []
@@ -143,11 +152,15 @@ def dvc(*args: str, log_lines: bool = True, parent_run_id: str | None = None) ->
     try:
         for line in proc.stdout:
             line = line.rstrip()
+            if watch.feed(line):
+                continue
             if line and not PROGRESS_BAR.search(line) and not line.lstrip().startswith(DVC_HINTS):
                 output.append(line)
                 if log_lines:
                     logger.info(line)
-        return proc.wait(), output
+        code = proc.wait()
+        watch.finish(succeeded=code == 0 and not INTERRUPTION.requested)
+        return code, output
     finally:
         INTERRUPTION.child = None
         if proc.poll() is None:  # stopped at once: do not leave DVC holding its lock
@@ -348,7 +361,7 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
         return None
     table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
     report = str(ROOT / "reports" / "eval" / "report.html")
-    description = review_markdown(registration, collected.get("eval") or {}, table, report, uri)
+    description = review_markdown(registration, collected.get("eval") or {}, table, report, uri, collected.get("review"))
     poll = int(os.environ.get("BAYLING_APPROVAL_POLL_S", "10"))
     deadline = time.monotonic() + settings.approval.timeout_s
     attempt = 0

@@ -52,10 +52,17 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def directory_sha256(directory: Path) -> str:
-    """One digest over every file's relative path and content, in sorted order."""
+# Files written into a model directory after training that are not the model: register's Hugging Face model
+# card. Leaving them out keeps a model's identity (and evaluate's generation cache key) the same when only
+# its card changed, so re-evaluating the same weights re-uses their registered version.
+NOT_MODEL_FILES = frozenset({"README.md"})
+
+
+def directory_sha256(directory: Path, exclude: frozenset[str] = NOT_MODEL_FILES) -> str:
+    """One digest over every file's relative path and content, in sorted order, leaving out the files
+    whose path relative to `directory` is in `exclude` (by default the model card)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).as_posix() not in exclude):
         digest.update(str(path.relative_to(directory)).encode() + b"\x00")
         with open(path, "rb") as handle:
             hashlib.file_digest(handle, lambda: digest)  # continues the running digest
@@ -84,3 +91,16 @@ def tokenizer_only_fingerprint(fingerprint: dict[str, Any]) -> str:
     """The part of a fingerprint that must match between tokenize and train: the base tokenizer and the template."""
     core = {k: fingerprint[k] for k in ("tokenizer_files", "chat_template_sha256")}
     return sha256_bytes(json.dumps(core, sort_keys=True).encode())
+
+
+def default_remote_url(root: Path) -> str | None:
+    """The URL of the project's default DVC remote, as DVC resolves it (config.local included), if one is set."""
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            config = repo.config
+            name = config.get("core", {}).get("remote")
+            return config.get("remote", {}).get(name, {}).get("url") if name else None
+    except Exception:  # no DVC repository here, or a config DVC itself refuses: the tag is informative only
+        return None

@@ -258,6 +258,9 @@ def _number(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+MAX_SEGMENT_DIRECTIONS = 12
+
+
 def review_tables(review: dict[str, Any]) -> list[str]:
     """The per-direction table (candidate, champion and base chrF++, p against the champion) and each
     direction's most regressed and most improved segments, as markdown lines."""
@@ -273,7 +276,12 @@ def review_tables(review: dict[str, Any]) -> list[str]:
         lines.append(f"| {markdown_cell(d['test_set'])} | {markdown_cell(d['direction'])} | "
                      + " | ".join(_number((scores.get(model) or {}).get("chrf_pp")) for model in ("candidate", "champion", "base"))
                      + f" | {_number(p.get('chrf_pp'), 4)} | {_number(p.get('bleu'), 4)} | {d['segments']} |")
-    for d in directions:
+    # Segments for the directions that lost most, so a 200-direction FLORES review stays a readable pause form
+    # (Prefect keeps it as run input); report.html lists every direction.
+    worst = sorted(directions, key=lambda d: min((s["delta"] for s in d["regressed"]), default=0.0))[:MAX_SEGMENT_DIRECTIONS]
+    if len(directions) > len(worst):
+        lines += ["", f"Segments below for the {len(worst)} directions that regressed most; all {len(directions)} are in report.html."]
+    for d in worst:
         comparator = d["comparator"] or "comparator"
         lines += ["", f"#### {markdown_cell(d['test_set'])} {markdown_cell(d['direction'])}: {markdown_cell(d['comparator_label'])}"]
         for change in ("regressed", "improved"):

@@ -17,8 +17,13 @@ from bayling.register.champion import HF_ARTIFACT
 
 class TranslationModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
+        import os
+
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from bayling.core.progress import MODE_ENV
+
+        os.environ.setdefault(MODE_ENV, "off")  # a progress bar per request would fill the server's log
         path = context.artifacts[HF_ARTIFACT]
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path)

@@ -65,6 +65,7 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     from transformers import AutoTokenizer
 
     from bayling.core.lineage import tokenizer_fingerprint, tokenizer_only_fingerprint
+    from bayling.core.progress import trainer_callback
     from bayling.tokenize.packing import packing_refusal
     from bayling.tokenize.templates import end_of_turn_ids
     from bayling.train import checkpoints, launch
@@ -128,7 +129,7 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
         train_dataset=dataset,
         data_collator=PackedCollator(tokenizer.pad_token_id) if packed else padding_collator(tokenizer),
         processing_class=tokenizer,
-        callbacks=[step_logger, checkpoints.make_checkpoint_marker(expected)],
+        callbacks=[step_logger, checkpoints.make_checkpoint_marker(expected), trainer_callback()],
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -146,6 +147,10 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     else:
         unwrapped(trainer.model).config.use_cache = True
         trainer.save_model(str(paths.final))
+        if main_process:
+            # Trainer pickles its arguments here, absolute paths included, so the same training in another
+            # checkout would write a different model folder; the settings are in run.json and MLflow instead.
+            (paths.final / "training_args.bin").unlink(missing_ok=True)
     tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
     history = step_logger.history
     metrics = {

@@ -186,3 +186,18 @@ def test_ranking_is_stable_under_input_order():
     first = rank_segments(items, outputs, ["le"] * 8, k=8)
     again = rank_segments(list(reversed(items)), list(reversed(outputs)), ["le"] * 8, k=8)
     assert first == again
+
+
+def test_the_pause_form_lists_segments_only_for_the_directions_that_lost_most():
+    from bayling.register.approval import MAX_SEGMENT_DIRECTIONS, review_tables
+
+    def direction(i: int) -> dict:
+        segment = {"delta": -float(i), "source": f"src {i}", "reference": "ref", "comparator_output": "a", "candidate_output": "b",
+                   "comparator_chrf_pp": 50.0, "candidate_chrf_pp": 50.0 - i}
+        return {"test_set": "flores", "direction": f"eng_Latn-x{i:03d}_Latn", "segments": 8, "scores": {}, "comparator": "champion",
+                "comparator_label": "vs champion v1", "regressed": [segment], "improved": []}
+
+    text = "\n".join(review_tables({"directions": [direction(i) for i in range(1, 41)]}))
+    assert text.count("\n| flores |") == 40  # every direction keeps its row in the score table
+    assert text.count("most regressed") == MAX_SEGMENT_DIRECTIONS
+    assert "src 40" in text and "src 1 " not in text and "all 40 are in report.html" in text

@@ -1,0 +1,157 @@
+"""Comparing a rebuild with a registered version's record: stage order, what counts, and how a difference reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bayling.core.errors import PipelineError
+from bayling.register.reproduce import (
+    ModelRef,
+    RecordedVersion,
+    Verdict,
+    cache_file,
+    check_lock_matches,
+    explain,
+    parse_model_uri,
+    render,
+    stage_results,
+    stages_from,
+)
+
+ORDER = ["base_model", "fetch", "tokenize", "train", "evaluate", "register"]
+STAGE_OUTS = {
+    "base_model": [("models/base", True)],
+    "fetch": [("data/raw", True)],
+    "tokenize": [("data/tokenized", True), ("reports/tokenize/stats.json", False)],
+    "train": [("models/final", True), ("reports/train/run.json", False)],
+    "evaluate": [("reports/eval/predictions", True), ("reports/eval/run.json", False)],
+    "register": [("reports/register.json", False)],
+}
+
+
+class Cache:
+    """A DVC 3 cache folder written the way DVC writes it: files/md5/ab/cdef..., directories as .dir lists."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, data: bytes) -> str:
+        md5 = hashlib.md5(data).hexdigest()
+        path = cache_file(self.root, md5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return md5
+
+    def directory(self, files: dict[str, bytes]) -> str:
+        listing = json.dumps([{"md5": self.put(data), "relpath": rel} for rel, data in sorted(files.items())]).encode()
+        md5 = hashlib.md5(listing).hexdigest() + ".dir"
+        path = cache_file(self.root, md5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(listing)
+        return md5
+
+
+def weights(tmp_path: Path, name: str, scale: float) -> bytes:
+    torch.manual_seed(0)
+    tensors = {"layer.0.weight": torch.randn(8, 8), "layer.1.weight": torch.randn(8, 8), "norm.weight": torch.ones(8)}
+    tensors["layer.1.weight"] = tensors["layer.1.weight"] * scale
+    path = tmp_path / name
+    save_file(tensors, str(path))
+    return path.read_bytes()
+
+
+def recorded(outs: dict[str, str]) -> RecordedVersion:
+    return RecordedVersion("m", "3", "abc123def456", False, outs, "run-1")
+
+
+def test_model_uris_by_version_and_alias_and_refusals():
+    assert parse_model_uri("models:/bayling/7") == ModelRef("bayling", "7", None)
+    assert parse_model_uri("models:/bayling@champion") == ModelRef("bayling", None, "champion")
+    assert str(parse_model_uri("models:/bayling@champion")) == "models:/bayling@champion"
+    for bad in ("bayling/7", "models:/bayling", "models:/bayling/seven", "runs:/abc/model"):
+        with pytest.raises(PipelineError, match="models:/NAME/VERSION"):
+            parse_model_uri(bad)
+
+
+def test_identical_cached_outputs_reproduce_even_when_reports_differ():
+    outs = {"models/base": "b", "data/raw": "r.dir", "data/tokenized": "t.dir", "reports/tokenize/stats.json": "s1",
+            "models/final": "f.dir", "reports/train/run.json": "run-a", "reports/eval/predictions": "p.dir", "reports/eval/run.json": "e"}
+    rebuilt = dict(outs, **{"reports/train/run.json": "run-b", "reports/eval/run.json": "e2"})
+    verdict = Verdict(stage_results(ORDER, STAGE_OUTS, outs, rebuilt), stages_from(ORDER, None))
+    assert verdict.reproduced and verdict.first_difference is None
+    assert len(verdict.checked()) == 5
+    text = render(ModelRef("m", "3"), recorded(outs), verdict, Path("/nonexistent"), Path("/w"))
+    assert "reproduced bit for bit: 5 cached outputs" in text and "1 of 3 identical" in text
+
+
+def test_the_first_differing_stage_in_pipeline_order_is_named(tmp_path: Path):
+    cache = Cache(tmp_path / "cache")
+    rows = [json.dumps({"id": i}) for i in range(5)]
+    old_final = cache.directory({"model.safetensors": weights(tmp_path, "a", 1.0), "config.json": b'{"a": 1}'})
+    new_final = cache.directory({"model.safetensors": weights(tmp_path, "b", 1.5), "config.json": b'{"a": 1}'})
+    old_raw = cache.directory({"corpus.jsonl": "\n".join(rows).encode()})
+    outs = {"models/base": "b", "data/raw": old_raw, "data/tokenized": "t.dir", "models/final": old_final,
+            "reports/eval/predictions": "p.dir"}
+    rebuilt = dict(outs, **{"models/final": new_final, "reports/eval/predictions": "q.dir"})
+    verdict = Verdict(stage_results(ORDER, STAGE_OUTS, outs, rebuilt), stages_from(ORDER, None))
+    assert verdict.first_difference.stage == "train"  # evaluate differs too, but after it
+    text = render(ModelRef("m", "3"), recorded(outs), verdict, cache.root, tmp_path)
+    assert "first stage whose output differs is 'train'" in text and "later stages also differ: evaluate" in text
+    assert "models/final: 1 of 2 files differ" in text and "1 of 3 tensors changed" in text
+    assert "layer.1.weight: ||Δ||" in text and "layer.0.weight: ||Δ||" not in text
+    assert "identical before it: base_model, fetch, tokenize" in text
+
+    new_raw = cache.directory({"corpus.jsonl": "\n".join(rows[:3] + [json.dumps({"id": 9})]).encode()})
+    fetch = Verdict(stage_results(ORDER, STAGE_OUTS, outs, dict(outs, **{"data/raw": new_raw})), stages_from(ORDER, None))
+    (lines,) = [explain(o, cache.root) for o in fetch.first_difference.differing]
+    assert "corpus.jsonl: rows 5 -> 4 (2 recorded rows gone, 1 new)" in "\n".join(lines)
+
+
+def test_stages_before_from_are_not_judged_and_register_never_reruns():
+    assert stages_from(ORDER, "train") == ["train", "evaluate"]
+    assert "register" not in stages_from(ORDER, None)
+    with pytest.raises(PipelineError, match="--from 'register'"):
+        stages_from(ORDER, "register")
+    outs = {"data/raw": "r.dir", "models/final": "f.dir"}
+    # a pulled upstream output that somehow differs is not this rebuild's doing
+    verdict = Verdict(stage_results(ORDER, STAGE_OUTS, outs, {"data/raw": "x.dir", "models/final": "f.dir"}), ["train", "evaluate"])
+    assert verdict.reproduced
+
+
+def test_a_missing_recorded_object_is_said_not_guessed(tmp_path: Path):
+    cache = Cache(tmp_path / "cache")
+    new = cache.directory({"a.jsonl": b"{}\n"})
+    verdict = Verdict(stage_results(ORDER, STAGE_OUTS, {"data/raw": "0" * 32 + ".dir"}, {"data/raw": new}), ["fetch"])
+    (lines,) = [explain(o, cache.root) for o in verdict.first_difference.differing]
+    assert "recorded file list is not in the cache" in lines[0]
+
+
+def test_a_logged_lock_must_match_the_version_tags():
+    lock = {"stages": {"fetch": {"outs": [{"path": "data/raw", "md5": "r.dir"}]}}}
+    check_lock_matches(recorded({"data/raw": "r.dir"}), lock)
+    with pytest.raises(PipelineError, match="does not match its dvc.\\*.md5 tags for data/raw"):
+        check_lock_matches(recorded({"data/raw": "other.dir"}), lock)
+
+
+def test_nothing_compared_is_not_a_pass_and_a_missing_rebuild_md5_is_a_difference(tmp_path: Path):
+    only_reports = Verdict(stage_results(ORDER, STAGE_OUTS, {"reports/train/run.json": "a"}, {"reports/train/run.json": "a"}), ["train"])
+    assert not only_reports.reproduced and only_reports.first_difference is None
+    assert "nothing was compared" in render(ModelRef("m", "3"), recorded({}), only_reports, tmp_path, None)
+    lost = Verdict(stage_results(ORDER, STAGE_OUTS, {"models/final": "f.dir"}, {}), ["train"])
+    assert lost.first_difference.stage == "train"
+    assert "no md5 for it" in explain(lost.first_difference.differing[0], tmp_path)[0]
+
+
+def test_registry_values_are_checked_before_they_reach_git_or_a_tag(tmp_path: Path):
+    from bayling.register.reproduce import clone_at, public_url
+
+    with pytest.raises(PipelineError, match="is not a commit id"):
+        clone_at(tmp_path, "--upload-pack=touch /tmp/x", tmp_path / "w")
+    assert public_url("https://user:token@example.org:8443/dvc") == "https://example.org:8443/dvc"
+    assert public_url("s3://bucket/dvc") == "s3://bucket/dvc" and public_url(None) is None
