@@ -26,6 +26,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     # the compared system's outputs, test set -> direction -> one per item (the champion's, for the review)
     hypotheses: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # why there are no champion outputs, as the review's label says it: "no champion", "champion comparison off"...
+    absence: str = "no champion"
 
 
 def reference_streams(items: list[TestItem]) -> list[list[str]]:
@@ -93,6 +95,7 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
 
     out = Comparison()
     if not params.compare_with_champion:
+        out.absence = "champion comparison off"
         return out
     mlflow.set_tracking_uri(tracking_uri)
     try:
@@ -135,4 +138,5 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
         out.notes.append(f"champion comparison skipped: {type(exc).__name__}: {exc}")
         out.metrics = {}
         out.hypotheses = {}
+        out.absence = "champion unreachable"
     return out

@@ -89,14 +89,15 @@ def _model_scores(metrics: dict[str, Any], test_set: str, direction: str, model:
 
 def review_direction(test_set: str, direction: str, items: Sequence[TestItem], candidate: Sequence[str],
                      champion: Sequence[str] | None, base: Sequence[str] | None, metrics: dict[str, Any],
-                     k: int = TOP_K) -> DirectionReview:
-    """One direction's review: the champion is the comparator when its outputs are given, else the base model."""
+                     k: int = TOP_K, absence: str = "no champion") -> DirectionReview:
+    """One direction's review: the champion is the comparator when its outputs are given, else the base model.
+    `absence` says why there are no champion outputs, in the label the reviewer reads."""
     if champion is not None:
         comparator, label, theirs = "champion", f"vs champion v{metrics.get('champion_version', '?')}", champion
     elif base is not None:
-        comparator, label, theirs = "base", "vs base (no champion)", base
+        comparator, label, theirs = "base", f"vs base ({absence})", base
     else:
-        comparator, label, theirs = None, "no comparator (no champion, base not evaluated)", None
+        comparator, label, theirs = None, f"no comparator ({absence}, base not evaluated)", None
     regressed, improved = rank_segments(items, candidate, theirs, k) if theirs is not None else ([], [])
     return DirectionReview(
         test_set=test_set,
@@ -113,7 +114,8 @@ def review_direction(test_set: str, direction: str, items: Sequence[TestItem], c
 
 
 def build_review(test_sets: dict[str, dict[str, list[TestItem]]], candidate: Hypotheses, champion: Hypotheses | None,
-                 base: Hypotheses | None, metrics: dict[str, Any], k: int = TOP_K) -> dict[str, Any]:
+                 base: Hypotheses | None, metrics: dict[str, Any], k: int = TOP_K,
+                 champion_absence: str = "no champion") -> dict[str, Any]:
     """The whole review as reports/eval/review.json holds it, test sets and directions in sorted order.
 
     `champion` and `base` may lack a test set or direction (or be None): that direction then falls back
@@ -125,7 +127,8 @@ def build_review(test_sets: dict[str, dict[str, list[TestItem]]], candidate: Hyp
             items = test_sets[name][direction]
             theirs = (champion or {}).get(name, {}).get(direction)
             before = (base or {}).get(name, {}).get(direction)
-            directions.append(review_direction(name, direction, items, candidate[name][direction], theirs, before, metrics, k).to_json())
+            directions.append(review_direction(name, direction, items, candidate[name][direction], theirs, before, metrics, k,
+                                               champion_absence if champion is None else "champion has no outputs here").to_json())
     return {
         "k": k,
         "ranking": RANKING,

@@ -191,7 +191,8 @@ def evaluate_models(
     from bayling.evaluate.review import build_review
 
     review = build_review(test_sets, runs["final"].hypotheses(), champion.hypotheses or None,
-                          runs["base"].hypotheses() if "base" in runs else None, metrics)
+                          runs["base"].hypotheses() if "base" in runs else None, metrics,
+                          champion_absence=champion.absence)
     return EvaluationResult(metrics, rows, runs, questions, reviews, review)
 
 

@@ -90,6 +90,11 @@ def test_the_champion_is_the_comparator_when_there_is_one_else_the_base_model():
     neither = review_direction("flores", DIRECTION, ITEMS, candidate, None, None, metrics_for(False))
     assert neither.comparator is None and neither.regressed == [] == neither.improved
 
+    # a champion that exists but was not compared must not be reported as missing
+    switched_off = review_direction("flores", DIRECTION, ITEMS, candidate, None, base, metrics_for(False),
+                                    absence="champion comparison off")
+    assert switched_off.comparator_label == "vs base (champion comparison off)"
+
 
 def test_build_review_falls_back_per_direction_and_writes_the_same_bytes_every_time(tmp_path):
     other = "eng_Latn-swh_Latn"
@@ -102,7 +107,8 @@ def test_build_review_falls_back_per_direction_and_writes_the_same_bytes_every_t
     by_direction = {d["direction"]: d for d in review["directions"]}
     assert [d["direction"] for d in review["directions"]] == sorted(by_direction)
     assert by_direction[DIRECTION]["comparator"] == "champion" and len(by_direction[DIRECTION]["regressed"]) == 5
-    assert by_direction[other]["comparator"] == "base" and by_direction[other]["comparator_label"] == "vs base (no champion)"
+    assert by_direction[other]["comparator"] == "base"
+    assert by_direction[other]["comparator_label"] == "vs base (champion has no outputs here)"
     assert review["k"] == 5 and review["champion_version"] == 3
 
     write_review(tmp_path / "a.json", review)

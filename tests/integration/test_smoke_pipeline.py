@@ -364,7 +364,7 @@ def test_review_shows_where_a_candidate_got_worse_than_base(smoke_run, repo_root
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
 
     review = json.loads((dest / "reports/eval/review.json").read_text("utf-8"))
-    assert {d["comparator_label"] for d in review["directions"]} == {"vs base (no champion)"}
+    assert {d["comparator_label"] for d in review["directions"]} == {"vs base (champion comparison off)"}
     base_outputs = {}
     for path in (dest / "reports/eval/predictions/base").rglob("*.jsonl"):
         base_outputs.update({row["id"]: row["hypothesis"] for row in map(json.loads, path.read_text("utf-8").splitlines())})
@@ -387,5 +387,5 @@ def test_review_shows_where_a_candidate_got_worse_than_base(smoke_run, repo_root
                                                                           "review/review.json"}
     table = json.loads(Path(client.download_artifacts(run_id, "review/segments.json", str(tmp_path))).read_text())
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
-    assert len(rows) == len(moved) and {r["compared_with"] for r in rows} == {"vs base (no champion)"}
+    assert len(rows) == len(moved) and {r["compared_with"] for r in rows} == {"vs base (champion comparison off)"}
     assert sorted(r["id"] for r in rows if r["change"] == "regressed") == sorted(s["id"] for s in regressed)
