@@ -122,8 +122,14 @@ def paired_bootstrap(
     baseline: Sequence[str], candidate: Sequence[str], references: Sequence[Sequence[str]], target_lang: str,
     samples: int = 1000, seed: int = 12345,
 ) -> PairedResult:
-    """sacreBLEU's paired bootstrap resampling of a candidate against a baseline, seeded: p-values for
-    the hypothesis that the candidate is not better, per metric (BLEU with the target's tokenizer, chrF2, chrF2++)."""
+    """sacreBLEU's paired bootstrap resampling of a candidate against a baseline, seeded, per metric (BLEU
+    with the target's tokenizer, chrF2, chrF2++).
+
+    The p-value is two-sided, as sacreBLEU computes it from |difference|: the chance of a gap this large
+    if the two systems were equally good. Which one is ahead is read from the scores. An observed gap of
+    exactly zero gets p = 1: sacreBLEU's strict count would give 1/(samples+1) there, which reads as
+    "significantly different" for two systems that scored the same.
+    """
     import os
 
     from sacrebleu.metrics import BLEU, CHRF
@@ -146,7 +152,7 @@ def paired_bootstrap(
     reported = [key for key in results if key != "System"]  # sacreBLEU's display names, in our metrics' order
     for name, key in zip(metrics, reported):
         base_result, cand_result = results[key]
-        p_values[name] = float(cand_result.p_value)
+        p_values[name] = float(cand_result.p_value) if cand_result.score != base_result.score else 1.0
         base_scores[name] = float(base_result.score)
         cand_scores[name] = float(cand_result.score)
     return PairedResult(p_values, base_scores, cand_scores)

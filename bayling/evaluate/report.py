@@ -58,7 +58,8 @@ def review_section(review: dict[str, Any] | None) -> str:
     return (
         '<section id="review"><h2>Review per direction</h2>'
         f"<p>Segments ranked by {html.escape(str(review.get('ranking', '')))}; the top {html.escape(str(review.get('k', '')))} "
-        "each way. A p-value is the paired bootstrap's for the hypothesis that the candidate is not better than the champion.</p>"
+        "each way. A p-value is the paired bootstrap's (two-sided) for candidate and champion being equally good: a "
+        "small p says the gap is unlikely to be chance, in the direction the scores show.</p>"
         f'<table class="directions"><tr>{head}</tr>{"".join(rows)}</table>{"".join(details)}</section>'
     )
 

@@ -268,7 +268,8 @@ def review_tables(review: dict[str, Any]) -> list[str]:
     if not directions:
         return []
     lines = ["### Per direction", "",
-             "chrF++ per direction; p is the paired bootstrap's for \"the candidate is not better than the champion\".", "",
+             "chrF++ per direction; p is the paired bootstrap's (two-sided) for \"candidate and champion are equally good\": "
+             "a small p says the gap is not chance, in the direction the scores show.", "",
              "| test set | direction | candidate chrF++ | champion chrF++ | base chrF++ | p chrF++ | p BLEU | segments |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for d in directions:

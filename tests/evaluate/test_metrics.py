@@ -163,3 +163,18 @@ def test_scorer_drops_a_bom_scores_blank_output_as_zero_and_ignores_a_closed_pip
                           cwd=Path(__file__).resolve().parents[2])
     os.close(writer)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
+
+
+def test_paired_bootstrap_finds_no_difference_between_identical_outputs_and_is_two_sided():
+    bench = SHARED / "bayling" / "translation_benchmark"
+    ref = read_segments(bench / "reference" / "deen.ref")[:200]
+    gpt4 = read_segments(bench / "gpt-4" / "de-en.hypo")[:200]
+    same = paired_bootstrap(gpt4, list(gpt4), [ref], "eng_Latn", samples=200, seed=7)
+    # sacreBLEU's strict count alone would say p = 1/201 here: "significantly different" from itself
+    assert same.p_values == {"bleu": 1.0, "chrf": 1.0, "chrf_pp": 1.0}
+    # the test is of |difference|: swapping the two systems changes the sign, not the p-value
+    worse = ref[1:] + ref[:1]
+    forward = paired_bootstrap(gpt4, worse, [ref], "eng_Latn", samples=200, seed=7)
+    backward = paired_bootstrap(worse, gpt4, [ref], "eng_Latn", samples=200, seed=7)
+    assert forward.p_values["chrf"] < 0.01 and backward.p_values["chrf"] < 0.01
+    assert forward.candidate["chrf"] < forward.baseline["chrf"] and backward.candidate["chrf"] > backward.baseline["chrf"]
