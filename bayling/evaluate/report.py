@@ -88,7 +88,8 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in metrics.get("notes", []))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>BayLing evaluation</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+        # prose keeps a readable measure; the review's tables (15 score columns) get the window's full width
+        "<style>body{font-family:sans-serif;margin:2em}p,ul,h1,h2,h3{max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
         "img{max-width:100%}figure{margin:1em 0}table.segments td{text-align:left;white-space:pre-wrap;vertical-align:top}"
         "caption{text-align:left;font-weight:bold}</style></head><body>"
