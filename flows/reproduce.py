@@ -61,13 +61,13 @@ def prepare_work_tree(recorded: Any, client: Any, workdir: Path, overrides: dict
 def pull(workdir: Path, env: dict[str, str], remote: str | None) -> str:
     """Pull the recorded outputs: from --remote, the commit's default remote, or else this checkout's own DVC
     cache (laid out as a DVC 3 local remote is), which holds what was built here."""
-    from bayling.register.reproduce import PROJECT_CACHE_REMOTE
+    from bayling.register.reproduce import PROJECT_CACHE_REMOTE, dvc_cache_dir
 
     code, lines = dvc("remote", "default", cwd=workdir, env=env, log_lines=False)
     name = remote or (lines[-1].strip() if code == 0 and lines else None)
     if not name:
         name = PROJECT_CACHE_REMOTE
-        code, lines = dvc("remote", "add", "--local", "--force", name, str(ROOT / ".dvc" / "cache"), cwd=workdir, env=env,
+        code, lines = dvc("remote", "add", "--local", "--force", name, str(dvc_cache_dir(ROOT)), cwd=workdir, env=env,
                           log_lines=False)
         if code != 0:
             raise PipelineError("could not use this checkout's DVC cache as a remote:\n" + "\n".join(lines[-TAIL_LINES:]))
@@ -111,7 +111,9 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
     from bayling.register.reproduce import (
         PROJECT_CACHE_REMOTE,
         Verdict,
+        check_overrides_rerun,
         clear_persistent_outs,
+        dvc_cache_dir,
         dvc_stage_outs,
         new_work_tree,
         parse_model_uri,
@@ -133,29 +135,35 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
     else:
         workdir = new_work_tree(ROOT / ".cache" / "reproduce", recorded)
     logger.info("rebuilding %s (version %s, commit %s) in %s", ref, recorded.version, recorded.commit[:12], workdir)
+    # until the stages run, a failure (a bad --from or -S, a failed pull, Ctrl-C, the registry gone) leaves nothing
+    # worth keeping, only a clone holding the copied DVC credentials
     try:
         notes = prepare_work_tree(recorded, client, workdir, overrides)
+        for note in notes:
+            logger.info(note)
+        dvc_yaml = yaml.safe_load((workdir / "dvc.yaml").read_text("utf-8")) or {}
+        order = pipeline_order(dvc_yaml)
+        wanted = stages_from(order, start)
+        check_overrides_rerun(dvc_yaml, wanted, overrides)
+        params = load_all(workdir / "params.yaml")
+        env = stage_env()
+        env.update(BAYLING_ROOT=str(workdir), MLFLOW_TRACKING_URI=uri)
+        pulled = pull(workdir, env, remote)
+        if INTERRUPTION.requested:
+            raise PipelineError("interrupted during dvc pull")
+        if recorded.remote and pulled != PROJECT_CACHE_REMOTE and remote is None:
+            notes.append(f"pulled from the commit's default remote '{pulled}'; the version recorded {recorded.remote}")
+        clear_persistent_outs(workdir, wanted)  # a pulled checkpoint must not let train resume instead of training
+        # the experiment as the project's own tracking store knows it, not the work tree's
+        experiment_id = configure(ROOT, params["tracking"].experiment)
+        parent = client.create_run(experiment_id, run_name="reproduce", tags={
+            "pipeline.flow": "reproduce", "reproduces": str(ref), "reproduces.version": recorded.version,
+            "git_commit": recorded.commit, **{f"override.{k}"[:250]: str(v)[:5000] for k, v in overrides.items()},
+        })
     except BaseException:
-        if not workdir_arg:  # a half-made clone (with the copied DVC credentials) is of no use to anyone
+        if not workdir_arg:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
-    for note in notes:
-        logger.info(note)
-    order = pipeline_order(yaml.safe_load((workdir / "dvc.yaml").read_text("utf-8")) or {})
-    wanted = stages_from(order, start)
-    params = load_all(workdir / "params.yaml")
-    env = stage_env()
-    env.update(BAYLING_ROOT=str(workdir), MLFLOW_TRACKING_URI=uri)
-    pulled = pull(workdir, env, remote)
-    if recorded.remote and pulled != PROJECT_CACHE_REMOTE and remote is None:
-        notes.append(f"pulled from the commit's default remote '{pulled}'; the version recorded {recorded.remote}")
-    clear_persistent_outs(workdir, wanted)  # a pulled checkpoint must not let train resume instead of training
-    # the experiment as the project's own tracking store knows it, not the work tree's
-    experiment_id = configure(ROOT, params["tracking"].experiment)
-    parent = client.create_run(experiment_id, run_name="reproduce", tags={
-        "pipeline.flow": "reproduce", "reproduces": str(ref), "reproduces.version": recorded.version, "git_commit": recorded.commit,
-        **{f"override.{k}"[:250]: str(v)[:5000] for k, v in overrides.items()},
-    })
     env[PARENT_RUN_ENV] = parent.info.run_id
     ran: list[dict] = []
     status = "KILLED"  # unless the loop ends by itself: Ctrl-C or a crash of this process
@@ -169,7 +177,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
         stage_outs, rebuilt = dvc_stage_outs(workdir)
         verdict = Verdict(stage_results(order, stage_outs, recorded.outs, rebuilt), wanted)
         remove = verdict.reproduced and not keep and not workdir_arg
-        text = render(ref, recorded, verdict, workdir / ".dvc" / "cache", None if remove else workdir)
+        text = render(ref, recorded, verdict, dvc_cache_dir(workdir), None if remove else workdir)
         if notes:
             text += "\nnotes:\n" + "\n".join(f"- {n}" for n in notes)
         first = verdict.first_difference

@@ -63,7 +63,7 @@ class OutResult:
     path: str
     recorded: str | None
     reproduced: str | None
-    cached: bool  # a cached DVC out (data, weights, predictions) rather than a report written in place
+    cached: bool  # a cached DVC out (data, weights, predictions), not a report written in place or persistent state
 
     @property
     def same(self) -> bool:
@@ -128,7 +128,9 @@ def recorded_version(client: Any, ref: ModelRef) -> RecordedVersion:
 
 
 def lock_outs(lock: dict[str, Any]) -> dict[str, str]:
-    return {out["path"]: out["md5"] for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or [] if "md5" in out}
+    """Each out's md5 by its normal path: DVC writes a path as params.yaml spells it (`./models/base/`)."""
+    return {normal_path(out["path"]): out["md5"] for stage in (lock.get("stages") or {}).values()
+            for out in stage.get("outs") or [] if "md5" in out}
 
 
 def check_lock_matches(recorded: RecordedVersion, lock: dict[str, Any]) -> None:
@@ -138,6 +140,31 @@ def check_lock_matches(recorded: RecordedVersion, lock: dict[str, Any]) -> None:
     if mismatched:
         raise PipelineError(f"the dvc.lock logged with version {recorded.version} does not match its dvc.*.md5 tags for "
                             f"{', '.join(mismatched)}: the record was altered after registration")
+
+
+MISSING = object()
+
+
+def check_params_match(lock: dict[str, Any], params: dict[str, Any]) -> None:
+    """The logged params.yaml must hold every value the logged dvc.lock says its stages read: otherwise the
+    rebuild would run settings (a teacher endpoint, a key's variable) that the version was never built with.
+    Only the lock's outs are tagged on the version, so this is what vouches for the logged params."""
+    def lookup(key: str) -> Any:
+        node: Any = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return MISSING
+            node = node[part]
+        return node
+
+    altered = sorted({f"{name}: {key}" for name, stage in (lock.get("stages") or {}).items()
+                      for file, values in (stage.get("params") or {}).items() if Path(file).name == "params.yaml"
+                      for key, value in (values or {}).items() if lookup(key) != value})
+    if altered:
+        shown = ", ".join(altered[:8]) + (f" and {len(altered) - 8} more" if len(altered) > 8 else "")
+        raise PipelineError(f"the params.yaml logged with the version does not hold the values its dvc.lock records for "
+                            f"{shown}: the record was altered after registration, or the version was registered while those stages were "
+                           "out of date with params.yaml; either way a rebuild would not run what the version was built with")
 
 
 def pipeline_order(dvc_yaml: dict[str, Any]) -> list[str]:
@@ -156,7 +183,8 @@ def stage_results(order: list[str], stage_outs: dict[str, list[tuple[str, bool]]
 
 
 def dvc_stage_outs(workdir: Path) -> tuple[dict[str, list[tuple[str, bool]]], dict[str, str]]:
-    """Each stage's outs in the work tree (path as in dvc.lock, cached or not) and their md5 in its dvc.lock."""
+    """Each stage's outs in the work tree (path as in dvc.lock, compared bit for bit or not) and their md5 in its
+    dvc.lock."""
     import yaml
     from dvc.repo import Repo
 
@@ -165,10 +193,12 @@ def dvc_stage_outs(workdir: Path) -> tuple[dict[str, list[tuple[str, bool]]], di
         for stage in repo.index.stages:
             name = getattr(stage, "name", None)
             if name:
-                outs[name] = [(normal_path(out.def_path), bool(out.use_cache)) for out in stage.outs]
+                # a persistent out is resumable state (train's kept checkpoints log wall-clock throughput in
+                # trainer_state.json): like a report written in place, it is counted, not held to bit equality
+                outs[name] = [(normal_path(out.def_path), bool(out.use_cache) and not out.persist) for out in stage.outs]
     lock_path = workdir / "dvc.lock"
     lock = yaml.safe_load(lock_path.read_text("utf-8")) if lock_path.exists() else {}
-    return outs, {normal_path(p): md5 for p, md5 in lock_outs(lock or {}).items()}
+    return outs, lock_outs(lock or {})
 
 
 def normal_path(path: str) -> str:
@@ -303,7 +333,8 @@ def render(ref: ModelRef, recorded: RecordedVersion, verdict: Verdict, cache: Pa
         return "\n".join([head, "NOT reproduced: no cached output of the re-run stages is in the version's record, so "
                                 "nothing was compared"])
     reports = [o for s in verdict.stages if s.stage in verdict.reran for o in s.outs if not o.cached and o.recorded is not None]
-    report_line = (f"reports written in place (not compared bit for bit: they hold run ids and timings): "
+    report_line = (f"reports written in place and kept checkpoints (not compared bit for bit: they hold run ids and "
+                   f"timings): "
                    f"{sum(o.same for o in reports)} of {len(reports)} identical") if reports else ""
     first = verdict.first_difference
     if first is None:
@@ -311,8 +342,12 @@ def render(ref: ModelRef, recorded: RecordedVersion, verdict: Verdict, cache: Pa
         return "\n".join([*lines, report_line] if report_line else lines)
     lines = [head, f"NOT reproduced: the first stage whose output differs is '{first.stage}'"]
     for out in first.differing:
-        lines += [f"  {out.path}: recorded {out.recorded}, rebuilt {out.reproduced}",
-                  *("    " + line for line in explain(out, cache))]
+        try:
+            described = explain(out, cache)
+        # the verdict stands whatever the cache holds: a damaged or foreign object only loses the description
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            described = [f"{out.path}: its cached objects could not be read ({type(exc).__name__}: {exc})"]
+        lines += [f"  {out.path}: recorded {out.recorded}, rebuilt {out.reproduced}", *("    " + line for line in described)]
     later = [s.stage for s in verdict.stages if s.stage in verdict.reran and s.differing and s is not first]
     if later:
         lines.append(f"later stages also differ: {', '.join(later)}")
@@ -330,6 +365,37 @@ def stages_from(order: Iterable[str], start: str | None, skip: Iterable[str] = (
     if start not in order:
         raise PipelineError(f"--from {start!r}: not a stage that can be re-run; choose from {order}")
     return order[order.index(start):]
+
+
+def stage_params(dvc_yaml: dict[str, Any]) -> dict[str, list[str]]:
+    """The params.yaml keys each stage declares, as dvc.yaml lists them (plain keys, or {params.yaml: [keys]})."""
+    declared: dict[str, list[str]] = {}
+    for name, stage in (dvc_yaml.get("stages") or {}).items():
+        keys = declared.setdefault(name, [])
+        for entry in stage.get("params") or []:
+            if isinstance(entry, str):
+                keys.append(entry)
+            elif isinstance(entry, dict):
+                keys.extend(k for file, listed in entry.items() if Path(file).name == "params.yaml" for k in listed or [])
+    return declared
+
+
+def check_overrides_rerun(dvc_yaml: dict[str, Any], rerun: list[str], overrides: Iterable[str]) -> None:
+    """Refuse a planted change that none of the re-run stages reads: it would never run, and the rebuild
+    would be reported as reproduced bit for bit although the change was never tried."""
+    declared = stage_params(dvc_yaml)
+
+    def readers(key: str) -> list[str]:
+        return [stage for stage, keys in declared.items()
+                if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys)]
+
+    for key in overrides:
+        found = readers(key)
+        if not set(found) & set(rerun):
+            where = f"read only by {', '.join(found)}" if found else "read by no stage in dvc.yaml"
+            earliest = next((s for s in found if s != "register"), None)  # register never re-runs
+            hint = f"; re-run from '{earliest}' (--from {earliest}) to try it" if earliest else ""
+            raise PipelineError(f"-S {key}: {where}, which this rebuild does not re-run ({', '.join(rerun) or 'nothing'}){hint}")
 
 
 # --- the work tree ------------------------------------------------------------------------------------------
@@ -363,9 +429,40 @@ def clone_at(root: Path, commit: str, workdir: Path) -> None:
     checkout = _git(workdir, "checkout", "--quiet", "--detach", commit)
     if checkout.returncode != 0:
         raise PipelineError(f"commit {commit} is not in {root}'s git history ({checkout.stderr.strip()}); fetch it first")
-    local_config = root / ".dvc" / "config.local"
-    if local_config.exists():
-        shutil.copy2(local_config, workdir / ".dvc" / "config.local")
+    copy_local_config(root / ".dvc", workdir / ".dvc")
+
+
+def _is_local_path(value: str) -> bool:
+    return "://" not in value and not value.startswith(("~", "/"))
+
+
+def copy_local_config(source: Path, dest: Path) -> None:
+    """Carry `.dvc/config.local` (credentials, endpoints, a shared cache) into the clone. DVC reads a relative
+    path there against the file's own folder, which in the clone is another place: such paths (a local
+    remote's url, cache.dir, key and credential files) become absolute first."""
+    from configobj import ConfigObj
+
+    if not (source / "config.local").exists():
+        return
+    config = ConfigObj(str(source / "config.local"), encoding="utf-8", interpolation=False, write_empty_values=True)
+    for name, section in config.items():
+        if not hasattr(section, "items"):
+            continue
+        for key, value in section.items():
+            path_like = ((name.startswith("remote ") and key == "url") or (name == "cache" and key == "dir")
+                         or key.endswith(("path", "file")))
+            if path_like and isinstance(value, str) and value and _is_local_path(value):
+                section[key] = str((source / value).resolve())
+    config.filename = str(dest / "config.local")
+    config.write()
+
+
+def dvc_cache_dir(repo_root: Path) -> Path:
+    """Where a DVC project keeps its cache: .dvc/cache unless cache.dir says otherwise."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo_root)) as repo:
+        return Path(repo.cache.local_cache_dir)
 
 
 def restore_lineage(client: Any, recorded: RecordedVersion, workdir: Path) -> list[str]:
@@ -379,13 +476,15 @@ def restore_lineage(client: Any, recorded: RecordedVersion, workdir: Path) -> li
         client.download_artifacts(recorded.run_id, LINEAGE_ARTIFACTS, str(downloaded))
     except Exception as exc:  # a version registered before lineage was logged, or an unreachable artifact store
         raise PipelineError(f"version {recorded.version}'s register run {recorded.run_id} has no {LINEAGE_ARTIFACTS}/ "
-                            f"artifacts (dvc.lock, params.yaml) to rebuild from: {type(exc).__name__}") from None
+                            f"artifacts (dvc.lock, params.yaml) to rebuild from: {type(exc).__name__}: {str(exc)[:300]}") from None
     logged = downloaded / LINEAGE_ARTIFACTS
     if not (logged / "dvc.lock").exists():
         raise PipelineError(f"version {recorded.version}'s register run {recorded.run_id} logged no dvc.lock")
     check_lock_matches(recorded, yaml.safe_load((logged / "dvc.lock").read_text("utf-8")) or {})
     shutil.copy2(logged / "dvc.lock", workdir / "dvc.lock")
     if (logged / "params.yaml").exists():
+        check_params_match(yaml.safe_load((logged / "dvc.lock").read_text("utf-8")) or {},
+                           yaml.safe_load((logged / "params.yaml").read_text("utf-8")) or {})
         committed = workdir / "params.yaml"
         if not committed.exists() or committed.read_bytes() != (logged / "params.yaml").read_bytes():
             notes.append("params.yaml differs from the commit's (a run with -S overrides): using the one logged with the version")
@@ -417,11 +516,13 @@ def clear_persistent_outs(workdir: Path, stages: Iterable[str]) -> None:
 
 
 def public_url(url: str | None) -> str | None:
-    """A remote URL without user info: a tag anyone with read access sees must not carry a token."""
+    """A remote URL without user info, query or fragment: a tag anyone with read access sees must not carry a
+    token (`user:token@`, or a signature such as `?sig=`). The host and port stay as written: parsing the port
+    would fail on a malformed one, and an IPv6 host keeps its brackets."""
     if not url:
         return None
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
-    return urlunsplit(parts)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: nothing can be told apart from a token, so no tag
+        return None
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))

@@ -228,6 +228,13 @@ def test_a_registered_version_reproduces_bit_for_bit_and_a_planted_change_names_
     (rebuilt,) = client.search_runs([experiment.experiment_id], "tags.`pipeline.flow` = 'reproduce'")
     assert rebuilt.data.tags["reproduced"] == "true" and rebuilt.data.tags["reproduces"] == f"models:/{MODEL}/1"
 
+    # a change no re-run stage reads would never run: refused, and the clone (DVC credentials in it) goes
+    unread = run(ops, sys.executable, "-m", "flows.reproduce", f"models:/{MODEL}/1", "--from", "evaluate",
+                 "-S", "train.learning_rate=0.005", timeout=FLOW_TIMEOUT_S)
+    assert unread.returncode == 2, unread.stdout[-4000:] + unread.stderr[-4000:]
+    assert "-S train.learning_rate: read only by train, which this rebuild does not re-run (evaluate)" in unread.stderr
+    assert not list((ops.project / ".cache" / "reproduce").iterdir())
+
     planted = run(ops, sys.executable, "-m", "flows.reproduce", f"models:/{MODEL}@champion", "--from", "tokenize",
                   "-S", "train.learning_rate=0.005", timeout=FLOW_TIMEOUT_S)
     assert planted.returncode == 1, planted.stdout[-4000:] + planted.stderr[-4000:]

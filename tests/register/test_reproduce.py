@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from bayling.core.errors import PipelineError
@@ -130,6 +131,13 @@ def test_a_missing_recorded_object_is_said_not_guessed(tmp_path: Path):
     verdict = Verdict(stage_results(ORDER, STAGE_OUTS, {"data/raw": "0" * 32 + ".dir"}, {"data/raw": new}), ["fetch"])
     (lines,) = [explain(o, cache.root) for o in verdict.first_difference.differing]
     assert "recorded file list is not in the cache" in lines[0]
+    # a damaged file list (not JSON, not even UTF-8) loses only the description, never the verdict
+    damaged = cache.put(b"\xff\xfe not a file list")
+    cache_file(cache.root, damaged).rename(cache_file(cache.root, damaged + ".dir").parent / (damaged[2:] + ".dir"))
+    broken = Verdict(stage_results(ORDER, STAGE_OUTS, {"data/raw": damaged + ".dir"}, {"data/raw": new}), ["fetch"])
+    text = render(ModelRef("m", "3"), recorded({"data/raw": damaged + ".dir"}), broken, cache.root, tmp_path)
+    assert "NOT reproduced: the first stage whose output differs is 'fetch'" in text
+    assert "its cached objects could not be read (UnicodeDecodeError" in text
 
 
 def test_a_logged_lock_must_match_the_version_tags():
@@ -137,6 +145,9 @@ def test_a_logged_lock_must_match_the_version_tags():
     check_lock_matches(recorded({"data/raw": "r.dir"}), lock)
     with pytest.raises(PipelineError, match="does not match its dvc.\\*.md5 tags for data/raw"):
         check_lock_matches(recorded({"data/raw": "other.dir"}), lock)
+    # DVC writes an out path as params.yaml spells it; the tags are read back normalised
+    spelled = {"stages": {"base_model": {"outs": [{"path": "./models/base/", "md5": "b.dir"}]}}}
+    check_lock_matches(recorded({"models/base": "b.dir"}), spelled)
 
 
 def test_nothing_compared_is_not_a_pass_and_a_missing_rebuild_md5_is_a_difference(tmp_path: Path):
@@ -155,3 +166,77 @@ def test_registry_values_are_checked_before_they_reach_git_or_a_tag(tmp_path: Pa
         clone_at(tmp_path, "--upload-pack=touch /tmp/x", tmp_path / "w")
     assert public_url("https://user:token@example.org:8443/dvc") == "https://example.org:8443/dvc"
     assert public_url("s3://bucket/dvc") == "s3://bucket/dvc" and public_url(None) is None
+    assert public_url("https://u:p@[::1]:8443/x") == "https://[::1]:8443/x"
+    assert public_url("https://u:tok@host:abc/x") == "https://host:abc/x"  # kept as written, never a crash
+    assert public_url("azure://container/dvc?sv=2024&sig=SECRET#frag") == "azure://container/dvc"
+    assert public_url("https://u:p@[::1/x") is None
+
+
+def test_reports_and_persistent_checkpoints_are_counted_but_not_held_to_bit_equality(tmp_path: Path):
+    from dvc.repo import Repo
+
+    from bayling.register.reproduce import dvc_stage_outs
+
+    Repo.init(str(tmp_path), no_scm=True).close()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"cmd": "true", "outs": [
+        "./models/final/", {"models/checkpoints": {"persist": True}}, {"reports/run.json": {"cache": False}}]}}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"train": {"cmd": "true", "outs": [
+        {"path": "./models/final/", "md5": "f.dir"}, {"path": "models/checkpoints", "md5": "c.dir"}]}}}))
+    outs, md5s = dvc_stage_outs(tmp_path)
+    assert outs == {"train": [("models/final", True), ("models/checkpoints", False), ("reports/run.json", False)]}
+    assert md5s == {"models/final": "f.dir", "models/checkpoints": "c.dir"}
+
+
+def test_a_planted_change_no_rerun_stage_reads_is_refused_not_reported_as_reproduced():
+    from bayling.register.reproduce import check_overrides_rerun, stage_params
+
+    dvc_yaml = {"stages": {
+        "tokenize": {"params": ["tokenize.max_seq_len"]},
+        "train": {"params": ["train.learning_rate", {"params.yaml": ["train.seed"]}, {"other.yaml": ["train.x"]}]},
+        "evaluate": {"params": ["evaluate"]},
+        "register": {"params": ["register.gate"]},
+    }}
+    assert stage_params(dvc_yaml)["train"] == ["train.learning_rate", "train.seed"]
+    check_overrides_rerun(dvc_yaml, ["train", "evaluate"], ["train.learning_rate", "evaluate.max_new_tokens", "train"])
+    with pytest.raises(PipelineError, match=r"-S train.learning_rate: read only by train, .*\(evaluate\); re-run from 'train'"):
+        check_overrides_rerun(dvc_yaml, ["evaluate"], ["train.learning_rate"])
+    with pytest.raises(PipelineError, match=r"-S register.gate.alpha: read only by register, which this rebuild does not"):
+        check_overrides_rerun(dvc_yaml, ["tokenize", "train", "evaluate"], ["register.gate.alpha"])
+    with pytest.raises(PipelineError, match=r"-S train.lerning_rate: read by no stage in dvc.yaml"):
+        check_overrides_rerun(dvc_yaml, ["train"], ["train.lerning_rate"])
+
+
+def test_the_clone_keeps_local_dvc_settings_that_point_where_they_pointed(tmp_path: Path):
+    from dvc.repo import Repo
+
+    from bayling.register.reproduce import copy_local_config, dvc_cache_dir
+
+    project, clone = tmp_path / "project", tmp_path / "deep" / "er" / "clone"
+    for root in (project, clone):
+        root.mkdir(parents=True)
+        Repo.init(str(root), no_scm=True).close()
+    (project / ".dvc" / "config.local").write_text(
+        "[core]\n    remote = store\n"
+        "['remote \"store\"']\n    url = ../../store\n"
+        "['remote \"s3\"']\n    url = s3://bucket/dvc\n    credentialpath = ../creds.ini\n    access_key_id = AKIA\n"
+        "[cache]\n    dir = ../../shared-cache\n")
+    copy_local_config(project / ".dvc", clone / ".dvc")
+    with Repo(str(clone)) as repo:
+        remotes = repo.config["remote"]
+        assert Path(remotes["store"]["url"]) == tmp_path / "store"
+        assert remotes["s3"]["url"] == "s3://bucket/dvc" and remotes["s3"]["access_key_id"] == "AKIA"
+        assert Path(remotes["s3"]["credentialpath"]) == project / "creds.ini"
+        assert repo.config["core"]["remote"] == "store"
+    assert dvc_cache_dir(clone) == dvc_cache_dir(project) == tmp_path / "shared-cache"
+
+
+def test_a_logged_params_yaml_must_hold_what_the_logged_lock_says_was_read():
+    from bayling.register.reproduce import check_params_match
+
+    lock = {"stages": {"synthesize": {"params": {"params.yaml": {
+        "synthesize.teacher": {"enabled": False, "base_url": None}, "synthesize.seed": 3}}}}}
+    check_params_match(lock, {"synthesize": {"seed": 3, "teacher": {"enabled": False, "base_url": None}}, "other": 1})
+    with pytest.raises(PipelineError, match=r"for synthesize: synthesize.teacher: the record was altered .* out of date"):
+        check_params_match(lock, {"synthesize": {"seed": 3, "teacher": {"enabled": True, "base_url": "https://evil"}}})
+    with pytest.raises(PipelineError, match=r"synthesize: synthesize.seed"):
+        check_params_match(lock, {"synthesize": {"teacher": {"enabled": False, "base_url": None}}})
