@@ -333,9 +333,8 @@ def render(ref: ModelRef, recorded: RecordedVersion, verdict: Verdict, cache: Pa
         return "\n".join([head, "NOT reproduced: no cached output of the re-run stages is in the version's record, so "
                                 "nothing was compared"])
     reports = [o for s in verdict.stages if s.stage in verdict.reran for o in s.outs if not o.cached and o.recorded is not None]
-    report_line = (f"reports written in place and kept checkpoints (not compared bit for bit: they hold run ids and "
-                   f"timings): "
-                   f"{sum(o.same for o in reports)} of {len(reports)} identical") if reports else ""
+    report_line = ("reports written in place and kept checkpoints (not compared bit for bit: they hold run ids and "
+                   f"timings): {sum(o.same for o in reports)} of {len(reports)} identical") if reports else ""
     first = verdict.first_difference
     if first is None:
         lines = [head, f"reproduced bit for bit: {len(checked)} cached outputs of {', '.join(verdict.reran)} match the record"]
@@ -480,11 +479,11 @@ def restore_lineage(client: Any, recorded: RecordedVersion, workdir: Path) -> li
     logged = downloaded / LINEAGE_ARTIFACTS
     if not (logged / "dvc.lock").exists():
         raise PipelineError(f"version {recorded.version}'s register run {recorded.run_id} logged no dvc.lock")
-    check_lock_matches(recorded, yaml.safe_load((logged / "dvc.lock").read_text("utf-8")) or {})
+    lock = yaml.safe_load((logged / "dvc.lock").read_text("utf-8")) or {}
+    check_lock_matches(recorded, lock)
     shutil.copy2(logged / "dvc.lock", workdir / "dvc.lock")
     if (logged / "params.yaml").exists():
-        check_params_match(yaml.safe_load((logged / "dvc.lock").read_text("utf-8")) or {},
-                           yaml.safe_load((logged / "params.yaml").read_text("utf-8")) or {})
+        check_params_match(lock, yaml.safe_load((logged / "params.yaml").read_text("utf-8")) or {})
         committed = workdir / "params.yaml"
         if not committed.exists() or committed.read_bytes() != (logged / "params.yaml").read_bytes():
             notes.append("params.yaml differs from the commit's (a run with -S overrides): using the one logged with the version")
