@@ -8,8 +8,9 @@ register run as model_card/README.md and shown as the version's description).
 Tags the version with the git commit, the md5 of every DVC out in dvc.lock, the params, and the
 evaluation scores. Registering the same model files again reuses their version instead of adding one.
 The gate in register.gate (minimum scores, required test sets, no significant drop against the
-champion) decides whether the version gets the candidate alias; every rule's result goes to MLflow.
-Writes reports/register.json with the model name, version, alias, MLflow run id and gate results.
+champion, nor below the base model on the headline test set) decides whether the version gets the
+candidate alias; every rule's result goes to MLflow. Writes reports/register.json with the model name,
+version, alias, MLflow run id and gate results (the failed rules named under gate.failed).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
     from bayling.core.tracking import fail_fast, tracking_uri
     from bayling.register import gate
-    from bayling.register.run import RegisterInputs, register_model
+    from bayling.register.run import RegisterInputs, register_model, registration_report
 
     fail_fast()  # a re-run after an outage finds the version by its model hash instead of registering it twice
     if not FINAL.exists():
@@ -52,18 +53,7 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
     if gate.passed(rules) and not gate_passed:
         log.warning("this evaluation passes the gate, but an earlier evaluation of the same files failed it and still stands "
                     "(approving needs --override-gate, or a new evaluation)")
-    write_json(ROOT / "reports" / "register.json", {
-        "model_name": result.model_name,
-        "version": result.version,
-        "alias": result.alias,
-        "run_id": result.run_id,
-        "created": result.created,
-        "model_uri": result.model_uri,
-        "model_sha256": model_sha256,
-        "tracking_uri": tracking_uri(ROOT),
-        "gate": {"passed": gate_passed, "this_evaluation_passed": gate.passed(rules), "evaluations": verdict["evaluations"],
-                 "reevaluated": verdict["reevaluated"], "rules": gate.as_records(rules)},
-    })
+    write_json(ROOT / "reports" / "register.json", registration_report(result, rules, verdict, model_sha256, tracking_uri(ROOT)))
     verb = "registered" if result.created else "re-used"
     if gate_passed:
         log.info("%s %s version %s with alias '%s' (run %s)", verb, result.model_name, result.version, result.alias, result.run_id)

@@ -17,10 +17,19 @@ class DropRule(Section):
     alpha: UnitFloat = 0.05  # ...when the paired bootstrap says it is significant at this level
 
 
+class BaseDropRule(DropRule):
+    """No significant drop below the base model on the headline test set, per direction and on the average."""
+
+    metric: Literal["bleu", "chrf", "chrf_pp"] = "chrf_pp"
+    points: Annotated[float, Field(ge=0)] = 0.0  # any significant drop fails
+
+
 class GateParams(Section):
     min_scores: dict[str, float] = {}  # metrics.json key -> minimum, e.g. {heldout.avg.final.chrf: 10}
     required_test_sets: list[str] = []
     max_drop_vs_champion: DropRule | None = DropRule()
+    # fine-tuning must not leave the model significantly worse than where it started; null turns the rule off
+    max_drop_vs_base: BaseDropRule | None = BaseDropRule()
 
 
 class ApprovalParams(Section):

@@ -14,7 +14,7 @@ from bayling.config.evaluate import EvaluateParams
 from bayling.config.register import RegisterParams
 from bayling.core.errors import PipelineError
 from bayling.core.metric_keys import AVERAGE, METRICS, score_key
-from bayling.evaluate.metrics import Scores, capability_ratios, paired_bootstrap, read_segments, score_corpus
+from bayling.evaluate.metrics import Scores, average_change, capability_ratios, paired_bootstrap, read_segments, score_corpus
 from bayling.evaluate.test_sets import TestItem
 
 TestSets = dict[str, dict[str, list[TestItem]]]  # test set -> direction -> items
@@ -33,6 +33,59 @@ class Comparison:
 def reference_streams(items: list[TestItem]) -> list[list[str]]:
     """The items' references as sacreBLEU wants them: one list per reference stream."""
     return [list(stream) for stream in zip(*(i.references for i in items))]
+
+
+@dataclass(frozen=True)
+class Comparator:
+    """How one comparator's paired test against the candidate is keyed in metrics.json: its own score, the
+    two-sided p-value, and the change (candidate minus comparator) with its 95% bootstrap interval."""
+
+    score: str | None  # None: the comparator's scores are keyed elsewhere (the base model's own run)
+    p_value: str
+    change: str | None  # None: the change is keyed elsewhere (`delta`, final minus base, from the scores)
+    low: str
+    high: str
+
+
+BASE = Comparator(score=None, p_value="p_vs_base", change=None, low="delta_low", high="delta_high")
+CHAMPION = Comparator(score="champion", p_value="p_vs_champion", change="delta_vs_champion", low="delta_vs_champion_low",
+                      high="delta_vs_champion_high")
+
+
+def paired_scores(params: EvaluateParams, name: str, items_by_direction: dict[str, list[TestItem]], theirs: dict[str, list[str]],
+                  ours: dict[str, list[str]], comparator: Comparator) -> dict[str, float]:
+    """The paired bootstrap of the candidate's outputs (`ours`) against a comparator's (`theirs`) on one test set,
+    per direction and on the macro average over its directions, keyed as `comparator` says."""
+    results = {}
+    for direction, items in items_by_direction.items():
+        if len(theirs[direction]) != len(items) or len(ours[direction]) != len(items):
+            raise PipelineError(f"test set {name}, {direction}: {len(items)} items, {len(ours[direction])} candidate outputs, "
+                                f"{len(theirs[direction])} {comparator.p_value.removeprefix('p_vs_')} outputs")
+        results[direction] = paired_bootstrap(theirs[direction], ours[direction], reference_streams(items), items[0].tgt_lang,
+                                              samples=params.bootstrap_samples, seed=params.seed or 12345)
+    if results:
+        results[AVERAGE] = average_change(list(results.values()))
+    out: dict[str, float] = {}
+    for direction, result in results.items():
+        for m in METRICS:
+            if comparator.score:
+                out[score_key(name, direction, comparator.score, m)] = round(result.baseline[m], 4)
+            if comparator.change:
+                out[score_key(name, direction, comparator.change, m)] = round(result.change(m), 4)
+            out[score_key(name, direction, comparator.p_value, m)] = round(result.p_values[m], 6)
+            out[score_key(name, direction, comparator.low, m)] = round(result.intervals[m][0], 4)
+            out[score_key(name, direction, comparator.high, m)] = round(result.intervals[m][1], 4)
+    return out
+
+
+def against_base(params: EvaluateParams, test_sets: TestSets, base: dict[str, dict[str, list[str]]],
+                 final: dict[str, dict[str, list[str]]]) -> Comparison:
+    """Paired bootstrap of the fine-tuned model against its base model on every test set, per direction and on
+    the average: whether fine-tuning moved the scores beyond what the segments' sampling explains."""
+    out = Comparison()
+    for name, items_by_direction in test_sets.items():
+        out.metrics.update(paired_scores(params, name, items_by_direction, base[name], final[name], BASE))
+    return out
 
 
 def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[str, dict[str, Scores]],
@@ -60,7 +113,7 @@ def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[st
 
 
 def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path,
-                      cache_dir: Path | None) -> dict[str, str]:
+                      cache_dir: Path | None) -> list[str]:
     """The champion's own translations of `items`, from its registered model, with the candidate's decoding settings
     on local weights."""
     from transformers import AutoTokenizer
@@ -75,7 +128,30 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
     # always on local weights: the champion's folder was just downloaded here, where a remote server cannot read it
     replier = local_replier(params, folder, tokenizer)
     raw, _ = translations(params, replier, folder, [i.prompt for i in items], cache_dir)
-    return {item.id: clean_output(text) for item, text in zip(items, raw)}
+    if len(raw) != len(items):
+        raise PipelineError(f"champion v{version}: {len(raw)} outputs for {len(items)} prompts")
+    return [clean_output(text) for text in raw]  # in item order
+
+
+def stored_outputs(path: Path, items: list[TestItem]) -> list[str] | None:
+    """The hypotheses of a champion's stored predictions file, one per item in item order, when the file holds
+    exactly these items: the same ids, sources and references in the same order. Anything else (another split,
+    another segment count, predictions written before item ids named their direction) is None, and the
+    champion's model translates the items again."""
+    if not path.is_file():
+        return None
+    try:
+        rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if len(rows) != len(items):
+        return None
+    for row, item in zip(rows, items):
+        if not isinstance(row, dict) or not isinstance(row.get("hypothesis"), str):
+            return None
+        if (row.get("id"), row.get("source"), row.get("reference")) != (item.id, item.source, item.reference):
+            return None
+    return [row["hypothesis"] for row in rows]
 
 
 def against_champion(params: EvaluateParams, register: RegisterParams, test_sets: TestSets,
@@ -106,33 +182,33 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
                 return out
             version, folder = found
             out.metrics["champion_version"] = int(version)
-            theirs: dict[str, str] = {}
-            missing: list[TestItem] = []
+            # outputs are kept per test set and direction, in item order: never pooled and looked up by id
+            theirs: dict[tuple[str, str], list[str]] = {}
+            missing: list[tuple[str, str]] = []
             for name, items_by_direction in test_sets.items():
                 for direction, items in items_by_direction.items():
-                    stored = folder / "final" / name / f"{direction}.jsonl" if folder else None
-                    rows = [json.loads(line) for line in stored.read_text("utf-8").splitlines()] if stored and stored.exists() else []
-                    known = {row["id"]: row["hypothesis"] for row in rows}
-                    if all(i.id in known for i in items):
-                        theirs.update({i.id: known[i.id] for i in items})
+                    stored = stored_outputs(folder / "final" / name / f"{direction}.jsonl", items) if folder else None
+                    if stored is None:
+                        missing.append((name, direction))
                     else:
-                        missing.extend(items)
+                        theirs[name, direction] = stored
             if missing:
-                theirs.update(_champion_outputs(params, register.model_name, version, missing, Path(tmp) / "model", cache_dir))
-                out.metrics["champion_regenerated_segments"] = len(missing)
-                out.notes.append(f"champion v{version}'s stored predictions do not cover {len(missing)} segments: translated them "
+                pending = [item for name, direction in missing for item in test_sets[name][direction]]
+                outputs = _champion_outputs(params, register.model_name, version, pending, Path(tmp) / "model", cache_dir)
+                position = 0
+                for name, direction in missing:
+                    size = len(test_sets[name][direction])
+                    theirs[name, direction] = outputs[position : position + size]
+                    position += size
+                out.metrics["champion_regenerated_segments"] = len(pending)
+                out.notes.append(f"champion v{version}'s stored predictions do not cover {len(pending)} segments: translated them "
                                  "again with its registered model")
                 if params.engine != "hf":
                     out.notes.append("the champion's re-translation ran on local weights (engine hf, evaluate.precision), the "
                                      f"candidate's on the {params.engine} server: the comparison also compares the two decoders")
             for name, items_by_direction in test_sets.items():
-                for direction, items in items_by_direction.items():
-                    outputs = out.hypotheses.setdefault(name, {})[direction] = [theirs[i.id] for i in items]
-                    result = paired_bootstrap(outputs, final[name][direction], reference_streams(items),
-                                              items[0].tgt_lang, samples=params.bootstrap_samples, seed=params.seed or 12345)
-                    for m in result.p_values:
-                        out.metrics[score_key(name, direction, "champion", m)] = round(result.baseline[m], 4)
-                        out.metrics[score_key(name, direction, "p_vs_champion", m)] = round(result.p_values[m], 6)
+                out.hypotheses[name] = {direction: theirs[name, direction] for direction in items_by_direction}
+                out.metrics.update(paired_scores(params, name, items_by_direction, out.hypotheses[name], final[name], CHAMPION))
     # the registry or its artifact store being unreachable (or missing credentials) must not lose the evaluation itself
     except (MlflowException, OSError, BotoCoreError, ClientError) as exc:
         out.notes.append(f"champion comparison skipped: {type(exc).__name__}: {exc}")

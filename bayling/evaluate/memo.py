@@ -57,18 +57,35 @@ def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[
         return produce(), False
     from bayling.core.storage import atomic_writer
 
-    path = cache_dir / f"{generation_key(model_dir, conversations, settings)}.json"
+    key = generation_key(model_dir, conversations, settings)
+    path = cache_dir / f"{key}.json"
     if path.is_file():
-        try:
-            outputs = json.loads(path.read_text("utf-8"))["outputs"]
-            if isinstance(outputs, list) and len(outputs) == len(conversations):
-                return outputs, True
-        except (json.JSONDecodeError, KeyError, TypeError):
-            log.warning("ignoring an unreadable generation cache entry %s", path)
+        outputs = _entry_outputs(path, key, len(conversations))
+        if outputs is not None:
+            return outputs, True
     outputs = produce()
+    if len(outputs) != len(conversations):
+        raise ValueError(f"{len(outputs)} outputs for {len(conversations)} prompts")
     with atomic_writer(path) as handle:
-        handle.write(json.dumps({"outputs": outputs}, ensure_ascii=False))
+        handle.write(json.dumps({"key": key, "prompts": len(conversations), "outputs": outputs}, ensure_ascii=False))
     return outputs, False
+
+
+def _entry_outputs(path: Path, key: str, count: int) -> list[str] | None:
+    """An entry's outputs, one per prompt in prompt order, or None (a miss, with a warning) for an entry that is
+    unreadable, written under another key (a renamed or copied file) or for another number of prompts."""
+    try:
+        entry = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        entry = None
+    outputs = entry.get("outputs") if isinstance(entry, dict) else None
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        log.warning("ignoring an unreadable generation cache entry %s", path)
+        return None
+    if entry.get("key") != key or entry.get("prompts") != count or len(outputs) != count:
+        log.warning("ignoring generation cache entry %s: it was written for other prompts", path)
+        return None
+    return outputs
 
 
 def translations(params: EvaluateParams, replier: Replier, model_dir: Path, prompts: list[list[Message]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bayling.core.errors import PipelineError
 from bayling.core.languages import bleu_tokenizer_for
@@ -113,9 +114,40 @@ def score_files(hyp_path: str | Path, ref_paths: Sequence[str | Path], target_la
 
 @dataclass(frozen=True)
 class PairedResult:
+    """A candidate against a baseline on the same segments, per metric: both corpus scores, the two-sided
+    p-value of their difference, the 95% bootstrap interval of the change (candidate minus baseline), and the
+    change in each bootstrap sample (what an average over directions is resampled from)."""
+
     p_values: dict[str, float]
     baseline: dict[str, float]
     candidate: dict[str, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    sample_changes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # metric -> ndarray
+
+    def change(self, metric: str) -> float:
+        return self.candidate[metric] - self.baseline[metric]
+
+
+def _two_sided_p(sample_changes: Any, observed: float) -> float:
+    """sacreBLEU's paired-bootstrap p-value (Koehn 2004, as in Moses): how often a resampled |difference|, centred
+    on its mean, exceeds the observed one, with the +1 correction. An observed change of exactly zero is p = 1:
+    the strict count would give 1/(samples+1) there, which reads as "significantly different" for equal systems."""
+    import numpy as np
+
+    if observed == 0:
+        return 1.0
+    gaps = np.abs(sample_changes)
+    exceed = int(np.sum(gaps - gaps.mean() > abs(observed)))
+    return (exceed + 1) / (len(gaps) + 1)
+
+
+def _interval(sample_changes: Any) -> tuple[float, float]:
+    """The 95% bootstrap interval, with sacreBLEU's bounds: the (n//40)-th smallest and largest sample."""
+    import numpy as np
+
+    ordered = np.sort(sample_changes)
+    cut = len(ordered) // 40
+    return float(ordered[cut]), float(ordered[len(ordered) - cut - 1])
 
 
 def paired_bootstrap(
@@ -123,39 +155,60 @@ def paired_bootstrap(
     samples: int = 1000, seed: int = 12345,
 ) -> PairedResult:
     """sacreBLEU's paired bootstrap resampling of a candidate against a baseline, seeded, per metric (BLEU
-    with the target's tokenizer, chrF2, chrF2++).
+    with the target's tokenizer, chrF2, chrF2++), plus the 95% interval of the change.
 
-    The p-value is two-sided, as sacreBLEU computes it from |difference|: the chance of a gap this large
-    if the two systems were equally good. Which one is ahead is read from the scores. An observed gap of
-    exactly zero gets p = 1: sacreBLEU's strict count would give 1/(samples+1) there, which reads as
-    "significantly different" for two systems that scored the same.
+    The resampling is sacreBLEU's own (`sacrebleu.significance._paired_bs_test`): the same seeded index
+    matrix, the same sufficient statistics summed in float32, the same two-sided p-value, so the p-values
+    equal `sacrebleu --paired-bs` with SACREBLEU_SEED=seed. It is written out here because sacreBLEU reports
+    each system's own interval, not the interval of their difference, and keeps no per-sample scores to
+    average over directions (see `average_change`).
     """
-    import os
-
+    import numpy as np
     from sacrebleu.metrics import BLEU, CHRF
-    from sacrebleu.significance import PairedTest
 
+    if len(baseline) != len(candidate):
+        raise PipelineError(f"paired bootstrap: {len(baseline)} baseline outputs but {len(candidate)} candidate outputs")
     tokenizer = bleu_tokenizer_for(target_lang).tokenizer
     metrics = {"bleu": BLEU(tokenize=tokenizer), "chrf": CHRF(), "chrf_pp": CHRF(word_order=2)}
-    previous = os.environ.get("SACREBLEU_SEED")
-    os.environ["SACREBLEU_SEED"] = str(seed)  # sacreBLEU reads its bootstrap seed from here
-    try:
-        test = PairedTest([("baseline", list(baseline)), ("candidate", list(candidate))], metrics,
-                          [list(r) for r in references], test_type="bs", n_samples=samples)
-        _, results = test()
-    finally:
-        if previous is None:
-            os.environ.pop("SACREBLEU_SEED", None)
-        else:
-            os.environ["SACREBLEU_SEED"] = previous
-    p_values, base_scores, cand_scores = {}, {}, {}
-    reported = [key for key in results if key != "System"]  # sacreBLEU's display names, in our metrics' order
-    for name, key in zip(metrics, reported):
-        base_result, cand_result = results[key]
-        p_values[name] = float(cand_result.p_value) if cand_result.score != base_result.score else 1.0
-        base_scores[name] = float(base_result.score)
-        cand_scores[name] = float(cand_result.score)
-    return PairedResult(p_values, base_scores, cand_scores)
+    refs = [list(r) for r in references]
+    indices = np.random.default_rng(seed).choice(len(candidate), size=(samples, len(candidate)), replace=True)
+    p_values, base_scores, cand_scores, intervals, changes = {}, {}, {}, {}, {}
+    for name, metric in metrics.items():
+        per_system = []
+        for outputs in (list(baseline), list(candidate)):
+            stats = metric._extract_corpus_statistics(outputs, refs)
+            score = metric._aggregate_and_compute(stats).score
+            table = np.array(stats, dtype="float32")
+            resampled = np.array([metric._compute_score_from_stats(rows.sum(0)).score for rows in table[indices]])
+            per_system.append((score, resampled))
+        (base_score, base_samples), (cand_score, cand_samples) = per_system
+        changes[name] = cand_samples - base_samples
+        base_scores[name], cand_scores[name] = float(base_score), float(cand_score)
+        p_values[name] = _two_sided_p(changes[name], cand_score - base_score)
+        intervals[name] = _interval(changes[name])
+    return PairedResult(p_values, base_scores, cand_scores, intervals, changes)
+
+
+def average_change(results: Sequence[PairedResult]) -> PairedResult:
+    """The macro average over directions as one paired test: each bootstrap sample's average change over the
+    directions (each direction resampled by its own paired bootstrap), tested and bounded as one direction is.
+
+    All results must come from the same number of samples. With the same seed and segment count (a
+    multi-parallel set such as FLORES), every direction draws the same segment positions in a sample, so
+    one sample resamples whole source sentences across directions.
+    """
+    import numpy as np
+
+    if not results:
+        raise ValueError("no directions to average")
+    p_values, base_scores, cand_scores, intervals, changes = {}, {}, {}, {}, {}
+    for name in results[0].p_values:
+        changes[name] = np.mean([r.sample_changes[name] for r in results], axis=0)
+        base_scores[name] = sum(r.baseline[name] for r in results) / len(results)
+        cand_scores[name] = sum(r.candidate[name] for r in results) / len(results)
+        p_values[name] = _two_sided_p(changes[name], cand_scores[name] - base_scores[name])
+        intervals[name] = _interval(changes[name])
+    return PairedResult(p_values, base_scores, cand_scores, intervals, changes)
 
 
 def capability_ratios(ours: dict[str, Scores], theirs: dict[str, Scores]) -> dict[str, dict[str, float]]:

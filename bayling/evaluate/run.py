@@ -20,7 +20,7 @@ from bayling.core.metric_keys import averages
 from bayling.core.records import Conversation
 from bayling.evaluate import scores as flat
 from bayling.evaluate.bayling80 import Question
-from bayling.evaluate.compare import TestSets, against_champion, reference_ratios, reference_streams
+from bayling.evaluate.compare import Comparison, TestSets, against_base, against_champion, reference_ratios, reference_streams
 from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
 from bayling.evaluate.test_sets import TestItem, load_test_set
@@ -63,6 +63,8 @@ class EvaluationResult:
     questions: list[Question] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     review: dict[str, Any] = field(default_factory=dict)  # reports/eval/review.json: scores and moved segments per direction
+    test_sets: TestSets = field(default_factory=dict)  # what was evaluated: the items every output must belong to
+    champion: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # the champion's outputs, per test set and direction
 
     @property
     def notes(self) -> list[str]:
@@ -96,9 +98,12 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
         if hit:
             log.info("%s: %s translations from the generation cache (same model files, prompts and decoding)", run.label, name)
             run.cached = True
-        by_id = {item.id: Prediction(item, clean_output(text), text) for item, text in zip(items, raw)}
+        if len(raw) != len(items):
+            raise PipelineError(f"{run.label}: {len(raw)} outputs for the {len(items)} prompts of test set {name}")
+        position = 0  # outputs come back in prompt order: each direction takes its own slice, never a lookup by id
         for direction, group in items_by_direction.items():
-            predictions = [by_id[i.id] for i in group]
+            predictions = [Prediction(item, clean_output(text), text) for item, text in zip(group, raw[position : position + len(group)])]
+            position += len(group)
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
@@ -174,8 +179,9 @@ def evaluate_models(
         metrics.update(flat.deltas(metrics, name))
     final_scores = runs["final"].scores
     ratios = reference_ratios(params, test_sets, final_scores, resolve)
+    base = against_base(params, test_sets, runs["base"].hypotheses(), runs["final"].hypotheses()) if "base" in runs else Comparison()
     champion = against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri, cache_dir)
-    for comparison in (ratios, champion):
+    for comparison in (ratios, base, champion):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)
     from bayling.evaluate.comet import comet_scores
@@ -193,7 +199,25 @@ def evaluate_models(
     review = build_review(test_sets, runs["final"].hypotheses(), champion.hypotheses or None,
                           runs["base"].hypotheses() if "base" in runs else None, metrics,
                           champion_absence=champion.absence)
-    return EvaluationResult(metrics, rows, runs, questions, reviews, review)
+    return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
+
+
+def evaluate_to(
+    out: Path,
+    params: EvaluateParams,
+    base_model: BaseModelParams,
+    register: RegisterParams,
+    root: Path,
+    final_dir: Path,
+    heldout: Iterable[Conversation] | None,
+    tracking_uri: str,
+) -> tuple[EvaluationResult, list[Path]]:
+    """The evaluate stage's library entry: evaluate, check that every output belongs to its own item, and only
+    then write the files into `out`. Returns the result and the report files to log."""
+    from bayling.evaluate.outputs import write_outputs
+
+    result = evaluate_models(params, base_model, register, root, final_dir, heldout, tracking_uri)
+    return result, write_outputs(result, out)
 
 
 def _judge(

@@ -4,6 +4,11 @@ Three kinds of translation test set: the synthesized held-out split, WMT-style f
 and one or more reference files for one direction), and FLORES-style folders (one file per language,
 so any pair of the languages present is a direction). Prompts for file-based sets use BayLing's own
 translation prompt.
+
+An item's id is unique within its test set: file-based items are `{test set}:{direction}:{line}`, held-out
+items carry their conversation's id (which names its direction). A FLORES-style set is multi-parallel, so
+the same line number occurs in every direction; an id without the direction would send one direction's
+outputs to all of them wherever outputs are looked up by id. Loading refuses a set with a repeated id.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ class TestItem:
 
 
 def heldout_items(
-    conversations: Iterable[Conversation], directions: Sequence[str] | None, per_direction: int | None, seed: int
+    conversations: Iterable[Conversation], directions: Sequence[str] | None, per_direction: int | None, seed: int,
+    name: str = "heldout",
 ) -> dict[str, list[TestItem]]:
     """Single-turn translation chats of the held-out split, up to `per_direction` each, by seeded hash order."""
     by_direction: dict[str, list[TestItem]] = defaultdict(list)
@@ -52,6 +58,7 @@ def heldout_items(
             id=conv.id, direction=direction, src_lang=conv.src_lang, tgt_lang=conv.tgt_lang,
             prompt=conv.messages[:-1], source=conv.messages[-2]["content"], references=(conv.messages[-1]["content"],),
         ))
+    check_unique_ids(name, by_direction)  # before the cap, which would hide a repeat it cut off
     return {d: sorted(items, key=lambda i: rank_key(seed, i.id))[:per_direction] for d, items in sorted(by_direction.items())}
 
 
@@ -64,17 +71,41 @@ def file_items(
     items = []
     for i, source in enumerate(sources[:limit] if limit else sources):
         prompt = system + [{"role": "user", "content": translation_prompt(source, tgt, instruction_language)}]
-        items.append(TestItem(f"{name}:{i + 1}", f"{src}-{tgt}", src, tgt, prompt, source, tuple(ref[i] for ref in references)))
+        items.append(TestItem(item_id(name, f"{src}-{tgt}", i + 1), f"{src}-{tgt}", src, tgt, prompt, source,
+                              tuple(ref[i] for ref in references)))
     return items
 
 
+def item_id(test_set: str, direction: str, line: int) -> str:
+    """The id of a file-based test item: its direction is part of it, as the line number repeats across directions."""
+    return f"{test_set}:{direction}:{line}"
+
+
+def check_unique_ids(name: str, items_by_direction: dict[str, list[TestItem]]) -> None:
+    """Refuse a test set in which two items share an id: outputs matched by id would go to the wrong item."""
+    seen: dict[str, str] = {}
+    for direction, items in items_by_direction.items():
+        for item in items:
+            if item.id in seen:
+                where = f"in {direction}" if seen[item.id] == direction else f"in {seen[item.id]} and in {direction}"
+                raise PipelineError(f"test set {name}: item id {item.id!r} occurs twice ({where}); every item of a test set "
+                                    "needs its own id")
+            seen[item.id] = direction
+
+
 def load_test_set(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation] | None, seed: int) -> dict[str, list[TestItem]]:
-    """Items per direction for one configured test set."""
+    """Items per direction for one configured test set; every item id is unique in the set."""
+    items = _load_items(spec, root, heldout, seed)
+    check_unique_ids(spec.name, items)
+    return items
+
+
+def _load_items(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation] | None, seed: int) -> dict[str, list[TestItem]]:
     directions = None if spec.directions == "all" else list(spec.directions)
     if spec.kind == "heldout":
         if heldout is None:
             raise PipelineError("the heldout test set needs data/synth/heldout.jsonl")
-        return heldout_items(heldout, directions, spec.max_segments, seed)
+        return heldout_items(heldout, directions, spec.max_segments, seed, spec.name)
     if spec.kind == "wmt":
         src, tgt = spec.direction.split("-")
         sources = read_segments(root / spec.src, f"test set {spec.name} source")

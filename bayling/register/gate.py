@@ -1,7 +1,9 @@
 """The promotion gate: rules from params.yaml applied to the evaluation report, each with its numbers.
 
-A candidate may be proposed only if every rule passes: minimum scores, required test sets, and no
-significant drop against the champion beyond the allowed number of points in any direction.
+A candidate may be proposed only if every rule passes: minimum scores, required test sets, no significant
+drop against the champion beyond the allowed number of points in any direction, and no significant drop
+below the base model on the headline test set, in any direction or on the average. "Significant" is the
+paired bootstrap's two-sided p-value below the rule's alpha; a rule whose comparison is missing fails.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bayling.config.register import GateParams
+from bayling.config.register import DropRule, GateParams
 from bayling.core.metric_keys import score_keys
 
 
@@ -40,6 +42,8 @@ def evaluate_gate(metrics: dict[str, Any], policy: GateParams, champion: str | N
         value = metrics.get(key)
         ok = isinstance(value, (int, float)) and value >= minimum
         results.append(RuleResult("min_score", key, value, minimum, ok, "" if value is not None else "metric missing"))
+    if policy.max_drop_vs_base is not None:
+        results.extend(_vs_base(metrics, policy.max_drop_vs_base))
     drop = policy.max_drop_vs_champion
     if drop is None:
         return results
@@ -65,6 +69,30 @@ def evaluate_gate(metrics: dict[str, Any], policy: GateParams, champion: str | N
                                   f"p={p_value}" if p_value is not None else "no significance test"))
     if champion is None and not any(r.rule == "max_drop_vs_champion" for r in results):
         results.append(RuleResult("max_drop_vs_champion", drop.metric, None, -drop.points, True, "no champion to compare with"))
+    return results
+
+
+def _vs_base(metrics: dict[str, Any], rule: DropRule) -> list[RuleResult]:
+    """The base-model rule on the headline test set: every direction, then the macro average."""
+    primary = metrics.get("primary_test_set")
+    keys = [k for k in score_keys(metrics) if k.test_set == primary and k.model == "final" and k.metric == rule.metric]
+    keys.sort(key=lambda k: (k.is_average, k.direction))
+    if not keys or not any(str(k.with_model("base")) in metrics for k in keys):
+        detail = "the base model was not evaluated (evaluate.evaluate_base)" if keys else "no scores on the headline test set"
+        return [RuleResult("max_drop_vs_base", f"{primary}.{rule.metric}", None, -rule.points, False, detail)]
+    results = []
+    for key in keys:
+        target = f"{key.test_set}.{key.direction}.{rule.metric}"
+        base_score, p_value = metrics.get(str(key.with_model("base"))), metrics.get(str(key.with_model("p_vs_base")))
+        if base_score is None or p_value is None:
+            missing = "no base score" if base_score is None else "no paired test against the base model (run evaluate again)"
+            results.append(RuleResult("max_drop_vs_base", target, None, -rule.points, False, missing))
+            continue
+        change = metrics[str(key)] - base_score
+        low, high = metrics.get(str(key.with_model("delta_low"))), metrics.get(str(key.with_model("delta_high")))
+        interval = f", 95% interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
+        failed = change < -rule.points and p_value < rule.alpha
+        results.append(RuleResult("max_drop_vs_base", target, round(change, 4), -rule.points, not failed, f"p={p_value}{interval}"))
     return results
 
 

@@ -169,3 +169,22 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
     except (MlflowException, OSError, BotoCoreError, ClientError) as exc:  # the server or its artifact store failed
         raise PipelineError(f"could not register the model with MLflow at {uri}: {type(exc).__name__}: {exc}") from exc
     return registration, results, verdict, model_sha256
+
+
+def registration_report(registration: Registration, results: list[gate.RuleResult], verdict: dict[str, Any], model_sha256: str,
+                        tracking_uri: str) -> dict[str, Any]:
+    """reports/register.json: the version, its alias (none when the gate failed), and the gate's rules, with the
+    ones that failed named."""
+    return {
+        "model_name": registration.model_name,
+        "version": registration.version,
+        "alias": registration.alias,
+        "run_id": registration.run_id,
+        "created": registration.created,
+        "model_uri": registration.model_uri,
+        "model_sha256": model_sha256,
+        "tracking_uri": tracking_uri,
+        "gate": {"passed": verdict["passed"], "this_evaluation_passed": gate.passed(results), "evaluations": verdict["evaluations"],
+                 "reevaluated": verdict["reevaluated"], "failed": [f"{r.rule} {r.target}" for r in results if not r.passed],
+                 "rules": gate.as_records(results)},
+    }

@@ -15,7 +15,48 @@ def metrics_with_champion(candidate: float, champion: float, p_value: float) -> 
 
 
 def gate(**policy) -> GateParams:
-    return GateParams.model_validate(policy)
+    """A policy with the rules the test names; the base-model rule only where the test turns it on."""
+    return GateParams.model_validate({"max_drop_vs_base": None, **policy})
+
+
+def headline(changes: dict[str, tuple[float, float, float]], average: tuple[float, float, float]) -> dict:
+    """metrics.json for a FLORES headline: per direction (base chrF++, fine-tuned chrF++, p against the base)."""
+    metrics: dict = {"primary_test_set": "flores", "heldout.avg.final.chrf_pp": 30.0, "heldout.avg.base.chrf_pp": 40.0,
+                     "heldout.avg.p_vs_base.chrf_pp": 0.001}  # a worse second test set is not the headline
+    for direction, (base, final, p) in [*changes.items(), ("avg", average)]:
+        metrics.update({f"flores.{direction}.base.chrf_pp": base, f"flores.{direction}.final.chrf_pp": final,
+                        f"flores.{direction}.p_vs_base.chrf_pp": p, f"flores.{direction}.delta_low.chrf_pp": final - base - 1,
+                        f"flores.{direction}.delta_high.chrf_pp": final - base + 1})
+    return metrics
+
+
+BASE_ONLY = GateParams(max_drop_vs_champion=None)  # the default base-model rule alone
+
+
+def test_a_candidate_significantly_worse_than_its_base_fails_per_direction_and_on_average():
+    worse_in_one = headline({"eng_Latn-fra_Latn": (20.0, 21.0, 0.2), "eng_Latn-swh_Latn": (20.0, 17.5, 0.01)}, (20.0, 19.25, 0.3))
+    rules = {r.target: r for r in evaluate_gate(worse_in_one, BASE_ONLY)}
+    assert set(rules) == {"flores.eng_Latn-fra_Latn.chrf_pp", "flores.eng_Latn-swh_Latn.chrf_pp", "flores.avg.chrf_pp"}
+    swh = rules["flores.eng_Latn-swh_Latn.chrf_pp"]
+    assert not swh.passed and swh.rule == "max_drop_vs_base" and swh.value == -2.5 and swh.threshold == 0.0
+    assert swh.detail == "p=0.01, 95% interval [-3.50, -1.50]"
+    assert rules["flores.eng_Latn-fra_Latn.chrf_pp"].passed and rules["flores.avg.chrf_pp"].passed
+    worse_on_average = headline({"eng_Latn-fra_Latn": (20.0, 19.0, 0.06)}, (20.0, 19.0, 0.04))
+    assert [r.target for r in evaluate_gate(worse_on_average, BASE_ONLY) if not r.passed] == ["flores.avg.chrf_pp"]
+    # a drop that could be chance passes, and so does a significant gain
+    assert passed(evaluate_gate(headline({"eng_Latn-fra_Latn": (20.0, 18.0, 0.3)}, (20.0, 18.0, 0.3)), BASE_ONLY))
+    assert passed(evaluate_gate(headline({"eng_Latn-fra_Latn": (20.0, 25.0, 0.001)}, (20.0, 25.0, 0.001)), BASE_ONLY))
+
+
+def test_the_base_rule_is_on_by_default_and_never_passes_for_want_of_a_comparison():
+    assert GateParams().max_drop_vs_base is not None and GateParams().max_drop_vs_base.metric == "chrf_pp"
+    no_base = {"primary_test_set": "flores", "flores.avg.final.chrf_pp": 20.0, "flores.eng_Latn-fra_Latn.final.chrf_pp": 20.0}
+    (rule,) = [r for r in evaluate_gate(no_base, GateParams(max_drop_vs_champion=None))]
+    assert not rule.passed and rule.detail == "the base model was not evaluated (evaluate.evaluate_base)"
+    untested = {**no_base, "flores.avg.base.chrf_pp": 19.0, "flores.eng_Latn-fra_Latn.base.chrf_pp": 19.0}
+    results = evaluate_gate(untested, GateParams(max_drop_vs_champion=None))
+    assert not passed(results) and {r.detail for r in results} == {"no paired test against the base model (run evaluate again)"}
+    assert passed(evaluate_gate(untested, GateParams(max_drop_vs_champion=None, max_drop_vs_base=None)))
 
 
 def test_a_significant_drop_beyond_the_allowance_fails():

@@ -1,0 +1,169 @@
+"""The evaluate stage's library entry (`bayling.evaluate.run.evaluate_to`, what `python -m stages.evaluate`
+calls) run on the SmolLM2 tokenizer with stand-in repliers whose right answers are known, on the three kinds
+of test set in one run: FLORES (six directions of one multi-parallel set), WMT22 zh-en (two references) and
+a held-out split synthesized from TICO-19 (twelve directions).
+
+Every number and every file is checked against the raw test files, read by tests/oracles.py, and sacreBLEU.
+The champion comparison and the gate against the base model are in tests/integration/test_oracle_registry.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from oracles import (
+    FLORES_DIRECTIONS,
+    FLORES_SEGMENTS,
+    HELDOUT_SEGMENTS,
+    REFERENCE,
+    SOURCE,
+    TAGGED,
+    WMT_SEGMENTS,
+    Evaluation,
+    World,
+    evaluate,
+    make_world,
+    read_jsonl,
+    sacrebleu_scores,
+)
+
+from bayling.core.errors import PipelineError
+
+
+@pytest.fixture(scope="module")
+def world(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(tmp_path_factory.mktemp("oracle-project"), tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def reference_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
+    return evaluate(world, tmp_path_factory.mktemp("reference-run"), final=REFERENCE, base=SOURCE)
+
+
+@pytest.fixture(scope="module")
+def tagged_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
+    return evaluate(world, tmp_path_factory.mktemp("tagged-run"), final=TAGGED, base=SOURCE)
+
+
+def test_a_replier_that_answers_with_the_reference_scores_100_in_every_direction(world: World, reference_run: Evaluation):
+    scored: dict[str, set[str]] = {}
+    for test_set, direction, _ in reference_run.files("final"):
+        scored.setdefault(test_set, set()).add(direction)
+    assert scored == world.expected_directions()  # every kind in one run, with all its directions
+    assert len(scored["flores"]) == 6 and len(scored["wmt22-zh-en"]) == 1 and len(scored["heldout"]) == 12
+    assert len(reference_run.repliers["final"].asked) == 6 * FLORES_SEGMENTS + WMT_SEGMENTS + 12 * HELDOUT_SEGMENTS  # each once
+    metrics = reference_run.metrics
+    for test_set, directions in world.expected_directions().items():
+        for direction in [*directions, "avg"]:
+            for metric in ("bleu", "chrf", "chrf_pp"):
+                assert metrics[f"{test_set}.{direction}.final.{metric}"] == pytest.approx(100.0, abs=1e-9), (test_set, direction, metric)
+    for test_set, direction, path in reference_run.files("final"):
+        assert all(row["hypothesis"] == " ".join(row["reference"].split()) for row in read_jsonl(path)), (test_set, direction)
+
+
+def test_a_replier_that_copies_the_source_scores_what_sacrebleu_computes_from_the_raw_files(world: World,
+                                                                                           reference_run: Evaluation):
+    """The base model's stand-in copied each source: its scores must be sacreBLEU's on the raw files' lines,
+    in every direction of every kind (held-out items are the ones the run chose, looked up in the raw split)."""
+    metrics = reference_run.metrics
+    for (test_set, direction), truths in world.table.ordered.items():
+        if test_set == "heldout":
+            chosen = [row["id"] for row in reference_run.rows("base", test_set, direction)]
+            truths = [world.table.by_id[i] for i in chosen]
+            assert len(chosen) == HELDOUT_SEGMENTS and all(t.direction == direction for t in truths)
+        expected = sacrebleu_scores([SOURCE(t) for t in truths], [list(s) for s in zip(*(t.references for t in truths))],
+                                    direction.split("-")[1])
+        for metric, value in expected.items():
+            assert metrics[f"{test_set}.{direction}.base.{metric}"] == pytest.approx(value, abs=1e-4), (test_set, direction, metric)
+
+
+def test_a_replier_that_tags_its_outputs_lands_every_tag_in_its_own_direction(world: World, tagged_run: Evaluation):
+    contents = {}
+    for test_set, direction, path in tagged_run.files("final"):
+        rows = read_jsonl(path)
+        contents[test_set, direction] = path.read_bytes()
+        tag = f"[{test_set} {direction}] "
+        assert rows and all(row["hypothesis"].startswith(tag) for row in rows), (test_set, direction, rows[0]["hypothesis"][:60])
+        truths = world.table.ordered[test_set, direction]
+        if test_set != "heldout":  # file-based sets: the files' own lines, in order
+            assert [(row["source"], row["reference"]) for row in rows] == [(t.source, t.references[0]) for t in truths]
+        else:
+            raw = [world.table.by_id[row["id"]] for row in rows]
+            assert [(row["source"], row["reference"]) for row in rows] == [(t.source, t.references[0]) for t in raw]
+            assert all(t.direction == direction for t in raw)
+    assert len(set(contents.values())) == len(contents), "two direction files hold the same predictions"
+    review = tagged_run.review
+    listed = 0
+    for entry in review["directions"]:  # a segment whose sentence chrF++ did not move is in neither list
+        tag = f"[{entry['test_set']} {entry['direction']}] "
+        segments = entry["regressed"] + entry["improved"]
+        listed += len(segments)
+        assert all(s["candidate_output"].startswith(tag) for s in segments), entry["direction"]
+        assert entry["comparator"] == "base" and all(s["comparator_output"] == " ".join(s["source"].split()) for s in segments)
+    assert len(review["directions"]) == 19 and listed >= 40
+
+
+def test_fine_tuned_against_base_is_sacrebleus_paired_bootstrap_per_direction_and_on_the_average(world: World,
+                                                                                                 reference_run: Evaluation):
+    import os
+
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    metrics = reference_run.metrics
+    flores = world.table.ordered
+    for direction in FLORES_DIRECTIONS:
+        truths = flores["flores", direction]
+        refs = [[t.references[0] for t in truths]]
+        tokenize = "zh" if direction.endswith("zho_Hans") else "13a"
+        os.environ["SACREBLEU_SEED"] = "13"
+        try:
+            _, results = PairedTest([("base", [SOURCE(t) for t in truths]), ("final", [REFERENCE(t) for t in truths])],
+                                    {"bleu": BLEU(tokenize=tokenize), "chrf": CHRF(), "chrf_pp": CHRF(word_order=2)}, refs,
+                                    test_type="bs", n_samples=200)()
+        finally:
+            del os.environ["SACREBLEU_SEED"]
+        p_values = [results[key][1].p_value for key in results if key != "System"]
+        assert [metrics[f"flores.{direction}.p_vs_base.{m}"] for m in ("bleu", "chrf", "chrf_pp")] == pytest.approx(p_values, abs=1e-6)
+        change = metrics[f"flores.{direction}.final.chrf_pp"] - metrics[f"flores.{direction}.base.chrf_pp"]
+        assert metrics[f"flores.{direction}.delta_low.chrf_pp"] <= change + 1e-3 <= metrics[f"flores.{direction}.delta_high.chrf_pp"] + 2e-3
+    average = [metrics[f"flores.{d}.delta.chrf_pp"] for d in FLORES_DIRECTIONS]
+    assert metrics["flores.avg.delta.chrf_pp"] == pytest.approx(sum(average) / 6, abs=1e-3)
+    assert metrics["flores.avg.delta_low.chrf_pp"] > 0 and metrics["flores.avg.p_vs_base.chrf_pp"] < 0.05  # 100 vs a copy
+
+
+def test_a_broken_pairing_stops_before_anything_is_written(tagged_run: Evaluation, tmp_path: Path):
+    """The evaluation of b17f807: every FLORES direction given the last direction's outputs. The writer refuses it,
+    names the test set and direction, and leaves the previous evaluation's files as they were."""
+    import copy
+    import shutil
+
+    from bayling.evaluate.invariants import BrokenInvariant
+    from bayling.evaluate.outputs import write_outputs
+
+    out = tmp_path / "eval"
+    shutil.copytree(tagged_run.out, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    broken = copy.copy(tagged_run.result)
+    broken.runs = copy.deepcopy(tagged_run.result.runs)
+    flores = broken.runs["final"].predictions["flores"]
+    last = flores["swh_Latn-eng_Latn"]
+    for direction in flores:
+        flores[direction] = last
+    with pytest.raises(BrokenInvariant, match=r"test set flores, direction eng_Latn-fra_Latn: final's prediction 1 is for item "
+                                              r"flores:swh_Latn-eng_Latn:1 \(swh_Latn-eng_Latn\), not for flores:eng_Latn-fra_Latn:1"):
+        write_outputs(broken, out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_item_ids_name_their_direction_and_a_repeated_id_is_refused(world: World):
+    from bayling.evaluate.run import load_test_sets
+
+    sets = load_test_sets(world.params(), world.root, world.heldout)
+    ids = [item.id for by_direction in sets.values() for items in by_direction.values() for item in items]
+    assert len(ids) == len(set(ids)) and "flores:eng_Latn-fra_Latn:1" in ids and "wmt22-zh-en:zho_Hans-eng_Latn:6" in ids
+    twice = [*world.heldout, world.heldout[0]]
+    with pytest.raises(PipelineError, match=r"test set heldout: item id 'tico19-sample:1/eng_Latn-fra_Latn' occurs twice "
+                                            r"\(in eng_Latn-fra_Latn\)"):
+        load_test_sets(world.params(), world.root, twice)

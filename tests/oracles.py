@@ -1,0 +1,249 @@
+"""Oracles for the evaluate stage: stand-in repliers whose right answer is known, and the truth they are
+checked against, read from the raw test files by this module (never through the pipeline's own items).
+
+A stand-in replier takes the model's place behind `bayling.evaluate.engines.replier_for` (or
+`local_replier`, for a champion's re-translation). It finds each prompt in the truth table and answers
+with the item's reference, its source, or its source tagged with the test set and direction it was asked
+for. The tests then read what the stage wrote and compare it, file by file and number by number, with
+what the raw files and sacreBLEU say.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FLORES_ARCHIVE = ROOT / "data" / "sample" / "flores200" / "flores200-devtest.tar.gz"
+SHARED = ROOT.parent / "shared" / "data"
+TICO = ROOT / "data" / "sample" / "tico19"
+FLORES_DIRECTIONS = ["eng_Latn-fra_Latn", "fra_Latn-eng_Latn", "eng_Latn-zho_Hans", "zho_Hans-eng_Latn", "eng_Latn-swh_Latn",
+                     "swh_Latn-eng_Latn"]
+
+
+@dataclass(frozen=True)
+class Truth:
+    """One test item as the raw files have it."""
+
+    test_set: str
+    direction: str
+    source: str
+    references: tuple[str, ...]
+    id: str | None = None  # held-out items: the conversation's id
+
+    @property
+    def target(self) -> str:
+        return self.direction.split("-")[1]
+
+    def tag(self) -> str:
+        return f"[{self.test_set} {self.direction}]"
+
+
+def raw_lines(data: bytes) -> list[str]:
+    """Lines as a plain reader sees them: split on newline only, the final empty one dropped."""
+    lines = data.decode("utf-8").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def flores_lines(code: str) -> list[str]:
+    with tarfile.open(FLORES_ARCHIVE) as archive:
+        member = archive.extractfile(f"devtest/{code}.devtest")
+        assert member is not None
+        return raw_lines(member.read())
+
+
+def prompt_key(messages: Sequence[dict[str, str]]) -> str:
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False, sort_keys=True)
+
+
+@dataclass
+class TruthTable:
+    """Every prompt the evaluation may send, with the raw item it is for; per test set and direction, the items
+    in the order the files give them."""
+
+    by_prompt: dict[str, Truth] = field(default_factory=dict)
+    ordered: dict[tuple[str, str], list[Truth]] = field(default_factory=dict)
+    by_id: dict[str, Truth] = field(default_factory=dict)
+
+    def add(self, messages: Sequence[dict[str, str]], truth: Truth) -> None:
+        key = prompt_key(messages)
+        assert key not in self.by_prompt, f"two items share a prompt: {truth} and {self.by_prompt[key]}"
+        self.by_prompt[key] = truth
+        self.ordered.setdefault((truth.test_set, truth.direction), []).append(truth)
+        if truth.id is not None:
+            self.by_id[truth.id] = truth
+
+    def file_set(self, name: str, direction: str, sources: list[str], references: list[list[str]], limit: int) -> None:
+        from bayling.core.prompts import translation_prompt
+
+        for i, source in enumerate(sources[:limit]):
+            truth = Truth(name, direction, source, tuple(stream[i] for stream in references))
+            self.add([{"role": "user", "content": translation_prompt(source, truth.target, "en")}], truth)
+
+    def flores(self, name: str, directions: Iterable[str], limit: int) -> None:
+        for direction in directions:
+            src, tgt = direction.split("-")
+            self.file_set(name, direction, flores_lines(src), [flores_lines(tgt)], limit)
+
+    def heldout(self, name: str, path: Path) -> None:
+        for line in path.read_text("utf-8").splitlines():
+            row = json.loads(line)
+            if row["meta"]["task"] != "translate":
+                continue
+            messages = row["messages"]
+            direction = f"{row['meta']['src_lang']}-{row['meta']['tgt_lang']}"
+            self.add(messages[:-1], Truth(name, direction, messages[-2]["content"], (messages[-1]["content"],), row["id"]))
+
+    def find(self, messages: Sequence[dict[str, str]]) -> Truth:
+        key = prompt_key(messages)
+        assert key in self.by_prompt, f"the evaluation sent a prompt no test item has: {messages[-1]['content'][:120]!r}"
+        return self.by_prompt[key]
+
+
+Answer = Callable[[Truth], str]
+REFERENCE: Answer = lambda t: t.references[0]  # noqa: E731
+SOURCE: Answer = lambda t: " ".join(t.source.split())  # noqa: E731  (whitespace collapsed, as evaluate cleans outputs)
+TAGGED: Answer = lambda t: f"{t.tag()} {SOURCE(t)}"  # noqa: E731
+SILENT: Answer = lambda t: "..."  # noqa: E731
+
+
+@dataclass
+class OracleReplier:
+    """Stands in for a model: answers every prompt from the truth table, in input order, and counts the prompts."""
+
+    table: TruthTable
+    answer: Answer
+    label: str
+    asked: list[str] = field(default_factory=list)
+
+    def __call__(self, conversations: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int, first_line_only: bool = False
+                 ) -> list[str]:
+        out = []
+        for messages in conversations:
+            truth = self.table.find(messages)
+            self.asked.append(f"{truth.test_set}/{truth.direction}")
+            out.append(self.answer(truth))
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        return {"engine": "oracle", "label": self.label}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def sacrebleu_scores(hypotheses: list[str], references: list[list[str]], target: str) -> dict[str, float]:
+    """BLEU, chrF2 and chrF2++ straight from sacreBLEU, with the tokenizer the official WMT scores use."""
+    import sacrebleu
+
+    tokenize = "zh" if target == "zho_Hans" else "13a"
+    return {"bleu": sacrebleu.corpus_bleu(hypotheses, references, tokenize=tokenize).score,
+            "chrf": sacrebleu.corpus_chrf(hypotheses, references).score,
+            "chrf_pp": sacrebleu.corpus_chrf(hypotheses, references, word_order=2).score}
+
+
+# --- an evaluation of the three kinds of test set with stand-in repliers ---------------------------------------------
+
+FLORES_SEGMENTS, WMT_SEGMENTS, HELDOUT_SEGMENTS = 5, 6, 3
+WMT = SHARED / "wmt22" / "zh-en"
+
+
+def heldout_split(path: Path) -> list[Any]:
+    """A held-out split as synthesize writes it: BayLing's translation requests, every pair of four languages of
+    four TICO-19 rows, written to `path`."""
+    from bayling.synthesize.translation import translation_conversations
+
+    lines = {code: (TICO / f"tico19.{code}.txt").read_text("utf-8").splitlines()[:4]
+             for code in ("eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn")}
+    rows = [{"id": f"tico19-sample:{i + 1}", "texts": {code: lines[code][i] for code in lines}} for i in range(4)]
+    conversations = [c for row in rows for c in translation_conversations(row, instruction_language={"en": 0.6, "zh": 0.4}, seed=13)]
+    path.write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in conversations), "utf-8")
+    return conversations
+
+
+@dataclass
+class World:
+    """A project folder with a held-out split, the models' folder (a real tokenizer, no weights: the repliers stand
+    in for the model) and the truth table of FLORES (6 directions), WMT22 zh-en (2 references) and the split."""
+
+    root: Path
+    model_dir: Path
+    table: TruthTable
+    heldout: list[Any]
+
+    def params(self, **overrides: Any) -> Any:
+        from bayling.config.evaluate import EvaluateParams
+
+        return EvaluateParams.model_validate({
+            "test_sets": [
+                {"name": "flores", "kind": "flores", "archive": str(FLORES_ARCHIVE), "dir": "devtest", "directions": FLORES_DIRECTIONS,
+                 "max_segments": FLORES_SEGMENTS},
+                {"name": "wmt22-zh-en", "kind": "wmt", "direction": "zho_Hans-eng_Latn", "src": str(WMT / "src.txt"),
+                 "refs": [str(WMT / "refA.txt"), str(WMT / "refB.txt")], "max_segments": WMT_SEGMENTS},
+                {"name": "heldout", "kind": "heldout", "max_segments": HELDOUT_SEGMENTS},
+            ],
+            "generation_cache": None, "compare_with_champion": False, "bootstrap_samples": 200, "seed": 13, **overrides,
+        })
+
+    def expected_directions(self) -> dict[str, set[str]]:
+        directions: dict[str, set[str]] = {}
+        for test_set, direction in self.table.ordered:
+            directions.setdefault(test_set, set()).add(direction)
+        return directions
+
+
+def make_world(root: Path, model_dir: Path) -> World:
+    heldout = heldout_split(root / "heldout.jsonl")
+    table = TruthTable()
+    table.flores("flores", FLORES_DIRECTIONS, FLORES_SEGMENTS)
+    table.file_set("wmt22-zh-en", "zho_Hans-eng_Latn", raw_lines((WMT / "src.txt").read_bytes()),
+                   [raw_lines((WMT / "refA.txt").read_bytes()), raw_lines((WMT / "refB.txt").read_bytes())], WMT_SEGMENTS)
+    table.heldout("heldout", root / "heldout.jsonl")
+    return World(root, model_dir, table, heldout)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluate_to wrote into `out`, and the repliers that stood in for the models."""
+
+    out: Path
+    result: Any
+    repliers: dict[str, OracleReplier]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.out / "metrics.json").read_text("utf-8"))
+
+    @property
+    def review(self) -> dict[str, Any]:
+        return json.loads((self.out / "review.json").read_text("utf-8"))
+
+    def rows(self, model: str, test_set: str, direction: str) -> list[dict[str, Any]]:
+        return read_jsonl(self.out / "predictions" / model / test_set / f"{direction}.jsonl")
+
+    def files(self, model: str) -> Iterator[tuple[str, str, Path]]:
+        for path in sorted((self.out / "predictions" / model).glob("*/*.jsonl")):
+            yield path.parent.name, path.stem, path
+
+
+def evaluate(world: World, out: Path, final: Answer, base: Answer, params: Any = None, register: Any = None,
+             tracking_uri: str = "unused") -> Evaluation:
+    """The evaluate stage's library entry, `evaluate_to`, with stand-in repliers for the fine-tuned and the base model."""
+    import pytest
+
+    from bayling.config.base_model import BaseModelParams
+    from bayling.config.register import RegisterParams
+    from bayling.evaluate import engines
+    from bayling.evaluate.run import evaluate_to
+
+    repliers = {"final": OracleReplier(world.table, final, "final"), "base": OracleReplier(world.table, base, "base")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engines, "replier_for", lambda params, label, path, tokenizer: repliers[label])
+        result, _ = evaluate_to(out, params or world.params(), BaseModelParams(source="tiny-random", path=str(world.model_dir)),
+                                register or RegisterParams(), world.root, world.model_dir, iter(world.heldout), tracking_uri)
+    return Evaluation(out, result, repliers)
