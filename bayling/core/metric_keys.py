@@ -3,6 +3,10 @@
 A score is `{test_set}.{direction}.{model}.{metric}`: test set names have no dots, a direction is
 `src-tgt` in FLORES-200 codes or `avg` for the macro average, the model is a label such as `final`,
 `base`, `delta`, `champion` or `p_vs_champion`, and the metric is bleu, chrf, chrf_pp (or comet).
+
+The paired bootstrap of the fine-tuned model against its base adds `delta_low` and `delta_high` (the 95%
+interval of `delta`) and `p_vs_base`; against the champion, `delta_vs_champion` with `delta_vs_champion_low`
+and `_high`, and `p_vs_champion`. Each is there per direction and for `avg`, the macro average.
 """
 
 from __future__ import annotations
@@ -61,3 +65,31 @@ def directions(metrics: dict[str, Any], test_set: str, model: str | None = None)
     """The directions a test set has scores for (optionally for one model), sorted."""
     return sorted({k.direction for k in score_keys(metrics)
                    if k.test_set == test_set and not k.is_average and (model is None or k.model == model)})
+
+
+@dataclass(frozen=True)
+class BaseChange:
+    """The fine-tuned model against its base in one direction (or `avg`): both scores, the change with its
+    95% bootstrap interval, and the paired bootstrap's two-sided p-value (None where evaluate did not test it)."""
+
+    direction: str
+    base: float
+    final: float
+    change: float
+    low: float | None
+    high: float | None
+    p_value: float | None
+
+
+def changes_vs_base(metrics: dict[str, Any], test_set: str, metric: str = "chrf_pp") -> list[BaseChange]:
+    """Per direction, then the average: how fine-tuning moved `metric` on `test_set`; empty without base scores."""
+    rows = []
+    for direction in [*directions(metrics, test_set, "final"), AVERAGE]:
+        def get(model: str, where: str = direction) -> Any:
+            return metrics.get(score_key(test_set, where, model, metric))
+
+        base, final = get("base"), get("final")
+        if base is None or final is None:
+            continue
+        rows.append(BaseChange(direction, base, final, final - base, get("delta_low"), get("delta_high"), get("p_vs_base")))
+    return rows

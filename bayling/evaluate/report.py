@@ -38,6 +38,16 @@ def _segments_table(kind: str, direction: dict[str, Any]) -> str:
             f"<tr>{head}</tr>{body}</table>")
 
 
+def _base_cells(direction: dict[str, Any]) -> str:
+    """The candidate's chrF++ change against its base model with the 95% interval, and the p-value."""
+    candidate, base = (direction["scores"].get("candidate") or {}), (direction["scores"].get("base") or {})
+    interval = (direction.get("interval_vs_base") or {}).get("chrf_pp")
+    if "chrf_pp" not in candidate or "chrf_pp" not in base:
+        return _cell(None) + _cell(None)
+    change = f"{candidate['chrf_pp'] - base['chrf_pp']:+.2f}" + (f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "")
+    return _cell(change) + _cell((direction.get("p_vs_base") or {}).get("chrf_pp"))
+
+
 def review_section(review: dict[str, Any] | None) -> str:
     """The review per direction: candidate, champion and base scores with p-values against the champion,
     then each direction's most regressed and most improved segments."""
@@ -47,19 +57,20 @@ def review_section(review: dict[str, Any] | None) -> str:
     labels = ["test set", "direction", "segments", "segments ranked"]
     labels += [f"{model} {names[m]}" for model in ("candidate", "champion", "base") for m in METRICS]
     labels += [f"p vs champion {names[m]}" for m in METRICS]
+    labels += ["chrF++ change vs base (95% interval)", "p vs base chrF++"]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in labels)
     rows, details = [], []
     for d in review["directions"]:
         rows.append("<tr>" + "".join(_cell(v) for v in (d["test_set"], d["direction"], d["segments"], d["comparator_label"]))
                     + "".join(_score_cells(d["scores"].get(model)) for model in ("candidate", "champion", "base"))
-                    + _score_cells(d["p_vs_champion"]) + "</tr>")
+                    + _score_cells(d["p_vs_champion"]) + _base_cells(d) + "</tr>")
         details.append(f"<h3>{html.escape(d['test_set'])} {html.escape(d['direction'])}: {html.escape(d['comparator_label'])}</h3>"
                        + _segments_table("regressed", d) + _segments_table("improved", d))
     return (
         '<section id="review"><h2>Review per direction</h2>'
         f"<p>Segments ranked by {html.escape(str(review.get('ranking', '')))}; the top {html.escape(str(review.get('k', '')))} "
-        "each way. A p-value is the paired bootstrap's (two-sided) for candidate and champion being equally good: a "
-        "small p says the gap is unlikely to be chance, in the direction the scores show.</p>"
+        "each way. A p-value is the paired bootstrap's (two-sided) for candidate and champion (or base) being equally "
+        "good: a small p says the gap is unlikely to be chance, in the direction the scores show.</p>"
         f'<table class="directions"><tr>{head}</tr>{"".join(rows)}</table>{"".join(details)}</section>'
     )
 
@@ -82,7 +93,7 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in sorted(metrics.items())
         if isinstance(v, (int, float))
-        and (".avg." in k or k.endswith((".accuracy", ".acc_norm")) or "p_vs_champion" in k or "ratio_vs" in k
+        and (".avg." in k or k.endswith((".accuracy", ".acc_norm")) or "p_vs_" in k or "ratio_vs" in k
              or k.startswith("instructions"))
     )
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in metrics.get("notes", []))

@@ -52,6 +52,8 @@ class DirectionReview:
     comparator_label: str  # as the report and the pause show it: "vs champion v3", "vs base (no champion)"
     scores: dict[str, dict[str, float] | None]  # candidate / champion / base -> {metric: corpus score}
     p_vs_champion: dict[str, float] | None  # paired bootstrap, per metric
+    p_vs_base: dict[str, float] | None  # paired bootstrap of the candidate against its base model, per metric
+    interval_vs_base: dict[str, list[float]] | None  # 95% bootstrap interval of (candidate minus base), per metric
     regressed: list[SegmentChange]
     improved: list[SegmentChange]
 
@@ -87,6 +89,13 @@ def _model_scores(metrics: dict[str, Any], test_set: str, direction: str, model:
     return found or None
 
 
+def _intervals(metrics: dict[str, Any], test_set: str, direction: str) -> dict[str, list[float]] | None:
+    low, high = _model_scores(metrics, test_set, direction, "delta_low"), _model_scores(metrics, test_set, direction, "delta_high")
+    if not low or not high:
+        return None
+    return {m: [low[m], high[m]] for m in METRICS if m in low and m in high}
+
+
 def review_direction(test_set: str, direction: str, items: Sequence[TestItem], candidate: Sequence[str],
                      champion: Sequence[str] | None, base: Sequence[str] | None, metrics: dict[str, Any],
                      k: int = TOP_K, absence: str = "no champion") -> DirectionReview:
@@ -108,6 +117,8 @@ def review_direction(test_set: str, direction: str, items: Sequence[TestItem], c
         scores={label: _model_scores(metrics, test_set, direction, model)
                 for label, model in (("candidate", "final"), ("champion", "champion"), ("base", "base"))},
         p_vs_champion=_model_scores(metrics, test_set, direction, "p_vs_champion"),
+        p_vs_base=_model_scores(metrics, test_set, direction, "p_vs_base"),
+        interval_vs_base=_intervals(metrics, test_set, direction),
         regressed=regressed,
         improved=improved,
     )

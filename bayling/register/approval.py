@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
-from bayling.core.metric_keys import averages, score_keys
+from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, score_keys
 from bayling.register.champion import alias_holder
 from bayling.register.identity import APPROVER_PERMISSION, MAX_DISPLAY_NAME, MAX_NOTE, Identity, clean_text
 
@@ -298,6 +298,22 @@ def review_tables(review: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def base_change_table(metrics: dict[str, Any], test_set: str) -> list[str]:
+    """Fine-tuned against base per direction and on the average (chrF++): change, 95% interval, p."""
+    rows = changes_vs_base(metrics, test_set)
+    if not rows:
+        return []
+    lines = [f"### Fine-tuned vs base on `{markdown_cell(test_set)}` (chrF++)", "",
+             "The change per direction with its 95% paired-bootstrap interval; p is the two-sided p-value for \"fine-tuning "
+             "changed nothing\".", "",
+             "| direction | base | fine-tuned | change | 95% interval | p |", "|---|---:|---:|---:|---|---:|"]
+    for r in rows:
+        interval = "–" if r.low is None or r.high is None else f"[{r.low:+.2f}, {r.high:+.2f}]"
+        name = "**average**" if r.direction == AVERAGE else markdown_cell(r.direction)
+        lines.append(f"| {name} | {r.base:.2f} | {r.final:.2f} | {r.change:+.2f} | {interval} | {_number(r.p_value, 4)} |")
+    return [*lines, ""]
+
+
 def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_table: str, report_path: str, tracking_uri: str,
                     review: dict[str, Any] | None = None) -> str:
     """What a reviewer sees in the paused run: scores against base and champion, the gate, the review per
@@ -308,7 +324,7 @@ def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_
         avg = averages(metrics, primary, model)
         if avg:
             rows.append(f"| {label} | {avg['bleu']:.2f} | {avg['chrf']:.2f} | {avg['chrf_pp']:.2f} |")
-    champion = [k for k in score_keys(metrics) if k.model == "champion" and k.test_set == primary]
+    champion = [k for k in score_keys(metrics) if k.model == "champion" and k.test_set == primary and not k.is_average]
     if champion:
         by_metric: dict[str, list[float]] = {}
         for key in champion:
@@ -324,6 +340,7 @@ def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_
             "",
             *rows,
             "",
+            *base_change_table(metrics, primary),
             "### Gate",
             "",
             gate_table,

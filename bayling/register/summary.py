@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import averages
+from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base
 from bayling.core.metric_keys import directions as scored_directions
 
 
@@ -21,6 +21,28 @@ def collect(root: Path) -> dict[str, Any]:
         "train": _read(root / "reports" / "train" / "metrics.json"),
         "register": _read(root / "reports" / "register.json"),
     }
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+def change_lines(metrics: dict[str, Any], test_set: str, metric: str = "chrf_pp") -> list[str]:
+    """The fine-tuned model against its base per direction and on the average: both scores, the change, its 95%
+    bootstrap interval and the paired bootstrap's two-sided p-value."""
+    rows = changes_vs_base(metrics, test_set, metric)
+    if not rows:
+        return []
+    label = {"chrf_pp": "chrF++", "chrf": "chrF", "bleu": "BLEU"}[metric]
+    width = max(len(r.direction) for r in rows) + 2
+    lines = [f"{test_set} {label} per direction, fine-tuned vs base (paired bootstrap: change, 95% interval, two-sided p):",
+             f"  {'direction':<{width}}{'base':>8}{'tuned':>8}{'change':>9}   {'95% interval':<18}{'p':>7}"]
+    for r in rows:
+        interval = f"[{_signed(r.low)}, {_signed(r.high)}]"
+        p_value = "–" if r.p_value is None else f"{r.p_value:.3f}"
+        name = "average" if r.direction == AVERAGE else r.direction
+        lines.append(f"  {name:<{width}}{r.base:8.2f}{r.final:8.2f}{r.change:+9.2f}   {interval:<18}{p_value:>7}")
+    return lines
 
 
 def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], tracking_uri: str, seconds: float) -> str:
@@ -39,6 +61,7 @@ def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], trackin
             if avg:
                 spec = "+8.2f" if label == "change" else "8.2f"
                 lines.append(f"  {label:<12}" + "".join(format(avg[m], spec) for m in ("bleu", "chrf", "chrf_pp")))
+        lines += change_lines(evaluation, primary)
         for note in evaluation.get("notes", []):
             lines.append(f"  note: {note}")
     train = summary.get("train")

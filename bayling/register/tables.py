@@ -3,7 +3,7 @@ scores per direction and the segments that moved most sit beside the registered 
 UI (Artifacts, and the evaluation tables view), queryable with `mlflow.load_table`.
 
 Two tables: `review/directions.json`, one row per test set and direction with the candidate's,
-champion's and base model's BLEU, chrF and chrF++ and the p-values against the champion; and
+champion's and base model's BLEU, chrF and chrF++ and the p-values against the champion and the base; and
 `review/segments.json`, one row per regressed or improved segment with its source, reference, both
 outputs and their sentence chrF++.
 """
@@ -29,7 +29,7 @@ def directions_table(review: dict[str, Any]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {name: [] for name in ("test_set", "direction", "segments", "compared_with")}
     for model in ("candidate", "champion", "base"):
         columns.update({f"{model}_{m}": [] for m in METRICS})
-    columns.update({f"p_vs_champion_{m}": [] for m in METRICS})
+    columns.update({f"p_vs_{other}_{m}": [] for other in ("champion", "base") for m in METRICS})
     for d in review.get("directions", []):
         columns["test_set"].append(d["test_set"])
         columns["direction"].append(d["direction"])
@@ -38,8 +38,9 @@ def directions_table(review: dict[str, Any]) -> dict[str, list[Any]]:
         for model in ("candidate", "champion", "base"):
             for m in METRICS:
                 columns[f"{model}_{m}"].append((d["scores"].get(model) or {}).get(m))
-        for m in METRICS:
-            columns[f"p_vs_champion_{m}"].append((d["p_vs_champion"] or {}).get(m))
+        for other in ("champion", "base"):
+            for m in METRICS:
+                columns[f"p_vs_{other}_{m}"].append((d.get(f"p_vs_{other}") or {}).get(m))
     return columns
 
 

@@ -167,3 +167,31 @@ def test_item_ids_name_their_direction_and_a_repeated_id_is_refused(world: World
     with pytest.raises(PipelineError, match=r"test set heldout: item id 'tico19-sample:1/eng_Latn-fra_Latn' occurs twice "
                                             r"\(in eng_Latn-fra_Latn\)"):
         load_test_sets(world.params(), world.root, twice)
+
+
+def test_the_summary_and_the_pause_show_each_directions_change_interval_and_p(tagged_run: Evaluation):
+    import re
+
+    from bayling.register.approval import review_markdown
+    from bayling.register.summary import render
+
+    metrics = tagged_run.metrics
+    summary = render({"eval": metrics}, [], "sqlite:///mlflow.db", 1.0)
+    pause = review_markdown({"model_name": "m", "version": "2", "run_id": "r"}, metrics, "| gate |", "report.html", "uri",
+                            tagged_run.review)
+    number = r"([+-]?\d+\.\d+)"
+    for direction in [*FLORES_DIRECTIONS, "avg"]:
+        def value(model: str, direction: str = direction) -> float:
+            return metrics[f"flores.{direction}.{model}.chrf_pp"]
+
+        name = "average" if direction == "avg" else direction
+        line = re.search(rf"^  {name} +{number} +{number} +{number} +\[{number}, {number}\] +(\d\.\d+)$", summary, re.M)
+        assert line, (name, summary)
+        shown = [float(g) for g in line.groups()]
+        expected = [value("base"), value("final"), value("final") - value("base"), value("delta_low"), value("delta_high"),
+                    value("p_vs_base")]
+        assert shown == pytest.approx(expected, abs=0.006), name
+        cell = "**average**" if direction == "avg" else direction.replace("_", r"\_")
+        row = re.search(rf"^\| {re.escape(cell)} \| {number} \| {number} \| {number} \| \[{number}, {number}\] \| (\d\.\d+) \|$", pause,
+                        re.M)
+        assert row and [float(g) for g in row.groups()] == pytest.approx(expected, abs=0.006), (cell, pause[:1500])
