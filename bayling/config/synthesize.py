@@ -46,6 +46,9 @@ class GeneralSourceParams(Section):
     name: Slug
     path: str
     language: LangCode
+    # sources in one parallel group hold versions of the same chats in other languages, matched by their `id`
+    # (the line number where a chat has none); chats of sources outside a group are never paired
+    parallel_group: Slug | None = None
 
 
 class GeneralParams(Section):
@@ -53,6 +56,22 @@ class GeneralParams(Section):
 
     sources: list[GeneralSourceParams] = []
     cross_lingual_targets: list[LangCode] = []  # answer languages the teacher carries replies into
+
+    @model_validator(mode="after")
+    def _names_and_groups(self) -> GeneralParams:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError("general source names must be unique: they prefix the chats' ids")
+        seen: dict[tuple[str, str], str] = {}
+        for source in self.sources:
+            if source.parallel_group is None:
+                continue
+            key = (source.parallel_group, source.language)
+            if key in seen:
+                raise ValueError(f"parallel group {source.parallel_group} has two {source.language} sources ({seen[key]} and "
+                                 f"{source.name}): a group holds one version of each chat per language")
+            seen[key] = source.name
+        return self
 
 
 class FilterParams(Section):

@@ -22,7 +22,7 @@ from bayling.core.textio import iter_lines, unsafe_character
 from bayling.synthesize import quality
 from bayling.synthesize.decontam import Decontaminator
 from bayling.synthesize.followups import pick
-from bayling.synthesize.mix import language_group
+from bayling.synthesize.mix import REPEAT_MARK, language_group
 from bayling.synthesize.teacher import ask_teacher, verify_reply
 
 ROLES = ("system", "user", "assistant")
@@ -48,7 +48,10 @@ def validate_messages(messages: Any) -> list[Problem]:
 
 
 def read_general(path: str, source: str, lines: Iterator[tuple[int, bytes]]) -> Iterator[dict[str, Any] | Quarantined]:
-    """Chats from a JSONL file in `messages` format ({"id"?, "messages": [...]}); bad lines are quarantined."""
+    """Chats from a JSONL file in `messages` format ({"id"?, "messages": [...]}); bad lines are quarantined.
+
+    A chat's id is its `id`, else its line number. An id may not contain the mix's repeat mark: the mix
+    names a chat's second copy `{id}#2`, which a chat of its own called `{id}#2` would share."""
     for lineno, raw in lines:
         try:
             obj = loads_strict(raw.decode("utf-8"))
@@ -62,10 +65,13 @@ def read_general(path: str, source: str, lines: Iterator[tuple[int, bytes]]) -> 
             yield Quarantined(source, path, lineno, (Problem(None, f"invalid JSON: {exc.msg}"),), raw[:300].decode("utf-8", "replace"))
             continue
         problems = [Problem(None, "row must be a JSON object")] if not isinstance(obj, dict) else validate_messages(obj.get("messages"))
+        chat_id = str(obj.get("id", lineno)) if isinstance(obj, dict) else ""
+        if not problems and REPEAT_MARK in chat_id:
+            problems = [Problem("id", f"'{REPEAT_MARK}' is reserved for the mix's repeats (id#2, id#3, ...)")]
         if problems:
             yield Quarantined(source, path, lineno, tuple(problems), raw[:300].decode("utf-8", "replace"))
             continue
-        yield {"id": str(obj.get("id", lineno)), "messages": [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]}
+        yield {"id": chat_id, "line": lineno, "messages": [{"role": m["role"], "content": m["content"]} for m in obj["messages"]]}
 
 
 def monolingual(chat: Mapping[str, Any], source: str, language: str) -> Conversation:
@@ -156,18 +162,33 @@ def _heldout_by_hash(seed: int, key: str, fraction: float) -> bool:
 
 
 def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontaminator | None) -> GeneralResult:
-    """Monolingual chats, cross-lingual chats from aligned versions, and teacher-carried ones."""
+    """Monolingual chats, cross-lingual chats from aligned versions, and teacher-carried ones.
+
+    Chats are versions of one another only inside a parallel group (`parallel_group` on their sources)
+    and under the same id: two unrelated files whose ids (or line numbers) coincide are never paired.
+    An id repeated within one source is quarantined: which of the two a version belongs to is unknowable.
+    """
     result = GeneralResult([], [], [], Counter(), {})
-    by_id: dict[str, dict[str, dict[str, Any]]] = {}
+    # (("group", name) or ("source", name), chat id) -> language -> chat: the versions of one chat
+    by_id: dict[tuple[tuple[str, str], str], dict[str, dict[str, Any]]] = {}
     seen: set[bytes] = set()
     for source in params.general.sources:
         path = root / source.path
+        family = ("group", source.parallel_group) if source.parallel_group else ("source", source.name)
+        first_line: dict[str, int] = {}
         for record in read_general(source.path, source.name, iter_lines(path)):
             result.stats["chats_in"] += 1
             if isinstance(record, Quarantined):
                 result.quarantined.append(record)
                 result.stats["quarantined: malformed"] += 1
                 continue
+            if record["id"] in first_line:
+                problem = Problem("id", f"duplicate id '{record['id']}' (first at line {first_line[record['id']]})")
+                result.quarantined.append(Quarantined(source.name, source.path, record["line"], (problem,),
+                                                      record["messages"][0]["content"][:300]))
+                result.stats["quarantined: duplicate id"] += 1
+                continue
+            first_line[record["id"]] = record["line"]
             texts = [m["content"] for m in record["messages"]]
             hit = next((h for h in (decontaminator.match(t) for t in texts) if h), None) if decontaminator else None
             if hit:
@@ -183,10 +204,10 @@ def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontam
             seen.add(key)
             result.stats["chats_kept"] += 1
             chat = {**record, "language": source.language, "source": source.name}
-            by_id.setdefault(record["id"], {})[source.language] = chat
+            by_id.setdefault((family, record["id"]), {})[source.language] = chat  # one source per language in a group
             split = result.heldout if _heldout_by_hash(params.seed, record["id"], params.heldout_fraction) else result.train
             split.append(monolingual(record, source.name, source.language))
-    for chat_id, versions in sorted(by_id.items()):
+    for (_, chat_id), versions in sorted(by_id.items()):
         split = result.heldout if _heldout_by_hash(params.seed, chat_id, params.heldout_fraction) else result.train
         for a in sorted(versions):
             for b in sorted(versions):
@@ -204,7 +225,7 @@ def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontam
     targets = list(params.general.cross_lingual_targets)
     if targets and params.teacher.enabled:
         jobs = []
-        for chat_id, versions in sorted(by_id.items()):
+        for (_, chat_id), versions in sorted(by_id.items()):
             for a, chat in sorted(versions.items()):
                 for b in targets:
                     if b != a and b not in versions:

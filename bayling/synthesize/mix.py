@@ -188,6 +188,9 @@ def combined_factors(language: dict[Slot, float], cell: dict[tuple[str, str], fl
     return {slot: min(most, factor * cell.get(slot[:2], 0.0)) for slot, factor in language.items()}
 
 
+REPEAT_MARK = "#"  # a repeat's id is `{id}#{k}`; no chat's own id may contain it (general.read_general)
+
+
 def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float] | None, seed: int,
                  unique: Counter | None = None) -> Counter:
     """Concatenate shard files in order into `out`, each chat as many times as its deterministic mix draw
@@ -205,7 +208,7 @@ def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float]
                         out.write(line)
                     else:
                         meta = {**conversation["meta"], "repeat": k + 1}
-                        out.write(dumps_line({**conversation, "id": f"{conversation['id']}#{k + 1}", "meta": meta}))
+                        out.write(dumps_line({**conversation, "id": f"{conversation['id']}{REPEAT_MARK}{k + 1}", "meta": meta}))
                 kept[slot] += count
                 if unique is not None and count:
                     unique[slot] += 1

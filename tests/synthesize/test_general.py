@@ -71,3 +71,73 @@ def test_hostile_chats_are_quarantined():
     assert records[0].problems[0].reason == "repeated key 'messages'"
     assert records[1].problems[0] == Problem("messages[0].content", "NUL byte in text")
     assert records[2].problems[0].reason == "bidi control U+202E in text"
+
+
+def _chat(question: str, answer: str, chat_id: str | None = None) -> str:
+    import json
+
+    row = {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+    return json.dumps({**({"id": chat_id} if chat_id is not None else {}), **row}, ensure_ascii=False) + "\n"
+
+
+def _general(tmp_path, sources, **extra):
+    from bayling.config.synthesize import SynthesizeParams
+    from bayling.synthesize.general import build_general
+
+    params = SynthesizeParams.model_validate({"seed": 13, "heldout_fraction": 0.01, "general": {"sources": sources, **extra}})
+    return build_general(params, tmp_path, None)
+
+
+def _cross(result):
+    return [c for c in result.train + result.heldout if c.task == "general_cross"]
+
+
+def test_chats_of_unrelated_sources_are_never_paired_by_id_or_line(tmp_path):
+    """Two unrelated files without ids: line 1 of one is not a version of line 1 of the other."""
+    (tmp_path / "en.jsonl").write_text(_chat("Name a synonym for happy.", "Joyful.") + _chat("Name a prime number.", "Seven."))
+    (tmp_path / "zh.jsonl").write_text(_chat("如何煮米饭？", "先洗米，再加水煮。") + _chat("推荐一本书。", "我推荐《红楼梦》。"))
+    (tmp_path / "en2.jsonl").write_text(_chat("What is 2 + 2?", "Four."))
+    result = _general(tmp_path, [{"name": "dolly", "path": "en.jsonl", "language": "eng_Latn"},
+                                 {"name": "oasst-zh", "path": "zh.jsonl", "language": "zho_Hans"},
+                                 {"name": "alpaca", "path": "en2.jsonl", "language": "eng_Latn"}])
+    assert _cross(result) == []
+    assert sorted(c.id for c in result.train + result.heldout) == ["alpaca:1", "dolly:1", "dolly:2", "oasst-zh:1", "oasst-zh:2"]
+
+
+def test_sources_in_one_parallel_group_are_versions_of_the_same_chats(tmp_path):
+    (tmp_path / "en.jsonl").write_text(_chat("How do I stay healthy?", "Sleep well.", "h") + _chat("Name a colour.", "Red.", "c"))
+    (tmp_path / "zh.jsonl").write_text(_chat("如何保持健康？", "睡好觉。", "h") + _chat("说出一种颜色。", "红色。", "c")
+                                       + _chat("如何保持健康？", "多锻炼。", "h"))  # the same id again in one source
+    (tmp_path / "zh2.jsonl").write_text(_chat("说出一种颜色。", "蓝色。", "c"))  # a second zh version in the same group
+    result = _general(tmp_path, [{"name": "en", "path": "en.jsonl", "language": "eng_Latn", "parallel_group": "g"},
+                                 {"name": "zh", "path": "zh.jsonl", "language": "zho_Hans", "parallel_group": "g"},
+                                 {"name": "zh-other", "path": "zh2.jsonl", "language": "zho_Hans"}])
+    pairs = sorted((c.messages[0]["content"].split("\n")[0], c.messages[1]["content"]) for c in _cross(result))
+    assert pairs == [("How do I stay healthy?", "睡好觉。"), ("Name a colour.", "红色。"), ("如何保持健康？", "Sleep well."),
+                     ("说出一种颜色。", "Red.")]
+    assert result.stats["chats_in"] == 6 == result.stats["chats_kept"] + len(result.quarantined)
+    (repeat,) = result.quarantined
+    assert (repeat.source, repeat.line, repeat.problems[0].reason) == ("zh", 3, "duplicate id 'h' (first at line 1)")
+
+
+def test_a_chat_id_may_not_look_like_a_mix_repeat(tmp_path):
+    """The mix names a chat's second copy `id#2`: a chat whose own id is `q#2` would share that id."""
+    (tmp_path / "en.jsonl").write_text(_chat("One?", "1.", "q") + _chat("Two?", "2.", "q#2"))
+    result = _general(tmp_path, [{"name": "en", "path": "en.jsonl", "language": "eng_Latn"}])
+    assert [c.id for c in result.train + result.heldout] == ["en:q"]
+    assert [(q.line, q.problems[0].field, q.problems[0].reason) for q in result.quarantined] == \
+        [(2, "id", "'#' is reserved for the mix's repeats (id#2, id#3, ...)")]
+
+
+def test_general_sources_are_named_once_and_a_parallel_group_holds_one_source_per_language():
+    import pytest
+    from pydantic import ValidationError
+
+    from bayling.config.synthesize import GeneralParams
+
+    with pytest.raises(ValidationError, match="general source names must be unique"):
+        GeneralParams.model_validate({"sources": [{"name": "a", "path": "x", "language": "eng_Latn"},
+                                                  {"name": "a", "path": "y", "language": "zho_Hans"}]})
+    with pytest.raises(ValidationError, match="parallel group g has two eng_Latn sources"):
+        GeneralParams.model_validate({"sources": [{"name": "a", "path": "x", "language": "eng_Latn", "parallel_group": "g"},
+                                                  {"name": "b", "path": "y", "language": "eng_Latn", "parallel_group": "g"}]})
