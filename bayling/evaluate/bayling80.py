@@ -20,7 +20,11 @@ class Question:
 
 
 def read_questions(paths: Sequence[Path], limit: int | None = None) -> list[Question]:
+    """The questions of every file in order; a question's id is `{file stem}:{question_id}` (the line number where a
+    row has none), and two questions with one id (a repeated question_id, or two files of the same name) are refused:
+    answers and references are matched to questions by id."""
     questions = []
+    where: dict[str, str] = {}
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             for lineno, line in enumerate(handle, start=1):
@@ -29,10 +33,15 @@ def read_questions(paths: Sequence[Path], limit: int | None = None) -> list[Ques
                 try:
                     row = json.loads(line)
                     text = row["text"]
-                except (json.JSONDecodeError, KeyError) as exc:
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise PipelineError(f"{path}:{lineno}: not a BayLing-80 question ({exc})") from None
+                question_id = f"{Path(path).stem}:{row.get('question_id', lineno)}"
+                if question_id in where:
+                    raise PipelineError(f"{path}:{lineno}: question id '{question_id}' is also {where[question_id]}'s: every "
+                                        "question needs its own (rename one of two files with the same name)")
+                where[question_id] = f"{path}:{lineno}"
                 turns = tuple(text) if isinstance(text, list) else (text,)
-                questions.append(Question(f"{Path(path).stem}:{row.get('question_id', lineno)}", turns, row.get("category", "")))
+                questions.append(Question(question_id, turns, row.get("category", "")))
     return questions[:limit] if limit else questions
 
 
@@ -53,12 +62,21 @@ def answer(replier: Replier, questions: Sequence[Question], *, max_new_tokens: i
 
 
 def read_answers(path: Path) -> dict[str, list[str]]:
-    """Another system's answers, BayLing style: {"question_id", "text": str | [answers]} per line."""
-    out = {}
+    """Another system's answers, BayLing style: {"question_id", "text": str | [answers]} per line. A question_id
+    is a question's bare number or its full id (`{file stem}:{question_id}`); one given twice is refused."""
+    out: dict[str, list[str]] = {}
+    first: dict[str, int] = {}
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
                 row = json.loads(line)
-                text = row["text"]
-                out[str(row["question_id"])] = list(text) if isinstance(text, list) else [text]
+                key, text = str(row["question_id"]), row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise PipelineError(f"{path}:{lineno}: not an answer row ({exc})") from None
+            if key in first:
+                raise PipelineError(f"{path}:{lineno}: question_id {key} again (first at line {first[key]})")
+            first[key] = lineno
+            out[key] = list(text) if isinstance(text, list) else [text]
     return out

@@ -70,6 +70,35 @@ def review_record(question: Question, review: str | None, reviewer: str, answer1
     }
 
 
+def judged_pairs(questions: Sequence[Question], candidate: Sequence[list[str]], reference: dict[str, list[str]]
+                 ) -> tuple[list[tuple[Question, list[str], list[str]]], list[str]]:
+    """(question, reference answers, candidate answers) for every question the reference answered, and notes on
+    the rest. A reference answer is found under the question's full id (`{file stem}:{question_id}`), or under its
+    bare question_id when no other configured question file has that question_id: BayLing-80's English and
+    Chinese files number the same 80 questions, and an English reference is no reference for a Chinese question."""
+    bare = Counter(q.id.rsplit(":", 1)[-1] for q in questions)
+    pairs, missing, ambiguous = [], 0, 0
+    for question, answers in zip(questions, candidate):
+        number = question.id.rsplit(":", 1)[-1]
+        if question.id in reference:
+            pairs.append((question, reference[question.id], answers))
+        elif number in reference and bare[number] == 1:
+            pairs.append((question, reference[number], answers))
+        elif number in reference:
+            ambiguous += 1
+        else:
+            missing += 1
+    notes = []
+    if ambiguous:
+        example = next(q.id for q in questions if bare[q.id.rsplit(":", 1)[-1]] > 1)
+        notes.append(f"judge: {ambiguous} questions not judged: their question_id is in more than one question file, so a "
+                     f"reference keyed by question_id alone is ambiguous; key its answers '<file stem>:<question_id>' (e.g. "
+                     f"'{example}')")
+    if missing:
+        notes.append(f"judge: {missing} questions have no reference answer")
+    return pairs, notes
+
+
 @dataclass(frozen=True)
 class JudgeOutcome:
     reviews: list[dict[str, Any]]
@@ -86,13 +115,12 @@ def run_judge(
     root: Path,
 ) -> JudgeOutcome:
     """Review every question the reference system also answered; WIN/LOSS/TIE counts and the win rate."""
-    pairs = [(q, reference.get(q.id) or reference.get(q.id.split(":")[-1]), a) for q, a in zip(questions, candidate)]
-    judged = [(q, r, a) for q, r, a in pairs if r is not None]
+    judged, notes = judged_pairs(questions, candidate, reference)
     texts, _ = ask(params, [judge_messages(q, r, a) for q, r, a in judged], root / params.cache_path)
     reviews = [review_record(q, text, params.model, reference_id, "final") for (q, _, _), text in zip(judged, texts)]
     counts = Counter(r["outcome"] for r in reviews)
     scored = counts["WIN"] + counts["LOSS"] + counts["TIE"]
-    notes = [f"judge: {counts['ERROR']} reviews without scores"] if counts["ERROR"] else []
+    notes += [f"judge: {counts['ERROR']} reviews without scores"] if counts["ERROR"] else []
     metrics = {
         "instructions.judge.win": counts["WIN"],
         "instructions.judge.loss": counts["LOSS"],
