@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section, Slug
+from bayling.core.metric_keys import MODEL_LABELS, REPORT_NAMES
 
 
 class EvalTestSet(Section):
@@ -25,6 +26,16 @@ class EvalTestSet(Section):
     instruction_language: Literal["en", "zh"] = "en"
     system_prompt: str | None = None
     reference_systems: dict[Slug, dict[Direction, str]] = {}  # outputs of other systems, for capability ratios
+
+    @model_validator(mode="after")
+    def _names(self) -> EvalTestSet:
+        if self.name in REPORT_NAMES:
+            raise ValueError(f"test set name '{self.name}' is taken by metrics.json's own {self.name}.* keys")
+        for system in self.reference_systems:
+            if system in MODEL_LABELS:
+                raise ValueError(f"reference system '{system}' would share metrics.json keys with the model label '{system}' "
+                                 f"({self.name}.<direction>.{system}.<metric>): choose another name")
+        return self
 
     @model_validator(mode="after")
     def _kind_fields(self) -> EvalTestSet:
@@ -147,4 +158,8 @@ class EvaluateParams(Section):
         names = [t.name for t in self.test_sets]
         if len(set(names)) != len(names):
             raise ValueError("test set names must be unique")
+        choice_sets = self.xcopa if isinstance(self.xcopa, list) else [self.xcopa] if self.xcopa else []
+        for shared in sorted({s.name for s in choice_sets} & set(names)):
+            raise ValueError(f"'{shared}' names both a translation test set and a multiple-choice set: both lead their "
+                             "metrics.json keys, so give them different names")
         return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bayling.config.types import PositiveInt, Section, UnitFloat
 
@@ -66,3 +66,10 @@ class RegisterParams(Section):
     gate: GateParams = GateParams()
     approval: ApprovalParams = ApprovalParams()
     card: CardParams = CardParams()
+
+    @model_validator(mode="after")
+    def _aliases(self) -> RegisterParams:
+        if self.alias == self.champion_alias:
+            raise ValueError("register.alias and register.champion_alias must differ: register sets the alias on every "
+                             "version that passes the gate, and only an approval may move the champion's")
+        return self

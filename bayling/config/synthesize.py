@@ -106,6 +106,13 @@ class DecontaminationParams(Section):
     ngram: PositiveInt = 13
     eval_sets: list[EvalSetParams] = []
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> DecontaminationParams:
+        names = [s.name for s in self.eval_sets]
+        if len(set(names)) != len(names):
+            raise ValueError("decontamination set names must be unique: the data card counts removed text per set name")
+        return self
+
 
 class TeacherParams(EndpointParams):
     """An optional LLM that writes the replies the data cannot give."""

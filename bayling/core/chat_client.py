@@ -72,8 +72,11 @@ def request_payload(settings: ChatSettings, messages: Request) -> dict[str, Any]
     return payload
 
 
-def request_key(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+def request_key(payload: dict[str, Any], endpoint: str) -> str:
+    """The cache key of a request to `endpoint`: two servers may call different models by the same name (the
+    default `teacher`), so a reply is remembered for the endpoint that gave it."""
+    keyed = {"endpoint": endpoint.rstrip("/"), **payload}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 class ResponseCache:
@@ -142,7 +145,7 @@ async def _complete_all(
     results: list[str | None] = [None] * len(payloads)
     pending: dict[str, list[int]] = {}
     for i, payload in enumerate(payloads):
-        key = request_key(payload)
+        key = request_key(payload, settings.base_url)
         cached = cache.get(key) if cache is not None else None
         if cached is not None:
             results[i] = cached

@@ -2,7 +2,9 @@
 
 A score is `{test_set}.{direction}.{model}.{metric}`: test set names have no dots, a direction is
 `src-tgt` in FLORES-200 codes or `avg` for the macro average, the model is a label such as `final`,
-`base`, `delta`, `champion` or `p_vs_champion`, and the metric is bleu, chrf, chrf_pp (or comet).
+`base`, `delta`, `champion` or `p_vs_champion`, and the metric is bleu, chrf, chrf_pp (or comet). A
+multiple-choice set's keys (`xcopa.sw.final.accuracy`, `xcopa.avg.final.acc_norm`) are not score keys, and a
+sacreBLEU signature is `signature.{test_set}.{target language}.{metric}`.
 
 The paired bootstrap of the fine-tuned model against its base adds `delta_low` and `delta_high` (the 95%
 interval of `delta`) and `p_vs_base`; against the champion, `delta_vs_champion` with `delta_vs_champion_low`
@@ -17,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 METRICS = ("bleu", "chrf", "chrf_pp")
+SCORED = (*METRICS, "comet")  # the metrics a score key may end in; a multiple-choice set's accuracy keys are not scores
 AVERAGE = "avg"
+# the model part of a score key for what evaluate itself reports: a reference system may not take one of these names
+MODEL_LABELS = ("final", "base", "delta", "delta_low", "delta_high", "p_vs_base", "champion", "p_vs_champion",
+                "delta_vs_champion", "delta_vs_champion_low", "delta_vs_champion_high")
+# the first part of metrics.json keys that are not a test set's: no test set may take one of these names
+REPORT_NAMES = ("signature", "instructions", "primary_test_set", "champion_version", "champion_regenerated_segments", "notes")
 DIRECTION = re.compile(r"^[a-z]{3}_[A-Za-z]{4}-[a-z]{3}_[A-Za-z]{4}$")
 
 
@@ -35,7 +43,7 @@ class ScoreKey:
     def parse(cls, key: str) -> ScoreKey | None:
         """The parts of a score key, or None for any other key (signatures, notes, xcopa, ...)."""
         parts = key.split(".")
-        if len(parts) != 4 or not (parts[1] == AVERAGE or DIRECTION.match(parts[1])):
+        if len(parts) != 4 or not (parts[1] == AVERAGE or DIRECTION.match(parts[1])) or parts[3] not in SCORED:
             return None
         return cls(*parts)
 

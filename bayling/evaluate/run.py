@@ -107,7 +107,7 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
-            metrics.update({f"signature.{group[0].tgt_lang}.{m}": s for m, s in result.signatures.items()})
+            metrics.update({f"signature.{name}.{group[0].tgt_lang}.{m}": s for m, s in result.signatures.items()})
             notes.extend(w for w in result.warnings if w not in notes)
         metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
 

@@ -170,7 +170,7 @@ def eval_results(metrics: dict[str, Any], params: dict[str, Any]) -> list[Any]:
         dataset, split = TEST_SET_DATASETS.get(kinds.get(key.test_set) or "", (key.test_set, None))
         metric_type, metric_name, args = METRIC_NAMES[key.metric]
         source, target = key.direction.split("-")
-        signature = metrics.get(f"signature.{target}.{key.metric}")
+        signature = metrics.get(f"signature.{key.test_set}.{target}.{key.metric}")
         results.append(EvalResult(
             task_type="translation",
             task_name="Translation",
@@ -308,7 +308,9 @@ def scores_table(metrics: dict[str, Any], test_set: str) -> str:
     keys = [k for k in score_keys(metrics) if k.test_set == test_set and k.model == "final"]
     directions = sorted({k.direction for k in keys if not k.is_average}) + (["avg"] if any(k.is_average for k in keys) else [])
     with_champion = any(k.test_set == test_set and k.model == "champion" for k in score_keys(metrics))
-    header = ["Direction", "chrF++", "base", "Δ", "BLEU", "base", "chrF", "base"]
+    tested = any(k.test_set == test_set and k.model == "p_vs_base" for k in score_keys(metrics))
+    header = ["Direction", "chrF++", "base", "Δ"] + (["Δ 95% interval", "p vs base"] if tested else []) + \
+        ["BLEU", "base", "chrF", "base"]
     if with_champion:
         header += ["champion chrF++", "p vs champion"]
     rows = []
@@ -317,8 +319,13 @@ def scores_table(metrics: dict[str, Any], test_set: str) -> str:
             return metrics.get(score_key(test_set, direction, model, metric))
 
         row = [direction_label(direction), number(value("final", "chrf_pp")), number(value("base", "chrf_pp")),
-               number(value("delta", "chrf_pp"), signed=True), number(value("final", "bleu")), number(value("base", "bleu")),
-               number(value("final", "chrf")), number(value("base", "chrf"))]
+               number(value("delta", "chrf_pp"), signed=True)]
+        if tested:
+            low, high, p_value = value("delta_low", "chrf_pp"), value("delta_high", "chrf_pp"), value("p_vs_base", "chrf_pp")
+            row += [f"[{number(low, signed=True)}, {number(high, signed=True)}]" if low is not None and high is not None else "–",
+                    f"{p_value:.3f}" if isinstance(p_value, int | float) else "–"]
+        row += [number(value("final", "bleu")), number(value("base", "bleu")), number(value("final", "chrf")),
+                number(value("base", "chrf"))]
         if with_champion:
             p_value = value("p_vs_champion", "chrf_pp")
             row += [number(value("champion", "chrf_pp")), f"{p_value:.3f}" if isinstance(p_value, int | float) else "–"]
@@ -327,12 +334,12 @@ def scores_table(metrics: dict[str, Any], test_set: str) -> str:
 
 
 def signature_lines(metrics: dict[str, Any]) -> list[str]:
-    """One line per metric and distinct sacreBLEU signature, with the target languages it applies to."""
+    """One line per metric and distinct sacreBLEU signature, with the test sets and target languages it applies to."""
     by_signature: dict[tuple[str, str], list[str]] = {}
     for key, signature in metrics.items():
         parts = key.split(".")
-        if len(parts) == 3 and parts[0] == "signature" and parts[2] in METRIC_NAMES:
-            by_signature.setdefault((parts[2], str(signature)), []).append(parts[1])
+        if len(parts) == 4 and parts[0] == "signature" and parts[3] in METRIC_NAMES:
+            by_signature.setdefault((parts[3], str(signature)), []).append(f"{parts[1]} {parts[2]}")
     order = list(METRIC_NAMES)
     return [f"- {METRIC_NAMES[metric][1]} `{signature}` ({', '.join(sorted(targets))})"
             for (metric, signature), targets in sorted(by_signature.items(), key=lambda item: (order.index(item[0][0]), item[0][1]))]

@@ -195,3 +195,12 @@ def test_the_summary_and_the_pause_show_each_directions_change_interval_and_p(ta
         row = re.search(rf"^\| {re.escape(cell)} \| {number} \| {number} \| {number} \| \[{number}, {number}\] \| (\d\.\d+) \|$", pause,
                         re.M)
         assert row and [float(g) for g in row.groups()] == pytest.approx(expected, abs=0.006), (cell, pause[:1500])
+
+
+def test_each_test_set_keeps_its_own_sacrebleu_signatures(reference_run: Evaluation):
+    """FLORES into English has one reference, WMT22 zh-en two: a signature keyed by target language alone said
+    nrefs:2 for FLORES too."""
+    metrics = reference_run.metrics
+    assert "nrefs:1|" in metrics["signature.flores.eng_Latn.bleu"] and "nrefs:2|" in metrics["signature.wmt22-zh-en.eng_Latn.bleu"]
+    assert "tok:zh" in metrics["signature.flores.zho_Hans.bleu"] and "nw:2" in metrics["signature.heldout.zho_Hans.chrf_pp"]
+    assert not [k for k in metrics if k.startswith("signature.") and k.count(".") != 3]

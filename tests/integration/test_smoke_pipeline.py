@@ -88,8 +88,8 @@ def test_final_model_loads_and_metrics_show_before_and_after(smoke_run):
     for model in ("base", "final", "delta"):
         assert {f"heldout.avg.{model}.{m}" for m in ("bleu", "chrf", "chrf_pp")} <= set(metrics)
     assert "heldout.eng_Latn-fra_Latn.final.chrf_pp" in metrics
-    assert "tok:zh" in metrics["signature.zho_Hans.bleu"]
-    assert "tok:13a" in metrics["signature.eng_Latn.bleu"]
+    assert "tok:zh" in metrics["signature.heldout.zho_Hans.bleu"]
+    assert "tok:13a" in metrics["signature.flores.eng_Latn.bleu"]
     assert any("nothing to compare with" in note for note in metrics["notes"])
     assert any("COMET skipped" in note for note in metrics["notes"])
     html = (dest / "reports/eval/report.html").read_text()

@@ -50,8 +50,8 @@ def scores(test_set: str, directions: list[str], offset: float) -> dict[str, flo
 def evaluation() -> dict:
     metrics = {"primary_test_set": "flores", **scores("flores", FLORES, 0.0), **scores("heldout", HELDOUT, 1.0)}
     for code, tok in (("eng_Latn", "13a"), ("fra_Latn", "13a"), ("swh_Latn", "13a"), ("zho_Hans", "zh")):
-        metrics[f"signature.{code}.bleu"] = f"nrefs:1|case:mixed|eff:no|tok:{tok}|smooth:exp|version:2.6.0"
-        metrics[f"signature.{code}.chrf_pp"] = "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"
+        metrics[f"signature.flores.{code}.bleu"] = f"nrefs:1|case:mixed|eff:no|tok:{tok}|smooth:exp|version:2.6.0"
+        metrics[f"signature.flores.{code}.chrf_pp"] = "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"
     metrics["notes"] = ["COMET skipped: no local COMET checkpoint configured (evaluate.comet_model)"]
     return metrics
 
@@ -216,3 +216,14 @@ def test_the_model_identity_ignores_the_card(tmp_path):
     assert directory_sha256(model) == before
     (model / "notes.md").write_text("not a card")
     assert directory_sha256(model) != before
+
+
+def test_the_card_shows_each_directions_change_against_the_base_with_its_interval_and_p(inputs):
+    metrics = dict(inputs.metrics)
+    metrics[score_key("flores", "eng_Latn-fra_Latn", "delta_low", "chrf_pp")] = 0.25
+    metrics[score_key("flores", "eng_Latn-fra_Latn", "delta_high", "chrf_pp")] = 2.75
+    metrics[score_key("flores", "eng_Latn-fra_Latn", "p_vs_base", "chrf_pp")] = 0.012
+    body = render_body(replace(inputs, metrics=metrics))
+    flores = body.split("### flores")[1].split("###")[0]
+    assert "| Δ 95% interval | p vs base |" in flores
+    assert "| English → French | 8.50 | 7.00 | +1.50 | [+0.25, +2.75] | 0.012 |" in flores

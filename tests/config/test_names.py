@@ -1,0 +1,45 @@
+"""Names that become parts of metrics.json keys or registry aliases: two things may never share one."""
+
+import pytest
+from pydantic import ValidationError
+
+from bayling.config.evaluate import EvaluateParams
+from bayling.config.register import RegisterParams
+from bayling.config.synthesize import DecontaminationParams
+
+WMT = {"kind": "wmt", "direction": "eng_Latn-fra_Latn", "src": "s.txt", "refs": ["r.txt"]}
+
+
+@pytest.mark.parametrize("label", ["final", "base", "delta", "champion", "p_vs_base", "delta_low", "p_vs_champion"])
+def test_a_reference_system_may_not_take_a_models_label(label):
+    """A reference system's scores are keyed {set}.{direction}.{system}.{metric}: one called `final` overwrote the
+    fine-tuned model's own scores, which the gate, the card and the review then read."""
+    with pytest.raises(ValidationError, match=f"reference system '{label}' would share metrics.json keys with the model label"):
+        EvaluateParams.model_validate({"test_sets": [{"name": "w", **WMT, "reference_systems": {label: {"eng_Latn-fra_Latn": "x"}}}]})
+
+
+def test_a_multiple_choice_set_may_not_share_a_test_sets_name():
+    """Both lead their keys: an XCOPA set called `flores` put accuracy into FLORES's averages and satisfied
+    `required_test_sets: [flores]` by itself."""
+    with pytest.raises(ValidationError, match="'flores' names both a translation test set and a multiple-choice set"):
+        EvaluateParams.model_validate({"test_sets": [{"name": "flores", **WMT}],
+                                       "xcopa": {"name": "flores", "dir": "x", "languages": ["sw"]}})
+
+
+@pytest.mark.parametrize("name", ["signature", "instructions"])
+def test_a_test_set_may_not_take_a_name_the_report_uses(name):
+    with pytest.raises(ValidationError, match=f"test set name '{name}' is taken by metrics.json's own"):
+        EvaluateParams.model_validate({"test_sets": [{"name": name, **WMT}]})
+
+
+def test_the_candidate_alias_is_not_the_champion_alias():
+    """register sets the candidate alias on a gate pass: were it the champion alias, no approval would be asked."""
+    with pytest.raises(ValidationError, match="register.alias and register.champion_alias must differ"):
+        RegisterParams(alias="champion", champion_alias="champion")
+
+
+def test_decontamination_sets_are_named_once():
+    """The card counts segments per set name; two sets of one name were added together."""
+    with pytest.raises(ValidationError, match="decontamination set names must be unique"):
+        DecontaminationParams.model_validate({"eval_sets": [{"name": "wmt", "format": "lines", "paths": ["a"]},
+                                                            {"name": "wmt", "format": "lines", "paths": ["b"]}]})
