@@ -21,7 +21,7 @@ class SplitCounter:
 
     conversations: int = 0
     turns: int = 0
-    sources: set[str] = field(default_factory=set)
+    sources: set[tuple[str, str]] = field(default_factory=set)  # (corpus | general, source id)
     per_task: Counter = field(default_factory=Counter)
     per_family: Counter = field(default_factory=Counter)
     per_group: Counter = field(default_factory=Counter)
@@ -32,7 +32,9 @@ class SplitCounter:
     def add(self, conversation: Conversation) -> None:
         self.conversations += 1
         self.turns += sum(1 for m in conversation.messages if m["role"] == "assistant")
-        self.sources.update(conversation.source_ids)
+        # corpus rows and general chats are named apart: a fetch source and a general source may share a name
+        kind = "general" if conversation.family == "general" else "corpus"
+        self.sources.update((kind, source_id) for source_id in conversation.source_ids)
         self.per_task.update(conversation.turn_tasks)
         self.per_family[conversation.family] += 1
         self.per_group[conversation.group] += 1

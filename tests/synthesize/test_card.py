@@ -12,3 +12,13 @@ def test_card_counts():
     assert card["splits"]["train"]["per_language"] == {"eng_Latn": 4, "fra_Latn": 4, "swh_Latn": 4}
     assert card["splits"]["heldout"]["conversations"] == 0
     assert card["mix"] == {"mode": "report"}
+
+
+def test_a_corpus_row_and_a_general_chat_of_one_name_are_two_source_rows():
+    """Corpus rows are `{fetch source}:{id}`, general chats `{general source}:{id}`: the two may share a name."""
+    from bayling.synthesize.general import monolingual
+
+    row = {**ROW, "id": "mydata:1"}
+    chat = {"id": "1", "messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    card = build_card({"train": [*translation_conversations(row), monolingual(chat, "mydata", "eng_Latn")]}, {"seed": 1})
+    assert card["splits"]["train"]["source_rows"] == 2
