@@ -6,14 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section, Slug
+from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section
 from bayling.core.metric_keys import MODEL_LABELS, REPORT_NAMES
+
+KeyPart = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no dots: it is part of the metric keys
 
 
 class EvalTestSet(Section):
     """A translation test set: the held-out split, WMT-style files, or a FLORES-style folder."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no dots: it leads the metric keys
+    name: KeyPart  # it leads the metric keys
     kind: Literal["heldout", "wmt", "flores"]
     directions: Literal["all"] | Annotated[list[Direction], Field(min_length=1)] = "all"
     direction: Direction | None = None  # wmt: the one direction of src/refs
@@ -25,7 +27,7 @@ class EvalTestSet(Section):
     max_segments: PositiveInt | None = None
     instruction_language: Literal["en", "zh"] = "en"
     system_prompt: str | None = None
-    reference_systems: dict[Slug, dict[Direction, str]] = {}  # outputs of other systems, for capability ratios
+    reference_systems: dict[KeyPart, dict[Direction, str]] = {}  # outputs of other systems, for capability ratios
 
     @model_validator(mode="after")
     def _names(self) -> EvalTestSet:
@@ -54,9 +56,6 @@ class ChoiceFields(Section):
     context: str = "query"  # the text the choices continue (lm-eval's doc_to_text), used as it is
     choices: str = "choices"  # a list of strings (doc_to_choice)
     gold: str = "gold"  # an index into the choices, or the text of the right one (doc_to_target)
-
-
-KeyPart = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no dots: it is part of the metric keys
 
 
 class XcopaParams(Section):

@@ -43,3 +43,15 @@ def test_decontamination_sets_are_named_once():
     with pytest.raises(ValidationError, match="decontamination set names must be unique"):
         DecontaminationParams.model_validate({"eval_sets": [{"name": "wmt", "format": "lines", "paths": ["a"]},
                                                             {"name": "wmt", "format": "lines", "paths": ["b"]}]})
+
+
+@pytest.mark.parametrize("where", ["test set", "reference system", "multiple-choice set"])
+def test_no_name_that_leads_or_sits_in_a_key_holds_a_dot(where):
+    """A key is {test_set}.{direction}.{model}.{metric}: a dotted name gives a key with more parts, which no reader
+    parses, so its scores vanish from every table (a reference system called gpt-3.5-turbo did)."""
+    spec = {"name": "wmt22.zh-en", **WMT} if where == "test set" else {"name": "w", **WMT}
+    if where == "reference system":
+        spec["reference_systems"] = {"gpt-3.5-turbo": {"eng_Latn-fra_Latn": "x"}}
+    extra = {"xcopa": {"name": "xcopa.v2", "dir": "x", "languages": ["sw"]}} if where == "multiple-choice set" else {}
+    with pytest.raises(ValidationError, match="String should match pattern"):
+        EvaluateParams.model_validate({"test_sets": [spec], **extra})
