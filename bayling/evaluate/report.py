@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import METRICS
+from bayling.core.metric_keys import AVERAGE, METRICS, ScoreKey, score_key, score_keys
 from bayling.core.plots import grouped_barh
 
 
@@ -75,6 +75,37 @@ def review_section(review: dict[str, Any] | None) -> str:
     )
 
 
+AVERAGE_ROWS = (("base", "base"), ("fine-tuned", "final"), ("change vs base", "delta"), ("95% interval, low", "delta_low"),
+                ("95% interval, high", "delta_high"), ("p vs base", "p_vs_base"), ("champion", "champion"),
+                ("change vs champion", "delta_vs_champion"), ("p vs champion", "p_vs_champion"))
+
+
+def averages_table(metrics: dict[str, Any], test_set: str) -> str:
+    """One test set's macro averages: each model's scores, the changes with their 95% intervals, and the p-values."""
+    names = {"bleu": "BLEU", "chrf": "chrF", "chrf_pp": "chrF++"}
+    head = "<tr><th></th>" + "".join(f"<th>{names[m]}</th>" for m in METRICS) + "</tr>"
+    rows = []
+    for label, model in AVERAGE_ROWS:
+        values = [metrics.get(score_key(test_set, AVERAGE, model, m)) for m in METRICS]
+        if any(v is not None for v in values):
+            rows.append(f"<tr><td>{html.escape(label)}</td>" + "".join(_cell(v) for v in values) + "</tr>")
+    return (f'<table class="averages" data-test-set="{html.escape(test_set)}"><caption>{html.escape(test_set)}: macro average '
+            f"over its directions</caption>{head}{''.join(rows)}</table>")
+
+
+def _other_scores(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What the averages tables leave out: capability ratios, multiple-choice accuracies, the judge's counts."""
+    out = []
+    for k, v in sorted(metrics.items()):
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        key = ScoreKey.parse(k)
+        if key is None and (k.endswith((".accuracy", ".acc_norm")) or k.startswith("instructions")) \
+                or key is not None and key.model.startswith("ratio_vs_"):
+            out.append((k, v))
+    return out
+
+
 def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: list[Path], models: list[str],
                 review: dict[str, Any] | None = None) -> str:
     def img(path: Path) -> str:
@@ -89,13 +120,9 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
     for row in rows:
         cells = [row["test_set"], row["direction"]] + [row.get(f"{m}_{k}") for m in models for k in ("bleu", "chrf", "chrf_pp")]
         body.append("<tr>" + "".join(f"<td>{'' if c is None else html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    summary = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in sorted(metrics.items())
-        if isinstance(v, (int, float))
-        and (".avg." in k or k.endswith((".accuracy", ".acc_norm")) or "p_vs_" in k or "ratio_vs" in k
-             or k.startswith("instructions"))
-    )
+    averaged = {k.test_set for k in score_keys(metrics) if k.is_average}
+    tables = "".join(averages_table(metrics, name) for name in sorted(averaged))
+    summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in _other_scores(metrics))
     notes = "".join(f"<li>{html.escape(str(n))}</li>" for n in metrics.get("notes", []))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>BayLing evaluation</title>"
@@ -103,9 +130,11 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
         "<style>body{font-family:sans-serif;margin:2em}p,ul,h1,h2,h3{max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
         "img{max-width:100%}figure{margin:1em 0}table.segments td{text-align:left;white-space:pre-wrap;vertical-align:top}"
-        "caption{text-align:left;font-weight:bold}</style></head><body>"
+        "caption{text-align:left;font-weight:bold}table.averages td:nth-child(2){text-align:right}</style></head><body>"
         "<h1>BayLing evaluation report</h1>"
-        f"<h2>Averages, ratios, significance</h2><table>{summary}</table>"
+        f"<h2>Averages and significance</h2>{tables}"
+        + (f"<h2>Ratios and other scores</h2><table>{summary}</table>" if summary else "")
+        + 
         f"<h2>Per direction</h2><table><tr>{header}</tr>{''.join(body)}</table>"
         f"{review_section(review)}"
         f"<h2>Charts</h2>{''.join(img(p) for p in charts)}"

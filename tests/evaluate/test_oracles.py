@@ -169,7 +169,7 @@ def test_item_ids_name_their_direction_and_a_repeated_id_is_refused(world: World
         load_test_sets(world.params(), world.root, twice)
 
 
-def test_the_summary_and_the_pause_show_each_directions_change_interval_and_p(tagged_run: Evaluation):
+def test_the_summary_the_pause_and_the_report_show_the_change_its_interval_and_p(tagged_run: Evaluation):
     import re
 
     from bayling.register.approval import review_markdown
@@ -195,6 +195,12 @@ def test_the_summary_and_the_pause_show_each_directions_change_interval_and_p(ta
         row = re.search(rf"^\| {re.escape(cell)} \| {number} \| {number} \| {number} \| \[{number}, {number}\] \| (\d\.\d+) \|$", pause,
                         re.M)
         assert row and [float(g) for g in row.groups()] == pytest.approx(expected, abs=0.006), (cell, pause[:1500])
+    report = (tagged_run.out / "report.html").read_text("utf-8")
+    flores = report.split('data-test-set="flores"')[1].split("</table>")[0]
+    for label, model in (("p vs base", "p_vs_base"), ("95% interval, low", "delta_low"), ("change vs base", "delta")):
+        row = re.search(rf"<tr><td>{re.escape(label)}</td>(.*?)</tr>", flores)
+        assert row and re.findall(r"<td>([^<]*)</td>", row.group(1)) == \
+            [str(metrics[f"flores.avg.{model}.{m}"]) for m in ("bleu", "chrf", "chrf_pp")], label
 
 
 def test_each_test_set_keeps_its_own_sacrebleu_signatures(reference_run: Evaluation):
