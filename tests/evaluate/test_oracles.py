@@ -210,3 +210,21 @@ def test_each_test_set_keeps_its_own_sacrebleu_signatures(reference_run: Evaluat
     assert "nrefs:1|" in metrics["signature.flores.eng_Latn.bleu"] and "nrefs:2|" in metrics["signature.wmt22-zh-en.eng_Latn.bleu"]
     assert "tok:zh" in metrics["signature.flores.zho_Hans.bleu"] and "nw:2" in metrics["signature.heldout.zho_Hans.chrf_pp"]
     assert not [k for k in metrics if k.startswith("signature.") and k.count(".") != 3]
+
+
+def test_the_sacrebleu_cli_recomputes_metrics_json_from_the_prediction_files(tagged_run: Evaluation, tmp_path: Path):
+    """What a reader would do: take a direction's file, write its hypotheses and references out, run `sacrebleu`."""
+    import subprocess
+    import sys
+
+    metrics = tagged_run.metrics
+    cli = str(Path(sys.executable).parent / "sacrebleu")
+    for test_set, direction, path in tagged_run.files("final"):
+        if test_set != "flores":
+            continue
+        rows = read_jsonl(path)
+        (tmp_path / "hyp").write_text("".join(r["hypothesis"] + "\n" for r in rows), "utf-8")
+        (tmp_path / "ref").write_text("".join(r["reference"] + "\n" for r in rows), "utf-8")
+        out = subprocess.run([cli, str(tmp_path / "ref"), "-i", str(tmp_path / "hyp"), "-m", "chrf", "--chrf-word-order", "2", "-b",
+                              "-w", "4"], capture_output=True, text=True, check=True).stdout
+        assert float(out) == pytest.approx(metrics[f"flores.{direction}.final.chrf_pp"], abs=0.01), direction
