@@ -9,6 +9,7 @@ sacreBLEU signature is `signature.{test_set}.{target language}.{metric}`.
 The paired bootstrap of the fine-tuned model against its base adds `delta_low` and `delta_high` (the 95%
 interval of `delta`) and `p_vs_base`; against the champion, `delta_vs_champion` with `delta_vs_champion_low`
 and `_high`, and `p_vs_champion`. Each is there per direction and for `avg`, the macro average.
+`{test_set}.{direction}.segments` counts the items scored (for `avg`, the smallest direction's count).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class ScoreKey:
 
 def score_key(test_set: str, direction: str, model: str, metric: str) -> str:
     return str(ScoreKey(test_set, direction, model, metric))
+
+
+def segments_key(test_set: str, direction: str) -> str:
+    """`{test_set}.{direction}.segments`: the items a direction was scored on (for `avg`, its smallest direction's)."""
+    return f"{test_set}.{direction}.segments"
 
 
 def score_keys(metrics: Iterable[str]) -> list[ScoreKey]:

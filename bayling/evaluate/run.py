@@ -16,7 +16,7 @@ from bayling.config.base_model import BaseModelParams
 from bayling.config.evaluate import EvaluateParams
 from bayling.config.register import RegisterParams
 from bayling.core.errors import PipelineError
-from bayling.core.metric_keys import averages
+from bayling.core.metric_keys import AVERAGE, averages, segments_key
 from bayling.core.records import Conversation
 from bayling.evaluate import scores as flat
 from bayling.evaluate.bayling80 import Question
@@ -107,8 +107,10 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
+            metrics[segments_key(name, direction)] = len(group)  # what a significance test had to go on
             metrics.update({f"signature.{name}.{group[0].tgt_lang}.{m}": s for m, s in result.signatures.items()})
             notes.extend(w for w in result.warnings if w not in notes)
+        metrics[segments_key(name, AVERAGE)] = min(len(group) for group in items_by_direction.values())
         metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
 
 

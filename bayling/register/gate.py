@@ -2,17 +2,24 @@
 
 A candidate may be proposed only if every rule passes: minimum scores, required test sets, no significant
 drop against the champion beyond the allowed number of points in any direction, and no significant drop
-below the base model on the headline test set, in any direction or on the average. "Significant" is the
-paired bootstrap's two-sided p-value below the rule's alpha; a rule whose comparison is missing fails.
+below the base model on the headline test set, in any direction or on the average. A rule whose
+comparison is missing fails.
+
+A drop is significant when three things hold, all from evaluate's paired bootstrap: the two-sided p-value
+is below the rule's alpha, the 95% bootstrap interval of the change lies below zero, and there are enough
+segments for any paired test to reach alpha. sacreBLEU's p-value alone is not enough at small n: it said
+0.001 for two segments whose interval was [-1.65, +0.43]. With n segments the exact sign test cannot go
+below 2 * 0.5**n, so fewer than log2(2 / alpha) segments (6 at alpha 0.05) can never show a difference.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bayling.config.register import DropRule, GateParams
-from bayling.core.metric_keys import score_keys
+from bayling.core.metric_keys import ScoreKey, score_keys, segments_key
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,12 @@ def evaluate_gate(metrics: dict[str, Any], policy: GateParams, champion: str | N
             continue
         p_value = metrics.get(str(key.with_model("p_vs_champion")))
         change = metrics[str(key)] - champion_score
-        significant = p_value is not None and p_value < drop.alpha
+        if p_value is None:
+            results.append(RuleResult("max_drop_vs_champion", target, round(change, 4), -drop.points, True, "no significance test"))
+            continue
+        significant, detail = significant_drop(metrics, key, "delta_vs_champion", p_value, drop.alpha)
         failed = change < -drop.points and significant
-        results.append(RuleResult("max_drop_vs_champion", target, round(change, 4), -drop.points, not failed,
-                                  f"p={p_value}" if p_value is not None else "no significance test"))
+        results.append(RuleResult("max_drop_vs_champion", target, round(change, 4), -drop.points, not failed, detail))
     if champion is None and not any(r.rule == "max_drop_vs_champion" for r in results):
         results.append(RuleResult("max_drop_vs_champion", drop.metric, None, -drop.points, True, "no champion to compare with"))
     return results
@@ -89,11 +98,30 @@ def _vs_base(metrics: dict[str, Any], rule: DropRule) -> list[RuleResult]:
             results.append(RuleResult("max_drop_vs_base", target, None, -rule.points, False, missing))
             continue
         change = metrics[str(key)] - base_score
-        low, high = metrics.get(str(key.with_model("delta_low"))), metrics.get(str(key.with_model("delta_high")))
-        interval = f", 95% interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
-        failed = change < -rule.points and p_value < rule.alpha
-        results.append(RuleResult("max_drop_vs_base", target, round(change, 4), -rule.points, not failed, f"p={p_value}{interval}"))
+        significant, detail = significant_drop(metrics, key, "delta", p_value, rule.alpha)
+        failed = change < -rule.points and significant
+        results.append(RuleResult("max_drop_vs_base", target, round(change, 4), -rule.points, not failed, detail))
     return results
+
+
+def segments_needed(alpha: float) -> int:
+    """The fewest segments with which a paired test can reach p < alpha: the exact sign test's smallest two-sided
+    p-value with n segments is 2 * 0.5**n."""
+    return math.floor(math.log2(2 / alpha)) + 1
+
+
+def significant_drop(metrics: dict[str, Any], key: ScoreKey, change: str, p_value: float, alpha: float) -> tuple[bool, str]:
+    """Whether the paired bootstrap shows the change keyed `change` (`delta`, `delta_vs_champion`) at `key`'s test set
+    and direction to be a real drop, and the evidence in words. Missing interval or segment counts (an evaluation
+    from before they were recorded) leave the p-value to decide alone."""
+    low, high = metrics.get(str(key.with_model(f"{change}_low"))), metrics.get(str(key.with_model(f"{change}_high")))
+    segments = metrics.get(segments_key(key.test_set, key.direction))
+    detail = f"p={p_value}" + (f", 95% interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else "")
+    if isinstance(segments, int) and segments < segments_needed(alpha):
+        return False, f"{detail}; {segments} segments: a paired test needs {segments_needed(alpha)} to reach p < {alpha}"
+    if high is not None and high >= 0 and p_value < alpha:
+        return False, f"{detail}; the 95% interval includes 0"
+    return p_value < alpha and (high is None or high < 0), detail
 
 
 def passed(results: list[RuleResult]) -> bool:

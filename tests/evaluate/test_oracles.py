@@ -54,6 +54,8 @@ def test_a_replier_that_answers_with_the_reference_scores_100_in_every_direction
     assert len(scored["flores"]) == 6 and len(scored["wmt22-zh-en"]) == 1 and len(scored["heldout"]) == 12
     assert len(reference_run.repliers["final"].asked) == 6 * FLORES_SEGMENTS + WMT_SEGMENTS + 12 * HELDOUT_SEGMENTS  # each once
     metrics = reference_run.metrics
+    assert metrics["flores.eng_Latn-fra_Latn.segments"] == metrics["flores.avg.segments"] == FLORES_SEGMENTS
+    assert metrics["wmt22-zh-en.zho_Hans-eng_Latn.segments"] == WMT_SEGMENTS and metrics["heldout.avg.segments"] == HELDOUT_SEGMENTS
     for test_set, directions in world.expected_directions().items():
         for direction in [*directions, "avg"]:
             for metric in ("bleu", "chrf", "chrf_pp"):

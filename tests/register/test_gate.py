@@ -26,7 +26,7 @@ def headline(changes: dict[str, tuple[float, float, float]], average: tuple[floa
     for direction, (base, final, p) in [*changes.items(), ("avg", average)]:
         metrics.update({f"flores.{direction}.base.chrf_pp": base, f"flores.{direction}.final.chrf_pp": final,
                         f"flores.{direction}.p_vs_base.chrf_pp": p, f"flores.{direction}.delta_low.chrf_pp": final - base - 1,
-                        f"flores.{direction}.delta_high.chrf_pp": final - base + 1})
+                        f"flores.{direction}.delta_high.chrf_pp": final - base + 0.5})
     return metrics
 
 
@@ -39,7 +39,7 @@ def test_a_candidate_significantly_worse_than_its_base_fails_per_direction_and_o
     assert set(rules) == {"flores.eng_Latn-fra_Latn.chrf_pp", "flores.eng_Latn-swh_Latn.chrf_pp", "flores.avg.chrf_pp"}
     swh = rules["flores.eng_Latn-swh_Latn.chrf_pp"]
     assert not swh.passed and swh.rule == "max_drop_vs_base" and swh.value == -2.5 and swh.threshold == 0.0
-    assert swh.detail == "p=0.01, 95% interval [-3.50, -1.50]"
+    assert swh.detail == "p=0.01, 95% interval [-3.50, -2.00]"
     assert rules["flores.eng_Latn-fra_Latn.chrf_pp"].passed and rules["flores.avg.chrf_pp"].passed
     worse_on_average = headline({"eng_Latn-fra_Latn": (20.0, 19.0, 0.06)}, (20.0, 19.0, 0.04))
     assert [r.target for r in evaluate_gate(worse_on_average, BASE_ONLY) if not r.passed] == ["flores.avg.chrf_pp"]
@@ -120,3 +120,27 @@ def test_the_drop_rule_never_passes_for_want_of_a_comparison():
     assert not missing.passed and missing.detail == "not compared with champion v3"
     stale = evaluate_gate(metrics_with_champion(42.0, 42.0, 0.5), gate(), champion="4")
     assert not passed(stale) and stale[-1].detail == "evaluated against version 3"
+
+
+def test_a_drop_is_significant_only_when_the_interval_excludes_zero_and_enough_segments_could_show_it():
+    """sacreBLEU's p-value alone said 0.001 for two FLORES segments whose change had the 95% interval [-1.65, +0.43]
+    (the smoke flow's fine-tuned model, which the gate then refused). With n segments no paired test can reach
+    p < alpha unless 2 * 0.5**n < alpha (the exact sign test): 6 segments at alpha 0.05."""
+    def metrics(n: int, low: float, high: float, p: float) -> dict:
+        out = headline({"swh_Latn-eng_Latn": (6.69, 5.70, p)}, (6.69, 5.70, p))
+        for direction in ("swh_Latn-eng_Latn", "avg"):
+            out.update({f"flores.{direction}.delta_low.chrf_pp": low, f"flores.{direction}.delta_high.chrf_pp": high,
+                        f"flores.{direction}.segments": n})
+        return out
+
+    spans_zero = evaluate_gate(metrics(8, -1.65, 0.43, 0.001), BASE_ONLY)
+    assert passed(spans_zero) and all("the 95% interval includes 0" in r.detail for r in spans_zero)
+    too_few = evaluate_gate(metrics(2, -2.0, -1.0, 0.001), BASE_ONLY)
+    assert passed(too_few) and all("2 segments: a paired test needs 6 to reach p < 0.05" in r.detail for r in too_few)
+    real = evaluate_gate(metrics(8, -3.0, -0.5, 0.01), BASE_ONLY)
+    assert not passed(real) and [r.target for r in real if not r.passed] == ["flores.swh_Latn-eng_Latn.chrf_pp", "flores.avg.chrf_pp"]
+    # the champion rule reads the same evidence
+    champion = {**metrics_with_champion(40.0, 42.5, 0.001), "heldout.eng_Latn-fra_Latn.delta_vs_champion_low.chrf": -4.0,
+                "heldout.eng_Latn-fra_Latn.delta_vs_champion_high.chrf": 0.5, "heldout.eng_Latn-fra_Latn.segments": 8}
+    (rule,) = [r for r in evaluate_gate(champion, gate()) if r.rule == "max_drop_vs_champion"]
+    assert rule.passed and "the 95% interval includes 0" in rule.detail
