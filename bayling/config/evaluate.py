@@ -34,7 +34,7 @@ class EvalTestSet(Section):
         if self.name in REPORT_NAMES:
             raise ValueError(f"test set name '{self.name}' is taken by metrics.json's own {self.name}.* keys")
         for system in self.reference_systems:
-            if system in MODEL_LABELS:
+            if system in MODEL_LABELS or system.startswith("ratio_vs_"):
                 raise ValueError(f"reference system '{system}' would share metrics.json keys with the model label '{system}' "
                                  f"({self.name}.<direction>.{system}.<metric>): choose another name")
         return self
@@ -76,6 +76,8 @@ class XcopaParams(Section):
 
     @model_validator(mode="after")
     def _files(self) -> XcopaParams:
+        if self.name in REPORT_NAMES:
+            raise ValueError(f"multiple-choice set name '{self.name}' is taken by metrics.json's own {self.name}.* keys")
         if self.length_normalized:
             raise ValueError("length_normalized is gone: {name}.{lang}.{model}.acc_norm is lm-eval's length-normalised "
                              "accuracy, reported beside .accuracy; read that key and remove length_normalized")

@@ -166,6 +166,16 @@ def _local_path_problems(section: str, model: Any, root: Path) -> list[tuple[tup
     return problems
 
 
+def _cross_section_problems(models: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Settings of two sections that cannot work together, found before any stage runs."""
+    evaluate, register = models.get("evaluate"), models.get("register")
+    if evaluate is not None and register is not None and not evaluate.evaluate_base and register.gate.max_drop_vs_base is not None:
+        return [(("register", "gate", "max_drop_vs_base"),
+                 "compares the fine-tuned model with its base, but evaluate.evaluate_base is false: evaluate the base model, "
+                 "or set max_drop_vs_base: null to turn the rule off")]
+    return []
+
+
 def validate_sections(
     data: dict[str, Any], sections: list[str], *, text: str = "", file: str = PARAMS_FILE, root: Path = Path(".")
 ) -> dict[str, Any]:
@@ -185,6 +195,7 @@ def validate_sections(
             problems.extend(_readable_errors(name, exc))
             continue
         problems.extend(_local_path_problems(name, models[name], root))
+    problems.extend(_cross_section_problems(models))
     if problems:
         rendered = []
         for loc, msg in problems:

@@ -44,7 +44,8 @@ class ScoreKey:
     def parse(cls, key: str) -> ScoreKey | None:
         """The parts of a score key, or None for any other key (signatures, notes, xcopa, ...)."""
         parts = key.split(".")
-        if len(parts) != 4 or not (parts[1] == AVERAGE or DIRECTION.match(parts[1])) or parts[3] not in SCORED:
+        if len(parts) != 4 or not (parts[1] == AVERAGE or DIRECTION.match(parts[1])) or parts[3] not in SCORED \
+                or parts[0] in REPORT_NAMES:
             return None
         return cls(*parts)
 

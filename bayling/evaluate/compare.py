@@ -135,9 +135,10 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
 
 def stored_outputs(path: Path, items: list[TestItem]) -> list[str] | None:
     """The hypotheses of a champion's stored predictions file, one per item in item order, when the file holds
-    exactly these items: the same ids, sources and references in the same order. Anything else (another split,
-    another segment count, predictions written before item ids named their direction) is None, and the
-    champion's model translates the items again."""
+    exactly these items: the same ids, sources, references and prompts in the same order. Anything else (another
+    split, another segment count, another prompt wording or system prompt, predictions written before item ids
+    named their direction or before the prompt was stored) is None, and the champion's model translates the
+    items again."""
     if not path.is_file():
         return None
     try:
@@ -149,7 +150,8 @@ def stored_outputs(path: Path, items: list[TestItem]) -> list[str] | None:
     for row, item in zip(rows, items):
         if not isinstance(row, dict) or not isinstance(row.get("hypothesis"), str):
             return None
-        if (row.get("id"), row.get("source"), row.get("reference")) != (item.id, item.source, item.reference):
+        if (row.get("id"), row.get("source"), row.get("reference"), row.get("prompt")) != (item.id, item.source, item.reference,
+                                                                                          item.prompt):
             return None
     return [row["hypothesis"] for row in rows]
 

@@ -1,19 +1,25 @@
-"""Checks that the evaluation's outputs belong where they are about to be written, run before evaluate writes
+"""Checks that the evaluation's records belong where they are about to be written, run before evaluate writes
 anything.
 
 Every score is only as good as the pairing of each output with its own item. A lookup by an id that two
-items share once sent one direction's outputs to every direction and scored them against the others'
-references; nothing failed, the numbers were simply wrong. These checks make such a pairing stop the
-stage instead, naming the test set and direction:
+items shared once sent one direction's outputs to every direction and scored them against the others'
+references; nothing failed, the numbers were simply wrong. What these checks can see is the records:
 
 - each model's predictions cover exactly the configured test sets and directions;
-- in each direction, prediction k is for item k of that direction: the same id, direction, source and
-  references, in order;
+- in each direction, prediction k is the record of item k of that direction: the same id, direction, source
+  and references, in order (a record reused in another direction or position, as then, stops the stage);
 - every item is of its own direction (its languages spell the direction), and a file-based item's prompt
   carries its own source segment;
-- the champion's outputs, where present, are one per item;
+- the champion's outputs, where present, number one per item;
 - the review's segments are items of the direction they are listed under, with that item's source and
   reference.
+
+A break stops the stage, naming the test set and direction. What they cannot see is whether a text was
+generated for the prompt it is paired with: a generated string carries no mark of its prompt. That is what
+the oracle tests prove (tests/evaluate/test_oracles.py: stand-in models that answer with the reference,
+the source, or a tag naming the direction). At run time, `identical_directions` adds a note when two
+directions of one model received the very same outputs, the text-level trace of that old bug (or of a model
+that copies its source, which is why it is a note and not a stop).
 """
 
 from __future__ import annotations
@@ -104,6 +110,24 @@ def check_review(test_sets: TestSets, review: Mapping[str, Any]) -> None:
                 item = by_id.get(segment["id"])
                 if item is None or (segment["source"], segment["reference"]) != (item.source, item.reference):
                     raise _fail(name, direction, f"the review's {change} segment {segment['id']} is not an item of this direction")
+
+
+def identical_directions(label: str, hypotheses: Mapping[str, Mapping[str, Sequence[str]]]) -> list[str]:
+    """Notes for pairs of directions of one test set whose outputs are the same list, item for item, and not all one
+    string (a model that says nothing, or the same thing, everywhere is not news)."""
+    notes = []
+    for name, by_direction in hypotheses.items():
+        seen: dict[tuple[str, ...], str] = {}
+        for direction, outputs in by_direction.items():
+            key = tuple(outputs)
+            if len(set(key)) < 2:
+                continue
+            if key in seen:
+                notes.append(f"{label}: {name} {seen[key]} and {direction} received the same {len(key)} outputs: a model that "
+                             "copies its source does this; otherwise outputs are paired with the wrong items")
+            else:
+                seen[key] = direction
+    return notes
 
 
 def check_evaluation(test_sets: TestSets, predictions: Mapping[str, Predictions],

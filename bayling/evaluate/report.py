@@ -77,7 +77,8 @@ def review_section(review: dict[str, Any] | None) -> str:
 
 AVERAGE_ROWS = (("base", "base"), ("fine-tuned", "final"), ("change vs base", "delta"), ("95% interval, low", "delta_low"),
                 ("95% interval, high", "delta_high"), ("p vs base", "p_vs_base"), ("champion", "champion"),
-                ("change vs champion", "delta_vs_champion"), ("p vs champion", "p_vs_champion"))
+                ("change vs champion", "delta_vs_champion"), ("95% interval vs champion, low", "delta_vs_champion_low"),
+                ("95% interval vs champion, high", "delta_vs_champion_high"), ("p vs champion", "p_vs_champion"))
 
 
 def averages_table(metrics: dict[str, Any], test_set: str) -> str:

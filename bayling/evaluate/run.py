@@ -37,7 +37,7 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.item.id, "source": self.item.source, "reference": self.item.reference,
-                "hypothesis": self.hypothesis, "raw": self.raw}
+                "hypothesis": self.hypothesis, "raw": self.raw, "prompt": self.item.prompt}
 
 
 @dataclass
@@ -194,6 +194,10 @@ def evaluate_models(
     reviews: list[dict[str, Any]] = []
     if params.instructions and params.instructions.judge.enabled:
         reviews = _judge(params, questions, runs, metrics, notes, root, resolve)
+    from bayling.evaluate.invariants import identical_directions
+
+    for label, run in runs.items():
+        notes.extend(identical_directions(label, run.hypotheses()))
     metrics["notes"] = notes
     rows = flat.per_language_rows(metrics, list(test_sets), REPORT_MODELS)
     from bayling.evaluate.review import build_review

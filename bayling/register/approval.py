@@ -300,6 +300,8 @@ def review_tables(review: dict[str, Any]) -> list[str]:
 
 def base_change_table(metrics: dict[str, Any], test_set: str) -> list[str]:
     """Fine-tuned against base per direction and on the average (chrF++): change, 95% interval, p."""
+    from bayling.register.summary import small_sample_caveat
+
     rows = changes_vs_base(metrics, test_set)
     if not rows:
         return []
@@ -311,7 +313,8 @@ def base_change_table(metrics: dict[str, Any], test_set: str) -> list[str]:
         interval = "–" if r.low is None or r.high is None else f"[{r.low:+.2f}, {r.high:+.2f}]"
         name = "**average**" if r.direction == AVERAGE else markdown_cell(r.direction)
         lines.append(f"| {name} | {r.base:.2f} | {r.final:.2f} | {r.change:+.2f} | {interval} | {_number(r.p_value, 4)} |")
-    return [*lines, ""]
+    caveat = small_sample_caveat(metrics, test_set)
+    return [*lines, *(["", f"Note: {caveat}."] if caveat else []), ""]
 
 
 def review_markdown(registration: dict[str, Any], metrics: dict[str, Any], gate_table: str, report_path: str, tracking_uri: str,

@@ -2,19 +2,26 @@
 
 A candidate may be proposed only if every rule passes: minimum scores, required test sets, no significant
 drop against the champion beyond the allowed number of points in any direction, and no significant drop
-below the base model on the headline test set, in any direction or on the average. A rule whose
-comparison is missing fails.
+below the base model on the headline test set, in any direction or on the average. The base rule fails
+when the base model's scores or the paired test are missing; the champion rule fails when a champion
+exists and a direction was not compared with it.
 
 A drop is significant when three things hold, all from evaluate's paired bootstrap: the two-sided p-value
-is below the rule's alpha, the 95% bootstrap interval of the change lies below zero, and there are enough
-segments for any paired test to reach alpha. sacreBLEU's p-value alone is not enough at small n: it said
-0.001 for two segments whose interval was [-1.65, +0.43]. With n segments the exact sign test cannot go
-below 2 * 0.5**n, so fewer than log2(2 / alpha) segments (6 at alpha 0.05) can never show a difference.
+is below the rule's alpha, the 95% bootstrap interval of the change lies below zero (95% whatever alpha
+is: it guards against the p-value's failure at small n, and does not replace it), and the direction has
+enough segments for a distribution-free paired test to reach alpha. sacreBLEU's p-value alone is not
+enough at small n: it said 0.001 for two segments whose interval was [-1.65, +0.43]. With n segments
+the exact sign test cannot go below 2 * 0.5**n, so it takes the smallest n with 2 * 0.5**n < alpha
+(6 at alpha 0.05) before any difference can show.
+
+The base rule tests every direction of the headline and the average at once, so its p-values are
+Holm-adjusted over that family: with six directions tested separately at 0.05, a fine-tuned model no
+different from its base would be refused about one time in seven. The champion rule, with its allowance
+in points, keeps the p-value of each direction as it is.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -89,39 +96,60 @@ def _vs_base(metrics: dict[str, Any], rule: DropRule) -> list[RuleResult]:
     if not keys or not any(str(k.with_model("base")) in metrics for k in keys):
         detail = "the base model was not evaluated (evaluate.evaluate_base)" if keys else "no scores on the headline test set"
         return [RuleResult("max_drop_vs_base", f"{primary}.{rule.metric}", None, -rule.points, False, detail)]
+    p_values = [metrics.get(str(k.with_model("p_vs_base"))) for k in keys]
+    adjusted = holm([p for p in p_values if p is not None])
     results = []
-    for key in keys:
+    for key, p_value in zip(keys, p_values):
         target = f"{key.test_set}.{key.direction}.{rule.metric}"
-        base_score, p_value = metrics.get(str(key.with_model("base"))), metrics.get(str(key.with_model("p_vs_base")))
+        base_score = metrics.get(str(key.with_model("base")))
         if base_score is None or p_value is None:
             missing = "no base score" if base_score is None else "no paired test against the base model (run evaluate again)"
             results.append(RuleResult("max_drop_vs_base", target, None, -rule.points, False, missing))
             continue
         change = metrics[str(key)] - base_score
-        significant, detail = significant_drop(metrics, key, "delta", p_value, rule.alpha)
+        significant, detail = significant_drop(metrics, key, "delta", p_value, rule.alpha, adjusted.pop(0), len(keys))
         failed = change < -rule.points and significant
         results.append(RuleResult("max_drop_vs_base", target, round(change, 4), -rule.points, not failed, detail))
     return results
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: rejecting those below alpha keeps the chance of any
+    false rejection in the family at most alpha, whatever the dependence between the tests."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def segments_needed(alpha: float) -> int:
-    """The fewest segments with which a paired test can reach p < alpha: the exact sign test's smallest two-sided
-    p-value with n segments is 2 * 0.5**n."""
-    return math.floor(math.log2(2 / alpha)) + 1
+    """The fewest segments with which a distribution-free paired test can reach p < alpha: the exact sign test's
+    smallest two-sided p-value with n segments is 2 * 0.5**n."""
+    n = 1
+    while 2 * 0.5**n >= alpha:
+        n += 1
+    return n
 
 
-def significant_drop(metrics: dict[str, Any], key: ScoreKey, change: str, p_value: float, alpha: float) -> tuple[bool, str]:
+def significant_drop(metrics: dict[str, Any], key: ScoreKey, change: str, p_value: float, alpha: float,
+                     adjusted: float | None = None, family: int = 1) -> tuple[bool, str]:
     """Whether the paired bootstrap shows the change keyed `change` (`delta`, `delta_vs_champion`) at `key`'s test set
-    and direction to be a real drop, and the evidence in words. Missing interval or segment counts (an evaluation
-    from before they were recorded) leave the p-value to decide alone."""
+    and direction to be a real drop, and the evidence in words. `adjusted` is the p-value adjusted over a family of
+    `family` tests, which then decides instead of `p_value`. Missing interval or segment counts (an evaluation from
+    before they were recorded) leave the p-value to decide alone."""
     low, high = metrics.get(str(key.with_model(f"{change}_low"))), metrics.get(str(key.with_model(f"{change}_high")))
     segments = metrics.get(segments_key(key.test_set, key.direction))
-    detail = f"p={p_value}" + (f", 95% interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else "")
+    decisive = p_value if adjusted is None else adjusted
+    detail = f"p={p_value}" + (f" (Holm-adjusted over {family} tests: {adjusted:.4g})" if adjusted is not None and family > 1 else "")
+    detail += f", 95% interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
     if isinstance(segments, int) and segments < segments_needed(alpha):
         return False, f"{detail}; {segments} segments: a paired test needs {segments_needed(alpha)} to reach p < {alpha}"
-    if high is not None and high >= 0 and p_value < alpha:
+    if high is not None and high >= 0 and decisive < alpha:
         return False, f"{detail}; the 95% interval includes 0"
-    return p_value < alpha and (high is None or high < 0), detail
+    return decisive < alpha and (high is None or high < 0), detail
 
 
 def passed(results: list[RuleResult]) -> bool:
@@ -130,6 +158,25 @@ def passed(results: list[RuleResult]) -> bool:
 
 def as_records(results: list[RuleResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
+
+
+TAG_LIMIT = 5000  # characters of a model version tag value on the MLflow servers this project meets
+
+
+def summary_tag(results: list[RuleResult], limit: int = TAG_LIMIT) -> str:
+    """The gate's outcome as a model version tag: passed or not, how many rules, and as many failed rule targets as fit,
+    always valid JSON within `limit`. Every rule with its numbers is in the register run's gate.json."""
+    import json
+
+    failed = [f"{r.rule} {r.target}" for r in results if not r.passed]
+    summary: dict[str, Any] = {"passed": passed(results), "rules": len(results), "failed_count": len(failed), "failed": [],
+                               "every_rule": "gate.json in the register run"}
+    for target in failed:
+        summary["failed"].append(target)
+        if len(json.dumps(summary, ensure_ascii=False)) > limit:
+            summary["failed"].pop()
+            break
+    return json.dumps(summary, ensure_ascii=False)
 
 
 def markdown_table(results: list[RuleResult]) -> str:

@@ -356,7 +356,7 @@ def evaluation_section(metrics: dict[str, Any], gate_passed: bool | None) -> str
                                                           if metrics.get("champion_version") is not None else "") + "."]
     if gate_passed is not None:
         parts.append(f"Promotion gate (`register.gate`): **{'passed' if gate_passed else 'failed'}**; each rule's result is in "
-                     "the version's `gate.results` tag.")
+                     "the register run's `gate.json`, and the version's `gate.results` tag names the rules that failed.")
     for name in test_sets:
         parts += ["", f"### {name}" + (" (headline)" if name == primary else ""), "", scores_table(metrics, name)]
     signatures = signature_lines(metrics)

@@ -135,7 +135,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
                 champion = None  # the candidate is the champion's own files: nothing to compare against
             results = gate.evaluate_gate(inputs.metrics, register.gate, champion)
             this_passed = gate.passed(results)
-            tags["gate.results"] = json.dumps(gate.as_records(results))
+            tags["gate.results"] = gate.summary_tag(results)
             mlflow.log_params({"model_name": register.model_name, "alias": register.alias, "model_sha256": model_sha256})
             mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith("eval.")})
             mlflow.log_metrics({f"gate.{r.rule}.{r.target}": float(r.passed) for r in results})

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base
+from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, segments_key
 from bayling.core.metric_keys import directions as scored_directions
 
 
@@ -42,7 +42,20 @@ def change_lines(metrics: dict[str, Any], test_set: str, metric: str = "chrf_pp"
         p_value = "–" if r.p_value is None else f"{r.p_value:.3f}"
         name = "average" if r.direction == AVERAGE else r.direction
         lines.append(f"  {name:<{width}}{r.base:8.2f}{r.final:8.2f}{r.change:+9.2f}   {interval:<18}{p_value:>7}")
-    return lines
+    caveat = small_sample_caveat(metrics, test_set)
+    return lines + ([f"  {caveat}"] if caveat else [])
+
+
+def small_sample_caveat(metrics: dict[str, Any], test_set: str, alpha: float = 0.05) -> str | None:
+    """A warning when a direction has too few segments for any distribution-free paired test to reach `alpha`: the
+    bootstrap's p-value then says nothing the gate will act on (it can read 0.001 for two segments)."""
+    from bayling.register.gate import segments_needed
+
+    fewest = metrics.get(segments_key(test_set, AVERAGE))
+    if not isinstance(fewest, int) or fewest >= segments_needed(alpha):
+        return None
+    return (f"with {fewest} segments in a direction no paired test can reach p < {alpha} ({segments_needed(alpha)} needed): "
+            "read these p-values as noise; the gate does")
 
 
 def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], tracking_uri: str, seconds: float) -> str:

@@ -7,10 +7,11 @@ from bayling.config.evaluate import EvaluateParams
 from bayling.config.register import RegisterParams
 from bayling.config.synthesize import DecontaminationParams
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 WMT = {"kind": "wmt", "direction": "eng_Latn-fra_Latn", "src": "s.txt", "refs": ["r.txt"]}
 
 
-@pytest.mark.parametrize("label", ["final", "base", "delta", "champion", "p_vs_base", "delta_low", "p_vs_champion"])
+@pytest.mark.parametrize("label", ["final", "base", "delta", "champion", "p_vs_base", "delta_low", "p_vs_champion", "ratio_vs_gpt-4"])
 def test_a_reference_system_may_not_take_a_models_label(label):
     """A reference system's scores are keyed {set}.{direction}.{system}.{metric}: one called `final` overwrote the
     fine-tuned model's own scores, which the gate, the card and the review then read."""
@@ -30,6 +31,8 @@ def test_a_multiple_choice_set_may_not_share_a_test_sets_name():
 def test_a_test_set_may_not_take_a_name_the_report_uses(name):
     with pytest.raises(ValidationError, match=f"test set name '{name}' is taken by metrics.json's own"):
         EvaluateParams.model_validate({"test_sets": [{"name": name, **WMT}]})
+    with pytest.raises(ValidationError, match=f"multiple-choice set name '{name}' is taken by metrics.json's own"):
+        EvaluateParams.model_validate({"test_sets": [{"name": "w", **WMT}], "xcopa": {"name": name, "dir": "x", "languages": ["sw"]}})
 
 
 def test_the_candidate_alias_is_not_the_champion_alias():
@@ -55,3 +58,21 @@ def test_no_name_that_leads_or_sits_in_a_key_holds_a_dot(where):
     extra = {"xcopa": {"name": "xcopa.v2", "dir": "x", "languages": ["sw"]}} if where == "multiple-choice set" else {}
     with pytest.raises(ValidationError, match="String should match pattern"):
         EvaluateParams.model_validate({"test_sets": [spec], **extra})
+
+
+def test_the_base_rule_and_an_unevaluated_base_are_refused_together_before_anything_runs():
+    """Without the base model's scores the rule can only fail: refused when params load (the flow loads them all,
+    the evaluate stage its own sections and register's), not after training."""
+    import yaml
+
+    from bayling.config.loader import validate_sections
+    from bayling.core.errors import PipelineError
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text("utf-8"))
+    params["evaluate"]["evaluate_base"] = False
+    text = yaml.safe_dump(params)
+    with pytest.raises(PipelineError, match=r"params.yaml:\d+: register.gate.max_drop_vs_base: compares the fine-tuned model with "
+                                            r"its base, but evaluate.evaluate_base is false"):
+        validate_sections(params, ["evaluate", "register"], text=text)
+    params["register"]["gate"]["max_drop_vs_base"] = None
+    assert validate_sections(params, ["evaluate", "register"])["evaluate"].evaluate_base is False

@@ -130,9 +130,58 @@ def test_fine_tuned_against_base_is_sacrebleus_paired_bootstrap_per_direction_an
         assert [metrics[f"flores.{direction}.p_vs_base.{m}"] for m in ("bleu", "chrf", "chrf_pp")] == pytest.approx(p_values, abs=1e-6)
         change = metrics[f"flores.{direction}.final.chrf_pp"] - metrics[f"flores.{direction}.base.chrf_pp"]
         assert metrics[f"flores.{direction}.delta_low.chrf_pp"] <= change + 1e-3 <= metrics[f"flores.{direction}.delta_high.chrf_pp"] + 2e-3
-    average = [metrics[f"flores.{d}.delta.chrf_pp"] for d in FLORES_DIRECTIONS]
-    assert metrics["flores.avg.delta.chrf_pp"] == pytest.approx(sum(average) / 6, abs=1e-3)
-    assert metrics["flores.avg.delta_low.chrf_pp"] > 0 and metrics["flores.avg.p_vs_base.chrf_pp"] < 0.05  # 100 vs a copy
+
+
+def plain_average_bootstrap(world: World, directions: list[str], base, final, samples: int, seed: int):
+    """The average's bootstrap the slow, plain way: in each sample, every direction's resampled segments scored by
+    sacreBLEU's corpus_chrf for both models, the chrF++ changes averaged over the directions."""
+    import numpy as np
+    import sacrebleu
+
+    indices = np.random.default_rng(seed).choice(FLORES_SEGMENTS, size=(samples, FLORES_SEGMENTS), replace=True)
+    changes = np.zeros(samples)
+    for direction in directions:
+        truths = world.table.ordered["flores", direction]
+        refs, ours, theirs = [t.references[0] for t in truths], [final(t) for t in truths], [base(t) for t in truths]
+        for k, rows in enumerate(indices):
+            def chrf_pp(outputs: list[str], rows=rows, refs=refs) -> float:
+                return sacrebleu.corpus_chrf([outputs[i] for i in rows], [[refs[i] for i in rows]], word_order=2).score
+
+            changes[k] += (chrf_pp(ours) - chrf_pp(theirs)) / len(directions)
+    return changes
+
+
+def plain_p_and_interval(changes, observed: float) -> tuple[float, float, float]:
+    import numpy as np
+
+    gaps = np.abs(changes)
+    ordered = np.sort(changes)
+    cut = len(changes) // 40
+    return (int(np.sum(gaps - gaps.mean() > abs(observed))) + 1) / (len(changes) + 1), ordered[cut], ordered[len(changes) - cut - 1]
+
+
+def test_the_average_over_directions_is_resampled_as_one_test(world: World, tagged_run: Evaluation):
+    """The average's p and interval against a plain recomputation: in the run (all six FLORES directions, where the
+    tag's cost is clear and p sits at its floor, 1/201), and on three directions where the changes are small and
+    of both signs, through `average_change`."""
+    from bayling.evaluate.metrics import average_change, paired_bootstrap
+
+    metrics = tagged_run.metrics
+    observed = metrics["flores.avg.final.chrf_pp"] - metrics["flores.avg.base.chrf_pp"]
+    p_value, low, high = plain_p_and_interval(plain_average_bootstrap(world, FLORES_DIRECTIONS, SOURCE, TAGGED, 200, 13), observed)
+    assert (metrics["flores.avg.delta_low.chrf_pp"], metrics["flores.avg.delta_high.chrf_pp"]) == pytest.approx((low, high), abs=0.02)
+    assert metrics["flores.avg.p_vs_base.chrf_pp"] == pytest.approx(p_value, abs=1e-4)
+    few = ["eng_Latn-fra_Latn", "eng_Latn-swh_Latn", "fra_Latn-eng_Latn"]
+    results = []
+    for direction in few:
+        truths = world.table.ordered["flores", direction]
+        results.append(paired_bootstrap([SOURCE(t) for t in truths], [TAGGED(t) for t in truths], [[t.references[0] for t in truths]],
+                                        direction.split("-")[1], samples=500, seed=7))
+    ours = average_change(results)
+    expected = plain_p_and_interval(plain_average_bootstrap(world, few, SOURCE, TAGGED, 500, 7), ours.change("chrf_pp"))
+    assert 0.02 < expected[0] < 0.9  # a p-value away from the floor and the ceiling, so the comparison means something
+    assert ours.p_values["chrf_pp"] == pytest.approx(expected[0], abs=0.01)  # float32 sums: a sample or two may differ
+    assert ours.intervals["chrf_pp"] == pytest.approx(expected[1:], abs=0.02)
 
 
 def test_a_broken_pairing_stops_before_anything_is_written(tagged_run: Evaluation, tmp_path: Path):
@@ -230,3 +279,28 @@ def test_the_sacrebleu_cli_recomputes_metrics_json_from_the_prediction_files(tag
         out = subprocess.run([cli, str(tmp_path / "ref"), "-i", str(tmp_path / "hyp"), "-m", "chrf", "--chrf-word-order", "2", "-b",
                               "-w", "4"], capture_output=True, text=True, check=True).stdout
         assert float(out) == pytest.approx(metrics[f"flores.{direction}.final.chrf_pp"], abs=0.01), direction
+
+
+def test_two_directions_with_the_same_outputs_get_a_note(tagged_run: Evaluation):
+    """The text-level trace of the old bug: every FLORES direction holding one direction's outputs."""
+    from bayling.evaluate.invariants import identical_directions
+
+    hypotheses = tagged_run.result.runs["final"].hypotheses()
+    assert identical_directions("final", hypotheses) == []
+    last = hypotheses["flores"]["swh_Latn-eng_Latn"]
+    notes = identical_directions("final", {"flores": {d: last for d in FLORES_DIRECTIONS}})
+    assert len(notes) == 5 and notes[0].startswith("final: flores eng_Latn-fra_Latn and fra_Latn-eng_Latn received the same 8 outputs")
+    assert identical_directions("final", {"flores": {d: [""] * 8 for d in FLORES_DIRECTIONS}}) == []  # silence is not news
+    # a model that copies its source answers eng->fra, eng->zho and eng->swh alike: a note, not a stop
+    copied = [n for n in tagged_run.metrics["notes"] if "received the same" in n]
+    assert copied and all(n.startswith("base: flores eng_Latn-") for n in copied)
+
+
+def test_p_values_from_too_few_segments_are_marked_as_noise(tagged_run: Evaluation):
+    from bayling.register.approval import base_change_table
+    from bayling.register.summary import change_lines
+
+    metrics = tagged_run.metrics
+    assert not any("no paired test can reach" in line for line in change_lines(metrics, "flores"))  # 8 segments
+    caveat = "with 3 segments in a direction no paired test can reach p < 0.05 (6 needed): read these p-values as noise"
+    assert caveat in change_lines(metrics, "heldout")[-1] and any(caveat in line for line in base_change_table(metrics, "heldout"))

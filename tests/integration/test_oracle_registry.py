@@ -97,7 +97,8 @@ def assert_compared_with_each_directions_own_champion_outputs(world: World, cand
                                     direction.split("-")[1])
         for metric, value in expected.items():
             assert metrics[f"{test_set}.{direction}.champion.{metric}"] == pytest.approx(value, abs=1e-4), (test_set, direction, metric)
-        assert metrics[f"{test_set}.{direction}.p_vs_champion.chrf_pp"] <= 1
+        change = metrics[f"{test_set}.{direction}.final.chrf_pp"] - metrics[f"{test_set}.{direction}.champion.chrf_pp"]
+        assert metrics[f"{test_set}.{direction}.delta_vs_champion.chrf_pp"] == pytest.approx(change, abs=2e-4)
     listed = 0
     for entry in candidate.review["directions"]:
         assert entry["comparator"] == "champion" and entry["comparator_label"] == f"vs champion v{version}"

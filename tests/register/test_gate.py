@@ -39,9 +39,9 @@ def test_a_candidate_significantly_worse_than_its_base_fails_per_direction_and_o
     assert set(rules) == {"flores.eng_Latn-fra_Latn.chrf_pp", "flores.eng_Latn-swh_Latn.chrf_pp", "flores.avg.chrf_pp"}
     swh = rules["flores.eng_Latn-swh_Latn.chrf_pp"]
     assert not swh.passed and swh.rule == "max_drop_vs_base" and swh.value == -2.5 and swh.threshold == 0.0
-    assert swh.detail == "p=0.01, 95% interval [-3.50, -2.00]"
+    assert swh.detail == "p=0.01 (Holm-adjusted over 3 tests: 0.03), 95% interval [-3.50, -2.00]"
     assert rules["flores.eng_Latn-fra_Latn.chrf_pp"].passed and rules["flores.avg.chrf_pp"].passed
-    worse_on_average = headline({"eng_Latn-fra_Latn": (20.0, 19.0, 0.06)}, (20.0, 19.0, 0.04))
+    worse_on_average = headline({"eng_Latn-fra_Latn": (20.0, 19.0, 0.06)}, (20.0, 19.0, 0.01))
     assert [r.target for r in evaluate_gate(worse_on_average, BASE_ONLY) if not r.passed] == ["flores.avg.chrf_pp"]
     # a drop that could be chance passes, and so does a significant gain
     assert passed(evaluate_gate(headline({"eng_Latn-fra_Latn": (20.0, 18.0, 0.3)}, (20.0, 18.0, 0.3)), BASE_ONLY))
@@ -144,3 +144,34 @@ def test_a_drop_is_significant_only_when_the_interval_excludes_zero_and_enough_s
                 "heldout.eng_Latn-fra_Latn.delta_vs_champion_high.chrf": 0.5, "heldout.eng_Latn-fra_Latn.segments": 8}
     (rule,) = [r for r in evaluate_gate(champion, gate()) if r.rule == "max_drop_vs_champion"]
     assert rule.passed and "the 95% interval includes 0" in rule.detail
+
+
+def test_the_base_rule_holds_its_family_of_directions_to_alpha():
+    """Six directions and the average, each a small drop at p = 0.02: tested one by one at 0.05 all seven would fail,
+    and a model no different from its base would be refused about one time in seven. Holm's adjustment (7 x 0.02)
+    keeps them; one clear drop among them still fails."""
+    directions = ["eng_Latn-fra_Latn", "fra_Latn-eng_Latn", "eng_Latn-zho_Hans", "zho_Hans-eng_Latn", "eng_Latn-swh_Latn",
+                  "swh_Latn-eng_Latn"]
+    small = headline({d: (20.0, 19.5, 0.02) for d in directions}, (20.0, 19.5, 0.02))
+    results = evaluate_gate(small, BASE_ONLY)
+    assert passed(results) and all("Holm-adjusted over 7 tests: 0.14" in r.detail for r in results)
+    clear = headline({**{d: (20.0, 19.5, 0.3) for d in directions}, "eng_Latn-swh_Latn": (20.0, 15.0, 0.001)}, (20.0, 18.9, 0.2))
+    assert [r.target for r in evaluate_gate(clear, BASE_ONLY) if not r.passed] == ["flores.eng_Latn-swh_Latn.chrf_pp"]
+
+
+def test_the_version_tag_stays_valid_json_however_many_rules_fail():
+    """One rule per headline direction: a held-out headline over many languages made a tag MLflow cut at 5,000
+    characters, in the middle of its JSON."""
+    import json
+
+    from bayling.register.gate import summary_tag
+
+    results = [RuleResult("max_drop_vs_base", f"heldout.eng_Latn-x{i:03d}_Latn.chrf_pp", -1.0, 0.0, False,
+                          "p=0.001 (Holm-adjusted over 200 tests: 0.2), 95% interval [-2.00, -0.50]") for i in range(200)]
+    tag = summary_tag(results)
+    summary = json.loads(tag)
+    assert len(tag) <= 5000 and summary["passed"] is False and summary["rules"] == summary["failed_count"] == 200
+    assert 0 < len(summary["failed"]) < 200 and summary["failed"][0] == "max_drop_vs_base heldout.eng_Latn-x000_Latn.chrf_pp"
+    assert json.loads(summary_tag(results[:1])) == {"passed": False, "rules": 1, "failed_count": 1,
+                                                    "failed": ["max_drop_vs_base heldout.eng_Latn-x000_Latn.chrf_pp"],
+                                                    "every_rule": "gate.json in the register run"}
