@@ -236,26 +236,49 @@ def test_zero2_and_zero3_step_equals_the_single_process_step(tiny_model_dir, eig
         assert worst < 1e-5, (zero, worst)
 
 
-@pytest.mark.parametrize("rendezvous", ["static", "c10d"])
-def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path, tmp_path: Path, rendezvous: str):
+@pytest.fixture(scope="module")
+def one_node_of_two(tokenized_project: Path, tmp_path_factory) -> dict[str, Path]:
+    """The reference for the two-node tests: one launch of two ranks, once per precision (built on first use)."""
+    return {}
+
+
+def _one_node_of_two(runs: dict[str, Path], tokenized_project: Path, tmp_path_factory, precision: str) -> Path:
+    if precision not in runs:
+        single = copy_of(tokenized_project, tmp_path_factory.mktemp(f"one-node-{precision}"), "single")
+        set_params(single, "train", num_gpus=2, num_nodes=1, max_steps=4, save_steps=100, precision=precision)
+        result = stage(single, "train", timeout=900)
+        assert result.returncode == 0, result.stderr[-4000:]
+        runs[precision] = single
+    return runs[precision]
+
+
+def _largest_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("rendezvous, precision", [("static", "fp32"), ("c10d", "fp32"), ("static", "bf16")])
+def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path, one_node_of_two, tmp_path_factory, tmp_path: Path,
+                                                        rendezvous: str, precision: str):
     """Two separate launches, as two machines would start them, each in its own checkout (its own disk), with
     num_nodes 2 and the rendezvous on 127.0.0.1. Given NODE_RANK 0 and 1 (static rendezvous), rank 0 runs on
     node 0; without it (elastic c10d), torchrun numbers the nodes itself. Either way exactly one process
-    logs and exports, and what it exports equals a one-node two-rank run."""
+    logs and exports, and what it exports equals a one-node two-rank run.
+
+    In fp32 the two topologies agree to 1e-5 on every CPU. In bf16 (what `precision: auto` picks on an
+    AVX512-BF16 or AMX CPU) an AMX CPU's kernels ended the two 6.7e-4 apart (issue 24), so there the claim is
+    that the topology costs no more than bf16 itself: the two-node bf16 weights lie no further from the
+    one-node bf16 weights than those lie from the one-node fp32 weights."""
     import sqlite3
 
     from servers import free_port
 
-    single = copy_of(tokenized_project, tmp_path, "single")
-    set_params(single, "train", num_gpus=2, num_nodes=1, max_steps=4, save_steps=100)
-    result = stage(single, "train", timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
-
+    single = _one_node_of_two(one_node_of_two, tokenized_project, tmp_path_factory, precision)
     nodes = [copy_of(tokenized_project, tmp_path, f"node{rank}") for rank in range(2)]
     port = free_port()
     procs = []
     for rank, node in enumerate(nodes):
-        set_params(node, "train", num_gpus=1, num_nodes=2, max_steps=4, save_steps=100)
+        set_params(node, "train", num_gpus=1, num_nodes=2, max_steps=4, save_steps=100, precision=precision)
         env = {k: v for k, v in os.environ.items() if k not in ("NODE_RANK", "RANK")}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), JOB_ID=f"two-nodes-{port}", MLFLOW_TRACKING_URI=f"sqlite:///{node}/mlflow.db")
         if rendezvous == "static":
@@ -287,9 +310,14 @@ def test_two_nodes_of_one_rank_train_as_one_node_of_two(tokenized_project: Path,
     metrics = json.loads((main_node / "reports/train/metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["world_size"] == 2
 
-    a, b = weights(single), weights(main_node)
-    assert a.keys() == b.keys()
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    topology = _largest_difference(weights(single), weights(main_node))
+    if precision == "fp32":
+        assert topology <= 1e-5
+    else:
+        fp32 = _one_node_of_two(one_node_of_two, tokenized_project, tmp_path_factory, "fp32")
+        precision_cost = _largest_difference(weights(single), weights(fp32))
+        assert precision_cost > 1e-4  # bf16 did train in bf16: otherwise the bound below would be no bound
+        assert topology <= precision_cost, (topology, precision_cost)
 
 
 def test_epochs_set_the_step_count_from_the_tokenized_rows(tokenized_project: Path, tmp_path: Path):
