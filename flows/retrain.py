@@ -244,7 +244,7 @@ def retrain(stages: list[str] | None = None, force: bool = False, overrides: dic
 
     flow_run_id = str(runtime.flow_run.id or "none")
     try:
-        with hold_checkout(ROOT, flow_run_id, wait_for_checkout_s):
+        with hold_checkout(ROOT, flow_run_id, wait_for_checkout_s, on_wait=get_run_logger().warning):
             return _retrain(stages, force, overrides, flow_run_id)
     except PipelineError as exc:
         return Failed(message=str(exc))

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,15 @@ def _holder(handle: Any) -> str:
 
 
 @contextlib.contextmanager
-def hold_checkout(root: Path, flow_run_id: str = "", wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the checkout for one run, waiting up to `wait_s` seconds for another run to finish."""
+def hold_checkout(root: Path, flow_run_id: str = "", wait_s: float = 0.0,
+                  on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the checkout for one run, waiting up to `wait_s` seconds for another run to finish. `on_wait` hears,
+    once, who holds it when this run starts to wait (a waiting run is otherwise silent)."""
     path = root / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
         deadline = time.monotonic() + wait_s
+        told = False
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,6 +59,9 @@ def hold_checkout(root: Path, flow_run_id: str = "", wait_s: float = 0.0) -> Ite
                     waited = f" after waiting {wait_s:.0f}s" if wait_s else ""
                     raise PipelineError(f"another retrain run holds this checkout ({_holder(handle)}){waited}; wait for it to "
                                         "finish, or run in another clone") from None
+                if on_wait is not None and not told:
+                    on_wait(f"another retrain run holds this checkout ({_holder(handle)}); waiting up to {wait_s:.0f}s for it")
+                    told = True
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         try:
             handle.seek(0)

@@ -61,8 +61,13 @@ def test_a_second_run_in_the_same_checkout_is_refused_or_waits(project, tmp_path
         assert "Traceback" not in text and not (dest / "data" / "raw" / "corpus.jsonl").exists()
 
         waiting = flow(project, "--stage", "fetch", "--wait", "120", log=tmp_path / "waited.log")
-        time.sleep(15)  # long enough for it to start and meet the lock
+        deadline = time.monotonic() + 120
+        while "waiting up to 120s for it" not in (tmp_path / "waited.log").read_text() and waiting.poll() is None:
+            assert time.monotonic() < deadline, (tmp_path / "waited.log").read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # it keeps waiting while the checkout is held
         assert waiting.poll() is None, (tmp_path / "waited.log").read_text()
+        assert "flow-run-held-by-the-test" in (tmp_path / "waited.log").read_text()
     assert waiting.wait(timeout=180) == 0, (tmp_path / "waited.log").read_text()[-3000:]
     assert (dest / "data" / "raw" / "corpus.jsonl").is_file()
 
