@@ -14,7 +14,7 @@ TEST_TOKENIZERS := .cache/test-tokenizers
 LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
 LLAMA_CPP_MODELS := llama_cpp_python-0.3.36/vendor/llama.cpp/models
 
-.PHONY: install run smoke test lint clean-outputs test-tokenizers
+.PHONY: install run smoke test test-fast lint clean-outputs test-tokenizers
 
 install: $(STAMP)
 
@@ -35,8 +35,15 @@ run: install
 smoke: install
 	$(BIN)/python -m tools.smoke
 
+# The full suite, as CI runs it: two pytest-xdist workers (one per core), each integration module kept on one
+# worker (tests/conftest.py), the 10 slowest tests and every file over its budget (tests/README.md) at the end.
+PYTEST_WORKERS ?= 2
 test: install test-tokenizers
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10
+
+# Every unit test (no servers, no stage subprocesses, no pipelines): the everyday loop, about 3 minutes.
+test-fast: install test-tokenizers
+	$(BIN)/python -m pytest -m "not integration" -n $(PYTEST_WORKERS) --durations=10
 
 test-tokenizers: $(TEST_TOKENIZERS)/.complete
 

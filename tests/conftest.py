@@ -24,6 +24,15 @@ from servers import moto_server as _moto_server  # noqa: E402
 from servers import prefect_server as _prefect_server  # noqa: E402
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's `--dist loadgroup` (what `make test` runs), the tests of one integration module go to one
+    worker, so its module fixtures (a smoke build, a trained project, a flow's project) are built once; a module can
+    split itself further with its own `xdist_group` marks. Unit tests are handed out one by one."""
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
@@ -215,3 +224,41 @@ def _convert_offline_tokenizer(name: str):
         tokenizer.backend_tokenizer.model.ignore_merges = True  # as Meta's tokenizer.json sets it
         tokenizer.chat_template = (TEST_TOKENIZERS / "templates" / "meta-llama-Llama-3.1-8B-Instruct.jinja").read_text("utf-8")
     return tokenizer
+
+
+# Seconds each test file took in this run (setup, call and teardown), for the summary against tests/README.md's budgets.
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def file_budgets(readme: Path) -> dict[str, float]:
+    """Seconds per test file from the budget table in tests/README.md: rows `| `tests/x.py` | 120 | ... |`."""
+    import re
+
+    budgets: dict[str, float] = {}
+    if not readme.is_file():
+        return budgets
+    for line in readme.read_text("utf-8").splitlines():
+        match = re.match(r"\|\s*`(tests/[\w/]+\.py)`\s*\|\s*(\d+)\s*\|", line)
+        if match:
+            budgets[match.group(1)] = float(match.group(2))
+    return budgets
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Each test file against its time budget (a report, never a failure: timings vary by machine and load)."""
+    if not _FILE_SECONDS:
+        return
+    budgets = file_budgets(ROOT / "tests" / "README.md")
+    over = sorted(((s, p) for p, s in _FILE_SECONDS.items() if s > budgets.get(p, 30.0)), reverse=True)
+    terminalreporter.section("time per test file against tests/README.md")
+    total = sum(_FILE_SECONDS.values())
+    terminalreporter.write_line(f"{len(_FILE_SECONDS)} files, {total:.0f} s of test time in all (workers' time summed)")
+    for seconds, path in over:
+        terminalreporter.write_line(f"over budget: {path} {seconds:.0f} s (budget {budgets.get(path, 30.0):.0f} s)")
+    if not over:
+        terminalreporter.write_line("every file within its budget")
