@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
     for implementation in implementations:
         report["training"][implementation] = check_training(model_dir, tokenizer, rows, implementation, args.steps, args.cpu_dry_run, work)
         report["packing"][implementation] = check_packing(model_dir, tokenizer, rows, implementation, args.cpu_dry_run)
-    report["zero"] = {zero: check_zero(model_dir, data, zero, devices, args.cpu_dry_run, work) for zero in ("zero2", "zero3")}
+    report["zero"] = {zero: check_zero(model_dir, data, zero, devices, args.cpu_dry_run, work) for zero in args.zero}
     report["generation"] = check_generation(model_dir, tokenizer, chats, args.cpu_dry_run)
     report["seconds"] = round(time.perf_counter() - started, 1)
     checks = [*report["training"].values(), *report["packing"].values(), *report["zero"].values(), report["generation"]]
@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="training steps per attention implementation")
     parser.add_argument("--out", type=Path, help="also write the report here")
     parser.add_argument("--cpu-dry-run", action="store_true", help="run every check on the CPU with a tiny random Llama")
+    parser.add_argument("--zero", nargs="+", choices=["zero2", "zero3"], default=["zero2", "zero3"],
+                        help="which DeepSpeed ZeRO stages to launch (default: both)")
     parser.add_argument("--zero-worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--export", type=Path, help=argparse.SUPPRESS)
