@@ -178,3 +178,17 @@ def test_paired_bootstrap_finds_no_difference_between_identical_outputs_and_is_t
     backward = paired_bootstrap(worse, gpt4, [ref], "eng_Latn", samples=200, seed=7)
     assert forward.p_values["chrf"] < 0.01 and backward.p_values["chrf"] < 0.01
     assert forward.candidate["chrf"] < forward.baseline["chrf"] and backward.candidate["chrf"] > backward.baseline["chrf"]
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_chrf_and_chrf_pp_equal_sacrebleus_own_to_the_last_bit_with_their_signatures(streams):
+    """One reference: chrF comes from chrF++'s character statistics (one extraction for both); two: scored apart,
+    because each picks its best reference by its own F-score."""
+    hyps = ["The cat sat on the mat.", "", "Ein Hund bellt laut!", "x", "  spaces  around  "]
+    refs = [["The cat is on the mat.", "Nothing here.", "A dog barks loudly!", "xyz", "spaces around"],
+            ["A cat sat on a mat.", "Empty.", "Ein Hund bellt.", "x", "around spaces"]][:streams]
+    scores = score_corpus(hyps, refs, "eng_Latn")
+    for metric, word_order in (("chrf", 0), ("chrf_pp", 2)):
+        direct = sacrebleu.metrics.CHRF(word_order=word_order)
+        assert getattr(scores, metric) == direct.corpus_score(hyps, refs).score, metric
+        assert scores.signatures[metric] == str(direct.get_signature()), metric
