@@ -15,18 +15,19 @@ from bayling.core.jsonl import write_json
 from bayling.core.paths import project_root
 from bayling.core.paths import resolve as resolve_in
 
-ROOT = project_root()
-__all__ = ["ROOT", "read_json", "resolve", "run_stage", "track_stage", "write_json"]
+# No module-level project root here: a stage module reads `project_root()` each time it runs (as `python -m
+# stages.x`, or through runpy in the tests' own interpreter), while this module is imported once per process.
+__all__ = ["project_root", "read_json", "resolve", "run_stage", "track_stage", "write_json"]
 
 
 def resolve(path: str | Path) -> Path:
     """A path from params.yaml: absolute as given, otherwise relative to the project root."""
-    return resolve_in(path, ROOT)
+    return resolve_in(path, project_root())
 
 
 def read_json(path: Path, what: str) -> Any:
     if not path.exists():
-        raise PipelineError(f"{path.relative_to(ROOT)} not found: run the stage that makes {what} first")
+        raise PipelineError(f"{path.relative_to(project_root())} not found: run the stage that makes {what} first")
     return json.loads(path.read_text("utf-8"))
 
 
@@ -39,8 +40,9 @@ def run_stage(stage: str, sections: list[str], body: Callable[..., None]) -> Non
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger(stage)
     try:
-        data, text = read_params_file(ROOT / PARAMS_FILE)
-        params = validate_sections(data, sections, text=text, file=PARAMS_FILE, root=ROOT)
+        root = project_root()
+        data, text = read_params_file(root / PARAMS_FILE)
+        params = validate_sections(data, sections, text=text, file=PARAMS_FILE, root=root)
         body(**params)
     except PipelineError as exc:
         log.error("%s", exc)
@@ -58,7 +60,7 @@ def track_stage(stage: str, experiment: str, params: dict[str, Any], metrics: di
 
     fail_fast()
     logger = ResilientLogger()
-    with optional_stage_run(ROOT, stage, experiment) as run:
+    with optional_stage_run(project_root(), stage, experiment) as run:
         if run is None:
             return
         logger.log_params({f"{stage}.{k}": v for k, v in flatten(params).items()})

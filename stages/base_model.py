@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 
 from bayling.config.base_model import BaseModelParams
-from stages._common import ROOT, run_stage
+from stages._common import project_root, run_stage
+
+ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("base_model")
 

@@ -22,7 +22,9 @@ from bayling.config.register import RegisterParams
 from bayling.config.tracking import TrackingParams
 from bayling.core.errors import PipelineError
 from bayling.core.jsonl import iter_jsonl
-from stages._common import ROOT, run_stage, write_json
+from stages._common import project_root, run_stage, write_json
+
+ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("evaluate")
 HELDOUT = ROOT / "data" / "synth" / "heldout.jsonl"

@@ -16,7 +16,9 @@ import logging
 from bayling.config.fetch import FetchParams
 from bayling.config.tracking import TrackingParams
 from bayling.core.quarantine import Quarantined
-from stages._common import ROOT, run_stage, track_stage
+from stages._common import project_root, run_stage, track_stage
+
+ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("fetch")
 OUT = ROOT / "data" / "raw"

@@ -22,7 +22,9 @@ from bayling.config.loader import PARAMS_FILE, read_params_file
 from bayling.config.register import RegisterParams
 from bayling.config.tracking import TrackingParams
 from bayling.core.errors import PipelineError
-from stages._common import ROOT, read_json, run_stage, write_json
+from stages._common import project_root, read_json, run_stage, write_json
+
+ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("register")
 FINAL = ROOT / "models" / "final"

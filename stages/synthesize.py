@@ -17,7 +17,9 @@ import logging
 from bayling.config.synthesize import SynthesizeParams
 from bayling.config.tracking import TrackingParams
 from bayling.core.errors import PipelineError
-from stages._common import ROOT, run_stage, track_stage, write_json
+from stages._common import project_root, run_stage, track_stage, write_json
+
+ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("synthesize")
 CORPUS = ROOT / "data" / "raw" / "corpus.jsonl"

@@ -26,7 +26,9 @@ from bayling.config.base_model import BaseModelParams
 from bayling.config.tokenize import TokenizeParams
 from bayling.config.tracking import TrackingParams
 from bayling.config.train import TrainParams
-from stages._common import ROOT, run_stage, write_json
+from stages._common import project_root, run_stage, write_json
+
+ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("train")
 REPORTS = ROOT / "reports" / "train"

@@ -24,6 +24,7 @@ from servers import moto_server as _moto_server  # noqa: E402
 from servers import prefect_server as _prefect_server  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the marks into each test's id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist's `--dist loadgroup` (what `make test` runs), the tests of one integration module go to one
     worker, so its module fixtures (a smoke build, a trained project, a flow's project) are built once; a module can

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,3 +28,88 @@ def encode(tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]], *,
     end = end_of_turn or tokenizer.eos_token
     renderer = Renderer(tokenizer, end, compile_template(tokenizer, end))
     return [Encoded(t.input_ids, labels_for(t, loss_on)) for t in tokenize_batch(tokenizer, renderer, conversations)]
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What a stage run left: the same three fields as subprocess.CompletedProcess, so a test reads either."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_stage_here(project: Path, name: str, *args: str, env: dict[str, str] | None = None) -> StageRun:
+    """`python -m stages.<name> *args` in `project`, run in this interpreter with runpy, as torchtune's recipe
+    tests run their recipes: the stage's module code runs afresh, as `python -m` runs it, but torch, transformers
+    and the rest are imported once per test process instead of once per stage. For tests that want a stage's
+    outputs or messages; a test about the process itself (a kill, Ctrl-C, a launcher, several ranks) runs it as one.
+
+    The environment (BAYLING_ROOT set to the project), working directory, argv, root logging, MLflow's tracking URI
+    and torch's thread count are set for the run and put back after it. The stage's log lines and anything it
+    writes to stderr land in `stderr`, an uncaught exception as its traceback with return code 1, like Python's."""
+    import contextlib
+    import io
+    import logging
+    import os
+    import runpy
+    import sys
+    import traceback
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv[:]
+    mlflow_uri = _mlflow_uri_setting()
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{name}] %(message)s"))
+    root_logger = logging.getLogger()
+    saved_level = root_logger.level
+    code = 0
+    try:
+        os.environ.clear()
+        os.environ.update(env if env is not None else saved_env)
+        os.environ["BAYLING_ROOT"] = str(project)
+        os.chdir(project)
+        sys.argv = [str(project / "stages" / f"{name}.py"), *args]
+        root_logger.addHandler(handler)
+        root_logger.setLevel(logging.INFO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_module(f"stages.{name}", run_name="__main__", alter_sys=True)
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the interpreter would print on its way out
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(saved_level)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _restore_mlflow_uri(mlflow_uri)
+        if torch_threads is not None:
+            sys.modules["torch"].set_num_threads(torch_threads)
+    return StageRun(code, out.getvalue(), err.getvalue())
+
+
+def _mlflow_uri_setting() -> Any:
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return None
+    from mlflow.tracking._tracking_service import utils
+
+    return ("set", utils._tracking_uri)
+
+
+def _restore_mlflow_uri(saved: Any) -> None:
+    """A stage calls mlflow.set_tracking_uri; the next test in this process must not inherit the project's store."""
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return
+    from mlflow.tracking._tracking_service import utils
+
+    utils._tracking_uri = saved[1] if saved else None

@@ -1,12 +1,12 @@
-"""The fetch stage as a user runs it: a subprocess over a params.yaml, with bad input and an S3 source."""
+"""The fetch stage as a user runs it (`python -m stages.fetch`, here through runpy in the test's interpreter) over a
+params.yaml, with bad input and an S3 source."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import StageRun, run_stage_here
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +21,8 @@ MALFORMED = [
 ]
 
 
-def run_fetch(project: Path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=project, capture_output=True, text=True, env=env)
+def run_fetch(project: Path, env=None) -> StageRun:
+    return run_stage_here(project, "fetch", env=env)
 
 
 def set_sources(project: Path, sources: list, **fetch_overrides) -> None:

@@ -2,20 +2,19 @@
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import StageRun, run_stage_here
 
 from bayling.config.synthesize import DATA_TASKS
 
 pytestmark = pytest.mark.integration
 
 
-def run(project: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=project, capture_output=True, text=True)
+def run(project: Path, stage: str) -> StageRun:
+    return run_stage_here(project, stage)
 
 
 def set_params(project: Path, **synth) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_stage_here
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +40,8 @@ def _tokenized(repo_root: Path, project: Path, corpus_rows: int, general_chats: 
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
     set_params(project, "train", max_steps=12, save_steps=2, save_total_limit=3, keep_checkpoints=True, per_device_batch_size=8,
                logging_steps=1, learning_rate=1e-3, torch_threads=1, log_system_metrics=False)
-    for name in ("base_model", "fetch", "synthesize", "tokenize"):
-        result = stage(project, name)
+    for name in ("base_model", "fetch", "synthesize", "tokenize"):  # only their outputs matter here: run in this process
+        result = run_stage_here(project, name, env=dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{project}/mlflow.db"))
         assert result.returncode == 0, result.stderr[-3000:]
     return project
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_stage_here
 
 from bayling.config.train import TrainParams
 from bayling.core.errors import PipelineError
@@ -93,13 +92,12 @@ def test_plan_command_on_the_project(project_copy: Path, tiny_model_dir: Path):
     params["base_model"].update({"source": "hf", "hf_id": str(tiny_model_dir)})
     params["train"]["plan"] = {"gpu_memory_gib": 24, "gpu": "L4", "mfu": 0.3}
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shown = subprocess.run([sys.executable, "-m", "stages.train", "--plan"], cwd=project_copy, capture_output=True, text=True, timeout=300)
+    shown = run_stage_here(project_copy, "train", "--plan")
     assert shown.returncode == 0, shown.stderr
     assert "memory per GPU:" in shown.stdout and "of 24 GiB declared" in shown.stdout and "s per step" in shown.stdout
     params["train"]["plan"]["gpu_memory_gib"] = 0.001
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    refused = subprocess.run([sys.executable, "-m", "stages.train", "--plan"], cwd=project_copy, capture_output=True, text=True,
-                             timeout=300)
+    refused = run_stage_here(project_copy, "train", "--plan")
     assert refused.returncode == 2 and "does not fit" in refused.stderr and "Traceback" not in refused.stderr
 
 
