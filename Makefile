@@ -35,15 +35,16 @@ run: install
 smoke: install
 	$(BIN)/python -m tools.smoke
 
-# The full suite, as CI runs it: two pytest-xdist workers (one per core), each integration module kept on one
-# worker (tests/conftest.py), the 10 slowest tests and every file over its budget (tests/README.md) at the end.
+# The full suite, as CI runs it: two pytest-xdist workers (one per core); under --dist loadscope tests/conftest.py
+# keeps each integration file on one worker, longest first, and hands out unit tests one by one. It ends with the
+# 10 slowest tests and every file over its budget (tests/README.md).
 PYTEST_WORKERS ?= 2
 test: install test-tokenizers
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=10
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --durations=10
 
 # Every unit test (no servers, no stage subprocesses, no pipelines): the everyday loop, about 3 minutes.
 test-fast: install test-tokenizers
-	$(BIN)/python -m pytest -m "not integration" -n $(PYTEST_WORKERS) --durations=10
+	$(BIN)/python -m pytest -m "not integration" -n $(PYTEST_WORKERS) --dist loadscope --durations=10
 
 test-tokenizers: $(TEST_TOKENIZERS)/.complete
 

@@ -23,15 +23,54 @@ from servers import mlflow_server as _mlflow_server  # noqa: E402
 from servers import moto_server as _moto_server  # noqa: E402
 from servers import prefect_server as _prefect_server  # noqa: E402
 
+INTEGRATION_MARK = "pytestmark = pytest.mark.integration"
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the marks into each test's id
+
+@functools.cache
+def is_integration_file(path: str) -> bool:
+    """Whether a test file (a path relative to the repository) marks all its tests integration, read from its
+    source: pytest-xdist's scheduler sees only test ids, never marks."""
+    file = ROOT / path
+    return file.is_file() and any(line.strip() == INTEGRATION_MARK for line in file.read_text("utf-8").splitlines())
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 - an xdist scheduler, when xdist runs
+    """`--dist loadscope` (what `make test` runs) with this project's scopes: an integration file is one unit of work,
+    so its module fixtures (a smoke build, a trained project, a flow's project) are built once on one worker; every
+    unit test is a unit of its own. Units go out in collection order, which `pytest_collection_modifyitems` sets.
+
+    (pytest-xdist's `loadgroup` would do the grouping, but 3.8 cannot rename test ids under pytest 9, so its groups
+    are silently ignored there.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class IntegrationFilesStayTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return path if is_integration_file(path) else nodeid
+
+    config.option.loadscopereorder = False
+    return IntegrationFilesStayTogether(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's `--dist loadgroup` (what `make test` runs), the tests of one integration module go to one
-    worker, so its module fixtures (a smoke build, a trained project, a flow's project) are built once; a module can
-    split itself further with its own `xdist_group` marks. Unit tests are handed out one by one."""
+    """Check that every integration test's file says so where the scheduler reads it. On an xdist worker, order the
+    collection longest first: the integration files by their budget in tests/README.md (the longest must start first
+    or it ends last, alone), then the unit tests, each file's tests in their own order."""
     for item in items:
-        if item.get_closest_marker("integration") and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        if item.get_closest_marker("integration") and not is_integration_file(item.nodeid.split("::")[0]):
+            raise pytest.UsageError(f"{item.nodeid} is marked integration, but its file lacks the line `{INTEGRATION_MARK}` "
+                                    "that keeps its tests on one test worker")
+    if not hasattr(config, "workerinput"):
+        return
+    budgets = file_budgets(ROOT / "tests" / "README.md")
+
+    def weight(item: pytest.Item) -> float:
+        path = item.nodeid.split("::")[0]
+        return budgets.get(path, DEFAULT_BUDGET_S) if is_integration_file(path) else 0.0
+
+    items.sort(key=lambda item: -weight(item))  # stable: ties keep their collected order
 
 
 @pytest.fixture(scope="session")
@@ -227,6 +266,8 @@ def _convert_offline_tokenizer(name: str):
     return tokenizer
 
 
+DEFAULT_BUDGET_S = 30.0  # a test file without a row in tests/README.md's budget table
+
 # Seconds each test file took in this run (setup, call and teardown), for the summary against tests/README.md's budgets.
 _FILE_SECONDS: dict[str, float] = {}
 
@@ -255,11 +296,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not _FILE_SECONDS:
         return
     budgets = file_budgets(ROOT / "tests" / "README.md")
-    over = sorted(((s, p) for p, s in _FILE_SECONDS.items() if s > budgets.get(p, 30.0)), reverse=True)
+    over = sorted(((s, p) for p, s in _FILE_SECONDS.items() if s > budgets.get(p, DEFAULT_BUDGET_S)), reverse=True)
     terminalreporter.section("time per test file against tests/README.md")
     total = sum(_FILE_SECONDS.values())
     terminalreporter.write_line(f"{len(_FILE_SECONDS)} files, {total:.0f} s of test time in all (workers' time summed)")
     for seconds, path in over:
-        terminalreporter.write_line(f"over budget: {path} {seconds:.0f} s (budget {budgets.get(path, 30.0):.0f} s)")
+        terminalreporter.write_line(f"over budget: {path} {seconds:.0f} s (budget {budgets.get(path, DEFAULT_BUDGET_S):.0f} s)")
     if not over:
         terminalreporter.write_line("every file within its budget")

@@ -121,14 +121,14 @@ def test_flow_push_and_pull_against_an_erroring_remote(repo_root: Path, prefect_
         assert fetch_is_intact(project, env)
 
 
-def test_flow_retries_a_stage_while_another_dvc_process_holds_the_lock(repo_root: Path, tmp_path: Path):
+def test_flow_retries_a_stage_while_another_dvc_process_holds_the_lock(repo_root: Path, prefect_api: str, tmp_path: Path):
     from tools.smoke import make_copy
 
     project = tmp_path / "project"
     make_copy(repo_root, project, repo_root / "profiles" / "smoke.yaml")
     (project / ".dvc" / "tmp").mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API", "AWS_"))}
-    env.update(BAYLING_ROOT=str(project), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    env.update(BAYLING_ROOT=str(project), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PREFECT_API_URL=prefect_api)
     # DVC's own repository lock (zc.lockfile on .dvc/tmp/lock), held as a concurrent `dvc` command would,
     # until the stage has failed on it once; the flow's retry comes 5 s later.
     holder = subprocess.Popen([sys.executable, "-c", "import sys, zc.lockfile; lock = zc.lockfile.LockFile(sys.argv[1]); "

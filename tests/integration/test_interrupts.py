@@ -1,5 +1,6 @@
 """Runs that collide or are interrupted, as `make run` meets them: Prefect's temporary server, MLflow in
-the project's sqlite file, the smoke profile.
+the project's sqlite file, the smoke profile. The interrupted run and the server that cannot start use the
+temporary server, as `make run` does (the suite's one path through it); the other runs use the session's.
 
 - a second run in the same checkout is refused clearly, or waits with --wait;
 - one Ctrl-C (SIGINT to the foreground process group, as a terminal sends it) stops the flow within
@@ -49,18 +50,19 @@ def runs(dest: Path) -> list:
     return client.search_runs(experiments, order_by=["attributes.start_time DESC"], max_results=50)
 
 
-def test_a_second_run_in_the_same_checkout_is_refused_or_waits(project, tmp_path: Path):
+def test_a_second_run_in_the_same_checkout_is_refused_or_waits(project, prefect_api: str, tmp_path: Path):
     from bayling.core.checkout import hold_checkout
 
-    dest, _ = project
+    dest, base = project
+    session = dict(base, PREFECT_API_URL=prefect_api)  # the lock is the subject here, not the temporary server
     with hold_checkout(dest, "flow-run-held-by-the-test"):
-        refused = flow(project, "--stage", "fetch", log=tmp_path / "refused.log")
+        refused = flow(project, "--stage", "fetch", log=tmp_path / "refused.log", env=session)
         assert refused.wait(timeout=180) == 1
         text = (tmp_path / "refused.log").read_text()
         assert f"another retrain run holds this checkout (pid {os.getpid()}" in text and "flow-run-held-by-the-test" in text
         assert "Traceback" not in text and not (dest / "data" / "raw" / "corpus.jsonl").exists()
 
-        waiting = flow(project, "--stage", "fetch", "--wait", "120", log=tmp_path / "waited.log")
+        waiting = flow(project, "--stage", "fetch", "--wait", "120", log=tmp_path / "waited.log", env=session)
         deadline = time.monotonic() + 120
         while "waiting up to 120s for it" not in (tmp_path / "waited.log").read_text() and waiting.poll() is None:
             assert time.monotonic() < deadline, (tmp_path / "waited.log").read_text()
@@ -72,8 +74,8 @@ def test_a_second_run_in_the_same_checkout_is_refused_or_waits(project, tmp_path
     assert (dest / "data" / "raw" / "corpus.jsonl").is_file()
 
 
-def test_one_ctrl_c_stops_the_run_cleanly_and_the_next_run_resumes(project, tmp_path: Path):
-    dest, _ = project
+def test_one_ctrl_c_stops_the_run_cleanly_and_the_next_run_resumes(project, prefect_api: str, tmp_path: Path):
+    dest, base = project
     log = tmp_path / "interrupted.log"
     proc = flow(project, log=log)
     deadline = time.monotonic() + 600
@@ -101,7 +103,8 @@ def test_one_ctrl_c_stops_the_run_cleanly_and_the_next_run_resumes(project, tmp_
     assert not [r for r in latest if r.info.status == "RUNNING"]
 
     # up to train: evaluate and register have nothing to say about resuming
-    resumed = flow(project, *[f"--stage={s}" for s in ("fetch", "synthesize", "tokenize", "train")], log=tmp_path / "resumed.log")
+    resumed = flow(project, *[f"--stage={s}" for s in ("fetch", "synthesize", "tokenize", "train")], log=tmp_path / "resumed.log",
+                   env=dict(base, PREFECT_API_URL=prefect_api))
     assert resumed.wait(timeout=900) == 0, (tmp_path / "resumed.log").read_text()[-4000:]
     output = (tmp_path / "resumed.log").read_text()
     summary = output[output.rindex("stages: "):].splitlines()[0]
