@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_stage_here
 from servers import free_port
 
 from bayling.core.chat_client import ChatSettings, ChatStats, ResponseCache, complete
@@ -83,7 +84,7 @@ def _env() -> dict:
 
 def test_teacher_end_to_end_and_the_key_never_leaks(project_copy: Path, teacher_server):
     _teacher_project(project_copy, teacher_server, general=True)
-    assert subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=project_copy, capture_output=True).returncode == 0
+    assert run_stage_here(project_copy, "fetch").returncode == 0
     result = subprocess.run([sys.executable, "-m", "stages.synthesize"], cwd=project_copy, capture_output=True, text=True, env=_env())
     assert result.returncode == 0, result.stderr
     card = json.loads((project_copy / "data/synth/card.json").read_text())
@@ -105,7 +106,7 @@ def test_teacher_end_to_end_and_the_key_never_leaks(project_copy: Path, teacher_
 
 def test_killed_run_resumes_from_the_cache(project_copy: Path, teacher_server):
     _teacher_project(project_copy, teacher_server)
-    assert subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=project_copy, capture_output=True).returncode == 0
+    assert run_stage_here(project_copy, "fetch").returncode == 0
     cache_file = project_copy / ".cache" / "teacher.sqlite"
     before = served_requests(teacher_server)
     proc = subprocess.Popen(
@@ -129,7 +130,7 @@ def test_killed_run_resumes_from_the_cache(project_copy: Path, teacher_server):
     asked_before_kill = served_requests(teacher_server) - before
     assert cached >= 3 and asked_before_kill >= cached
 
-    resumed = subprocess.run([sys.executable, "-m", "stages.synthesize"], cwd=project_copy, capture_output=True, text=True, env=_env())
+    resumed = run_stage_here(project_copy, "synthesize", env=_env())
     assert resumed.returncode == 0, resumed.stderr
     card = json.loads((project_copy / "data/synth/card.json").read_text())
     stats = card["teacher"]["interactive"]
