@@ -24,10 +24,62 @@ class Scores:
         return {"bleu": round(self.bleu, digits), "chrf": round(self.chrf, digits), "chrf_pp": round(self.chrf_pp, digits), "n": self.n}
 
 
+class ReferenceScorer:
+    """Corpus scores against one set of reference streams, for as many systems as need them: sacreBLEU extracts
+    the references' n-grams once (its own `references=` cache), so each further system costs only its own pass.
+    Holds those statistics while it lives (about 200 MB for two 2,000-segment streams)."""
+
+    def __init__(self, references: Sequence[Sequence[str]], target_lang: str) -> None:
+        from sacrebleu.metrics import BLEU, CHRF
+
+        if not references:
+            raise PipelineError("at least one reference stream is needed")
+        self.n = len(references[0])
+        for i, stream in enumerate(references):
+            if len(stream) != self.n:
+                raise PipelineError(f"reference stream {i + 1} has {len(stream)} segments but stream 1 has {self.n}")
+        self.choice = bleu_tokenizer_for(target_lang)
+        refs = [list(stream) for stream in references]
+        self.single = len(refs) == 1
+        self.bleu = BLEU(tokenize=self.choice.tokenizer, references=refs)
+        self.chrf_pp = CHRF(word_order=2, references=refs)
+        # with one reference, chrF comes from chrF++'s statistics (see `score`); with several it picks its own best
+        self.chrf = CHRF() if self.single else CHRF(references=refs)
+
+    def score(self, hypotheses: Sequence[str]) -> Scores:
+        if len(hypotheses) != self.n:
+            raise PipelineError(f"reference stream 1 has {self.n} segments but there are {len(hypotheses)} hypotheses")
+        if not hypotheses:
+            raise PipelineError("nothing to score: no hypotheses")
+        hyps = list(hypotheses)
+        bleu_score = self.bleu.corpus_score(hyps, None)
+        chrf_pp_stats = self.chrf_pp._extract_corpus_statistics(hyps, None)
+        chrf_pp_score = self.chrf_pp._aggregate_and_compute(chrf_pp_stats)
+        if self.single:
+            # chrF's statistics are the character part of chrF++'s (the first 3 x char_order numbers of each segment):
+            # with one reference there is no best-reference choice that could differ, so one n-gram extraction serves
+            # both, the way sacreBLEU's paired test reuses statistics (a third less scoring time on one reference)
+            characters = 3 * self.chrf.char_order
+            chrf_score = self.chrf._aggregate_and_compute([row[:characters] for row in chrf_pp_stats])
+            self.chrf.num_refs = self.chrf_pp.num_refs  # what scoring would have recorded, for its signature's nrefs
+        else:
+            chrf_score = self.chrf.corpus_score(hyps, None)
+        return Scores(
+            bleu=bleu_score.score,
+            chrf=chrf_score.score,
+            chrf_pp=chrf_pp_score.score,
+            n=len(hyps),
+            signatures={
+                "bleu": str(self.bleu.get_signature()),
+                "chrf": str(self.chrf.get_signature()),
+                "chrf_pp": str(self.chrf_pp.get_signature()),
+            },
+            warnings=(self.choice.warning,) if self.choice.warning else (),
+        )
+
+
 def score_corpus(hypotheses: Sequence[str], references: Sequence[Sequence[str]], target_lang: str) -> Scores:
     """Corpus-level scores of `hypotheses` against one or more reference streams, in the order given."""
-    from sacrebleu.metrics import BLEU, CHRF
-
     if not references:
         raise PipelineError("at least one reference stream is needed")
     for i, stream in enumerate(references):
@@ -37,36 +89,7 @@ def score_corpus(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
             )
     if not hypotheses:
         raise PipelineError("nothing to score: no hypotheses")
-    choice = bleu_tokenizer_for(target_lang)
-    refs = [list(stream) for stream in references]
-    hyps = list(hypotheses)
-    bleu = BLEU(tokenize=choice.tokenizer)
-    chrf = CHRF()
-    chrf_pp = CHRF(word_order=2)
-    bleu_score = bleu.corpus_score(hyps, refs)
-    chrf_pp_stats = chrf_pp._extract_corpus_statistics(hyps, refs)
-    chrf_pp_score = chrf_pp._aggregate_and_compute(chrf_pp_stats)
-    if len(refs) == 1:
-        # chrF's statistics are the character part of chrF++'s (the first 3 x char_order numbers of each segment):
-        # with one reference there is no best-reference choice that could differ, so one n-gram extraction serves
-        # both, the way sacreBLEU's paired test reuses statistics (a third less scoring time on one reference)
-        characters = 3 * chrf.char_order
-        chrf_score = chrf._aggregate_and_compute([row[:characters] for row in chrf_pp_stats])
-        chrf.num_refs = chrf_pp.num_refs  # what scoring would have recorded, for its signature's nrefs
-    else:
-        chrf_score = chrf.corpus_score(hyps, refs)
-    return Scores(
-        bleu=bleu_score.score,
-        chrf=chrf_score.score,
-        chrf_pp=chrf_pp_score.score,
-        n=len(hyps),
-        signatures={
-            "bleu": str(bleu.get_signature()),
-            "chrf": str(chrf.get_signature()),
-            "chrf_pp": str(chrf_pp.get_signature()),
-        },
-        warnings=(choice.warning,) if choice.warning else (),
-    )
+    return ReferenceScorer(references, target_lang).score(hypotheses)
 
 
 def macro_average(scores: Sequence[Scores]) -> dict[str, float]:
