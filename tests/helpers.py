@@ -48,11 +48,27 @@ def run_stage_here(project: Path, name: str, *args: str, env: dict[str, str] | N
     The environment (BAYLING_ROOT set to the project), working directory, argv, root logging, MLflow's tracking URI
     and torch's thread count are set for the run and put back after it. The stage's log lines and anything it
     writes to stderr land in `stderr`, an uncaught exception as its traceback with return code 1, like Python's."""
+    import runpy
+
+    environment = dict(env if env is not None else __import__("os").environ, BAYLING_ROOT=str(project))
+    return _run_here(lambda: runpy.run_module(f"stages.{name}", run_name="__main__", alter_sys=True),
+                     [str(project / "stages" / f"{name}.py"), *args], project, environment, name)
+
+
+def run_script_here(script: Path, *args: str, cwd: Path) -> StageRun:
+    """`python <script> *args` from `cwd`, run in this interpreter with runpy (see `run_stage_here`)."""
+    import os
+    import runpy
+
+    return _run_here(lambda: runpy.run_path(str(script), run_name="__main__"), [str(script), *args], cwd, dict(os.environ),
+                     script.stem)
+
+
+def _run_here(run: Any, argv: list[str], cwd: Path, env: dict[str, str], log_name: str) -> StageRun:
     import contextlib
     import io
     import logging
     import os
-    import runpy
     import sys
     import traceback
 
@@ -61,21 +77,20 @@ def run_stage_here(project: Path, name: str, *args: str, env: dict[str, str] | N
     torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(err)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{name}] %(message)s"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{log_name}] %(message)s"))
     root_logger = logging.getLogger()
     saved_level = root_logger.level
     code = 0
     try:
         os.environ.clear()
-        os.environ.update(env if env is not None else saved_env)
-        os.environ["BAYLING_ROOT"] = str(project)
-        os.chdir(project)
-        sys.argv = [str(project / "stages" / f"{name}.py"), *args]
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = argv
         root_logger.addHandler(handler)
         root_logger.setLevel(logging.INFO)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                runpy.run_module(f"stages.{name}", run_name="__main__", alter_sys=True)
+                run()
             except SystemExit as exit_:
                 code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
             except Exception:  # noqa: BLE001 - what the interpreter would print on its way out

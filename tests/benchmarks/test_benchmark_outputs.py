@@ -4,18 +4,19 @@ issues quote. The figures themselves live in benchmarks/README.md, never in a ti
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_script_here
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def last_json(*args: str) -> dict:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+def last_json(script: str, *args: str) -> dict:
+    """The benchmark's last line, run in this interpreter (`python <script> ...` through runpy): only its output's
+    keys are checked here, so it need not pay a process's imports."""
+    result = run_script_here(ROOT / script, *args, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
