@@ -48,9 +48,10 @@ def run_stage_here(project: Path, name: str, *args: str, env: dict[str, str] | N
     The environment (BAYLING_ROOT set to the project), working directory, argv, root logging, MLflow's tracking URI
     and torch's thread count are set for the run and put back after it. The stage's log lines and anything it
     writes to stderr land in `stderr`, an uncaught exception as its traceback with return code 1, like Python's."""
+    import os
     import runpy
 
-    environment = dict(env if env is not None else __import__("os").environ, BAYLING_ROOT=str(project))
+    environment = dict(env if env is not None else os.environ, BAYLING_ROOT=str(project))
     return _run_here(lambda: runpy.run_module(f"stages.{name}", run_name="__main__", alter_sys=True),
                      [str(project / "stages" / f"{name}.py"), *args], project, environment, name)
 
