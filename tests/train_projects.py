@@ -57,12 +57,13 @@ def copy_of(project: Path, tmp_path: Path, name: str) -> Path:
     return dest
 
 
-def kill_after(project: Path, checkpoint: str) -> None:
+def kill_after(project: Path, checkpoint: str, wait_s: float = 600) -> None:
+    """Start `stages.train` in `project` and kill -9 it once `checkpoint` is complete (up to `wait_s` seconds)."""
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{project}/mlflow.db")
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = project / "models/checkpoints" / checkpoint / "COMPLETE"
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + wait_s
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be killed"

@@ -45,6 +45,7 @@ class ReferenceScorer:
         self.chrf_pp = CHRF(word_order=2, references=refs)
         # with one reference, chrF comes from chrF++'s statistics (see `score`); with several it picks its own best
         self.chrf = CHRF() if self.single else CHRF(references=refs)
+        self.chrf.num_refs = self.chrf_pp.num_refs  # for its signature's nrefs, when it never sees the references
 
     def score(self, hypotheses: Sequence[str]) -> Scores:
         if len(hypotheses) != self.n:
@@ -61,7 +62,6 @@ class ReferenceScorer:
             # both, the way sacreBLEU's paired test reuses statistics (a third less scoring time on one reference)
             characters = 3 * self.chrf.char_order
             chrf_score = self.chrf._aggregate_and_compute([row[:characters] for row in chrf_pp_stats])
-            self.chrf.num_refs = self.chrf_pp.num_refs  # what scoring would have recorded, for its signature's nrefs
         else:
             chrf_score = self.chrf.corpus_score(hyps, None)
         return Scores(
@@ -80,15 +80,11 @@ class ReferenceScorer:
 
 def score_corpus(hypotheses: Sequence[str], references: Sequence[Sequence[str]], target_lang: str) -> Scores:
     """Corpus-level scores of `hypotheses` against one or more reference streams, in the order given."""
-    if not references:
-        raise PipelineError("at least one reference stream is needed")
-    for i, stream in enumerate(references):
+    for i, stream in enumerate(references):  # named against the hypotheses, before the scorer compares the streams
         if len(stream) != len(hypotheses):
             raise PipelineError(
                 f"reference stream {i + 1} has {len(stream)} segments but there are {len(hypotheses)} hypotheses"
             )
-    if not hypotheses:
-        raise PipelineError("nothing to score: no hypotheses")
     return ReferenceScorer(references, target_lang).score(hypotheses)
 
 

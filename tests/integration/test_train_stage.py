@@ -3,14 +3,12 @@
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from train_projects import copy_of, set_params, stage, tokenized, weights
+from train_projects import copy_of, kill_after, set_params, stage, tokenized, weights
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +26,7 @@ def test_killed_run_resumes_to_the_same_weights(tokenized_project: Path, tmp_pat
     assert json.loads((straight / "reports/train/metrics.json").read_text())["steps"] == 12
 
     crashed = copy_of(tokenized_project, tmp_path, "crashed")
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{crashed}/mlflow.db")
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=crashed, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = crashed / "models/checkpoints/checkpoint-4/COMPLETE"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(crashed, "checkpoint-4", wait_s=300)
     assert not (crashed / "models/final").exists()
     # a checkpoint whose marker never got written must be discarded, not resumed from
     newest = max((crashed / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
