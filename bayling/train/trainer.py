@@ -72,7 +72,8 @@ def supervised_trainer_class() -> Any:
 
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return EpochSeededSampler(row_lengths(dataset), batch, self.args.data_seed or self.args.seed)
+            packed = "position_ids" in dataset.column_names
+            return EpochSeededSampler(row_lengths(dataset), batch, self.args.data_seed or self.args.seed, group_by_length=not packed)
 
     return BayLingTrainer
 

@@ -1,0 +1,90 @@
+"""The train sampler: a run shorter than an epoch trains on a uniform draw of the rows, in an order fixed by the
+seed and the epoch."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bayling.train.batches import EpochSeededSampler
+
+BATCH = 4
+
+
+def mixed_lengths(n: int = 800) -> list[int]:
+    """Half the rows full (256 tokens, as packing fills the rows of long conversations), half shorter."""
+    rng = random.Random(0)
+    return [256 if i % 2 else rng.randint(120, 250) for i in range(n)]
+
+
+def padding_share(lengths: list[int], order: list[int]) -> float:
+    padded = used = 0
+    for i in range(0, len(order), BATCH):
+        batch = [lengths[j] for j in order[i : i + BATCH]]
+        padded += max(batch) * len(batch)
+        used += sum(batch)
+    return 1 - used / padded
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_every_epoch_is_a_permutation_fixed_by_seed_and_epoch(group_by_length):
+    lengths = mixed_lengths()
+    sampler = EpochSeededSampler(lengths, BATCH, seed=13, group_by_length=group_by_length)
+    first, second = sampler.order(0), sampler.order(1)
+    assert sorted(first) == list(range(len(lengths))) and sorted(second) == list(range(len(lengths)))
+    assert first != second
+    again = EpochSeededSampler(lengths, BATCH, seed=13, group_by_length=group_by_length)
+    again.set_epoch(1)
+    assert list(again) == second  # a resumed run (a new sampler) continues with the same order
+    assert EpochSeededSampler(lengths, BATCH, seed=14, group_by_length=group_by_length).order(0) != first
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_the_first_steps_are_a_uniform_draw_of_the_rows(group_by_length):
+    """30 steps of 4 rows out of 800, over 300 epochs (as 300 seeds would be): each row is drawn about as often as
+    any other, and the full rows make up half of what is drawn, as they do of the data. transformers' grouping
+    alone would draw mostly full rows: a megabatch is sorted longest first."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    lengths = mixed_lengths()
+    sampler = EpochSeededSampler(lengths, BATCH, seed=13, group_by_length=group_by_length)
+    steps, epochs = 30, 300
+    drawn = [0] * len(lengths)
+    for epoch in range(epochs):
+        for index in sampler.order(epoch)[: steps * BATCH]:
+            drawn[index] += 1
+    expected = epochs * steps * BATCH / len(lengths)  # 45 draws per row
+    full = sum(drawn[i] for i in range(len(lengths)) if lengths[i] == 256) / sum(drawn)
+    assert 0.47 < full < 0.53, full
+    assert min(drawn) > 0.4 * expected and max(drawn) < 1.7 * expected, (min(drawn), max(drawn))
+    # the bias this sampler removes: grouping alone sorts a megabatch (200 rows here) longest first
+    grouped_only = get_length_grouped_indices(lengths, BATCH, generator=torch.Generator().manual_seed(0))[: steps * BATCH]
+    assert sum(lengths[i] == 256 for i in grouped_only) / len(grouped_only) > 0.8
+
+
+def test_grouping_still_pays_for_unpacked_rows():
+    """Unpacked rows vary in length: batches of similar lengths waste less on padding than a random order does."""
+    rng = random.Random(1)
+    lengths = [rng.randint(20, 1000) for _ in range(400)]
+    grouped = EpochSeededSampler(lengths, BATCH, seed=13, group_by_length=True).order(0)
+    plain = EpochSeededSampler(lengths, BATCH, seed=13, group_by_length=False).order(0)
+    assert padding_share(lengths, grouped) < 0.5 * padding_share(lengths, plain)
+
+
+def test_the_trainer_groups_unpacked_rows_only(tiny_model_dir, tokenizer, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from bayling.config.train import TrainParams
+    from bayling.train.trainer import supervised_trainer_class, training_arguments
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = training_arguments(TrainParams(max_steps=1), tmp_path / "out", tmp_path)
+    rows = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3]}] * 8
+    for packed in (False, True):
+        data = Dataset.from_list([dict(r, position_ids=[0, 1, 2]) for r in rows] if packed else rows)
+        trainer = supervised_trainer_class()(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        sampler = trainer._get_train_sampler()
+        assert isinstance(sampler, EpochSeededSampler) and sampler.group_by_length is (not packed)
