@@ -2,21 +2,25 @@
 
     python -m stages.register
 
-Reads models/final, reports/eval/{metrics,run}.json, reports/train/{run,metrics}.json, data/synth/card.json,
-params.yaml and dvc.lock, and writes the Hugging Face model card models/final/README.md (also logged to the
-register run as model_card/README.md and shown as the version's description).
+Reads models/final, reports/eval/{metrics,run}.json, reports/train/{run,metrics,drawn}.json,
+reports/tokenize/composition.json, data/synth/card.json, params.yaml and dvc.lock, and writes the
+Hugging Face model card models/final/README.md (also logged to the register run as model_card/README.md
+and shown as the version's description).
 Tags the version with the git commit, the md5 of every DVC out in dvc.lock, the params, and the
 evaluation scores. Registering the same model files again reuses their version instead of adding one.
 The gate in register.gate (minimum scores, required test sets, no significant drop against the
 champion, nor below the base model on the headline test set) decides whether the version gets the
 candidate alias; every rule's result goes to MLflow. Writes reports/register.json with the model name,
-version, alias, MLflow run id and gate results (the failed rules named under gate.failed).
+version, alias, MLflow run id and gate results (the failed rules named under gate.failed), and the
+training mix as synthesized, tokenized and drawn by the train steps (`mix`; a cell that the drawn
+supervised tokens miss by more than register.mix_tolerance_points is named under mix.misses and warned).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 from bayling.config.loader import PARAMS_FILE, read_params_file
 from bayling.config.register import RegisterParams
@@ -28,6 +32,11 @@ ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
 log = logging.getLogger("register")
 FINAL = ROOT / "models" / "final"
+
+
+def _optional_json(path: Path, label: str) -> dict:
+    """A report that data made before it existed lacks: {} then (the card and summary leave the mix out)."""
+    return read_json(path, label) if path.exists() else {}
 
 
 def main(register: RegisterParams, tracking: TrackingParams) -> None:
@@ -47,6 +56,8 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
         params=read_params_file(ROOT / PARAMS_FILE)[0],
         data_card=read_json(ROOT / "data" / "synth" / "card.json", "data/synth/card.json (synthesize)"),
         train_metrics=read_json(ROOT / "reports" / "train" / "metrics.json", "reports/train/metrics.json (train)"),
+        composition=_optional_json(ROOT / "reports" / "tokenize" / "composition.json", "reports/tokenize/composition.json (tokenize)"),
+        drawn=_optional_json(ROOT / "reports" / "train" / "drawn.json", "reports/train/drawn.json (train)"),
     )
     result, rules, verdict, model_sha256 = register_model(register, tracking, inputs, ROOT, FINAL)
     for r in rules:
@@ -55,7 +66,15 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
     if gate.passed(rules) and not gate_passed:
         log.warning("this evaluation passes the gate, but an earlier evaluation of the same files failed it and still stands "
                     "(approving needs --override-gate, or a new evaluation)")
-    write_json(ROOT / "reports" / "register.json", registration_report(result, rules, verdict, model_sha256, tracking_uri(ROOT)))
+    from bayling.register.training_mix import mix_report, summary_line
+
+    mix = mix_report(inputs.composition, inputs.drawn, register.mix_tolerance_points)
+    if mix:
+        log.info(summary_line(mix))
+        if mix["misses"]:
+            log.warning("the train steps drew supervised tokens off the requested mix by more than %s points "
+                        "(register.mix_tolerance_points): %s", mix["tolerance_points"], "; ".join(mix["misses"]))
+    write_json(ROOT / "reports" / "register.json", registration_report(result, rules, verdict, model_sha256, tracking_uri(ROOT), mix))
     verb = "registered" if result.created else "re-used"
     if gate_passed:
         log.info("%s %s version %s with alias '%s' (run %s)", verb, result.model_name, result.version, result.alias, result.run_id)

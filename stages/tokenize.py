@@ -6,9 +6,12 @@ cut or drop over-long ones at turn boundaries, and optionally pack them.
 
 Reads data/synth/{train,heldout}.jsonl and the tokenizer in base_model.path. Writes data/tokenized/
 (a sharded `datasets` DatasetDict with input_ids, labels (-100 outside the supervised assistant
-turns), attention_mask, and position_ids when packed; the tokenizer actually used, with its chat
-template and any added tokens, in data/tokenized/tokenizer/; fingerprint.json) and
-reports/tokenize/stats.json (sequences, tokens, fill rate, truncations, drops).
+turns), attention_mask, and position_ids when packed, and per conversation in a row its category and
+supervised tokens (mix_category, mix_supervised); the tokenizer actually used, with its chat template and
+any added tokens, in data/tokenized/tokenizer/; fingerprint.json), reports/tokenize/stats.json
+(sequences, tokens, fill rate, truncations, drops) and reports/tokenize/composition.json (conversations
+and supervised tokens per mix cell, task family and reply language, as synthesized and as kept, beside
+the shares data/synth/card.json requested).
 
 The tokenizer audit (tokenize.audit) also reads data/raw/corpus.jsonl and the file-based test sets of
 evaluate.test_sets, and writes reports/tokenize/audit.{json,csv} and fertility.png (a DVC plot):
@@ -36,6 +39,7 @@ SYNTH = ROOT / "data" / "synth"
 OUT = ROOT / "data" / "tokenized"
 REPORTS = ROOT / "reports" / "tokenize"
 STATS = REPORTS / "stats.json"
+COMPOSITION = REPORTS / "composition.json"
 
 
 def _model_dir(base_model: BaseModelParams) -> Path:
@@ -64,17 +68,22 @@ def audit(tokenize: TokenizeParams, base_model: BaseModelParams, evaluate: Evalu
 
 
 def main(tokenize: TokenizeParams, base_model: BaseModelParams, evaluate: EvaluateParams, tracking: TrackingParams) -> None:
+    from bayling.core.composition import Tally
     from bayling.tokenize.encode import tokenize_dataset
 
-    fingerprint, stats = tokenize_dataset(tokenize, _model_dir(base_model), SYNTH, OUT)
+    fingerprint, stats, composition = tokenize_dataset(tokenize, _model_dir(base_model), SYNTH, OUT)
     for split, counts in stats.items():
         log.info("%s: %d conversations -> %d rows, %d tokens (%d supervised), %d truncated, %d dropped%s", split,
                  counts["conversations_in"], counts["rows"], counts["tokens"], counts["supervised_tokens"], counts["truncated"],
                  counts["dropped"], f", fill rate {counts['fill_rate']:.3f}" if tokenize.packing else "")
+    kept = Tally.from_json(composition["train"]["kept"])
+    log.info("train mix of supervised tokens, as kept: %s", ", ".join(
+        f"{cell} {100 * share:.1f}%" for cell, share in kept.shares("cell", "supervised_tokens").items()))
     write_json(STATS, stats)
+    write_json(COMPOSITION, composition)
     audit_files = audit(tokenize, base_model, evaluate)
     track_stage("tokenize", tracking.experiment, {**tokenize.model_dump(mode="json"), "fingerprint": fingerprint["fingerprint"]},
-                stats, [STATS, OUT / "fingerprint.json", *audit_files])
+                stats, [STATS, COMPOSITION, OUT / "fingerprint.json", *audit_files])
 
 
 if __name__ == "__main__":

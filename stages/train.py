@@ -9,7 +9,8 @@ CPU with gloo. train.deepspeed picks <train.deepspeed_dir>/{zero2,zero3,zero3_of
 Checkpoints go to models/checkpoints/ and count only once their COMPLETE marker is written; a re-run
 resumes from the newest complete checkpoint of the same configuration. Writes models/final/ (a
 standard HF model with tokenizer and chat template; LoRA adapters merged) and
-reports/train/{metrics.json, loss.csv, run.json}. Only rank 0 logs to MLflow; a tracking outage is
+reports/train/{metrics.json, loss.csv, run.json, drawn.json} (drawn.json: conversations and supervised
+tokens per mix cell, task family and reply language in the rows the steps trained on). Only rank 0 logs to MLflow; a tracking outage is
 reported but never stops training. With train.plan.gpu_memory_gib set, the plan runs first and a
 configuration that cannot fit is refused with the smallest change that would (bayling/train/plan.py).
 """
@@ -85,6 +86,10 @@ def main(train: TrainParams, base_model: BaseModelParams, tokenize: TokenizePara
         writer.writerows({k: entry.get(k) for k in LOSS_COLUMNS} for entry in result.history if "loss" in entry)
     log.info("trained %d steps in %.1fs: loss %.4f, %.0f tokens/s%s", metrics["steps"], metrics["runtime_s"], metrics["train_loss"],
              metrics["tokens_per_s"] or 0, f", resumed from step {metrics['resumed_from_step']}" if metrics["resumed_from_step"] else "")
+    write_json(REPORTS / "drawn.json", {"steps": metrics["steps"], "drawn": result.drawn.as_json() if result.drawn else None})
+    if result.drawn:
+        log.info("the steps drew supervised tokens: %s", ", ".join(
+            f"{cell} {100 * share:.1f}%" for cell, share in result.drawn.shares("cell", "supervised_tokens").items()))
 
 
 if __name__ == "__main__":

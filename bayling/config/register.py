@@ -66,6 +66,9 @@ class RegisterParams(Section):
     gate: GateParams = GateParams()
     approval: ApprovalParams = ApprovalParams()
     card: CardParams = CardParams()
+    # the run summary warns, and reports/register.json records, when a mix cell's share of the supervised tokens
+    # the train steps drew lies further than this (percentage points) from the share synthesize.mix requested
+    mix_tolerance_points: Annotated[float, Field(ge=0)] = 3.0
 
     @model_validator(mode="after")
     def _aliases(self) -> RegisterParams:

@@ -73,6 +73,7 @@ class CardInputs:
     train_metrics: dict[str, Any]  # reports/train/metrics.json ({} when absent)
     lineage: Lineage
     gate_passed: bool | None = None
+    mix: dict[str, Any] | None = None  # register.training_mix.mix_report: the mix three ways
 
 
 # ---------------------------------------------------------------- metadata
@@ -236,7 +237,7 @@ def number(value: Any, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def training_data_section(data_card: dict[str, Any], params: dict[str, Any]) -> str:
+def training_data_section(data_card: dict[str, Any], params: dict[str, Any], trained_mix: dict[str, Any] | None = None) -> str:
     splits = data_card.get("splits") or {}
     train, heldout = splits.get("train") or {}, splits.get("heldout") or {}
     mix = data_card.get("mix") or {}
@@ -256,7 +257,7 @@ def training_data_section(data_card: dict[str, Any], params: dict[str, Any]) -> 
         requested, achieved = mix.get("requested") or {}, mix.get("achieved") or {}
         shares = ", ".join(f"{cell} {number(100 * achieved[cell]) if cell in achieved else '–'}% "
                            f"(requested {number(100 * share)}%)" for cell, share in requested.items())
-        parts.append(f"- **Mix** ({mix.get('mode', '–')}, temperature {mix.get('temperature', '–')}, "
+        parts.append(f"- **Mix as synthesized, in conversations** ({mix.get('mode', '–')}, temperature {mix.get('temperature', '–')}, "
                      f"at most {mix.get('max_repeat', '–')} copies): {shares or 'as the data came'}")
     filter_settings = settings.get("filters") or {}
     if filters or filter_settings:
@@ -277,7 +278,17 @@ def training_data_section(data_card: dict[str, Any], params: dict[str, Any]) -> 
                             [[language_label(code), n, (used.get(code) or {}).get("available", "–"),
                               (used.get(code) or {}).get("used", "–"), (used.get(code) or {}).get("repeat", "–")]
                              for code, n in sorted(per_language.items())])]
-    return "\n".join(parts)
+    if trained_mix:
+        from bayling.register.training_mix import mix_tables, summary_line
+
+        parts += ["", "### What training saw", "",
+                  "Shares (%) of the training conversations and of their supervised tokens (the tokens the loss is computed "
+                  "on): as synthesized (every conversation whole), as tokenized (what fits `tokenize.max_seq_len`, cut at "
+                  f"turn boundaries), and in the rows the {trained_mix.get('steps') or '–'} train steps drew.", "",
+                  f"{summary_line(trained_mix)}." + (f" **Off by more than {trained_mix['tolerance_points']} points: "
+                                                    f"{'; '.join(trained_mix['misses'])}.**" if trained_mix["misses"] else ""),
+                  "", *mix_tables(trained_mix)]
+    return "\n".join(parts).rstrip("\n")
 
 
 def training_settings_section(params: dict[str, Any], train_metrics: dict[str, Any], base_summary: str) -> str:
@@ -411,7 +422,7 @@ def render_body(inputs: CardInputs) -> str:
              f"Fine-tuned from {summary} on translation-derived instructions following BayLing "
              f"([arXiv 2306.10968](https://arxiv.org/abs/2306.10968), [arXiv 2411.16300](https://arxiv.org/abs/2411.16300)) "
              f"by the bayling-pipeline. Languages: {languages or 'none recorded'}.")
-    sections = [intro, training_data_section(inputs.data_card, inputs.params),
+    sections = [intro, training_data_section(inputs.data_card, inputs.params, inputs.mix),
                 training_settings_section(inputs.params, inputs.train_metrics, summary),
                 evaluation_section(inputs.metrics, inputs.gate_passed), lineage_section(inputs.lineage),
                 intended_use_section(inputs.card, model_license(inputs.card, hub_id))]

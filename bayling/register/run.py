@@ -16,6 +16,7 @@ from bayling.core.errors import PipelineError
 from bayling.core.metric_keys import averages
 from bayling.register import gate
 from bayling.register.registry import Registration
+from bayling.register.training_mix import mix_report
 
 if TYPE_CHECKING:
     from bayling.register.model_card import CardInputs
@@ -34,6 +35,8 @@ class RegisterInputs:
     params: dict[str, Any]
     data_card: dict[str, Any] = field(default_factory=dict)
     train_metrics: dict[str, Any] = field(default_factory=dict)
+    composition: dict[str, Any] = field(default_factory=dict)  # reports/tokenize/composition.json
+    drawn: dict[str, Any] = field(default_factory=dict)  # reports/train/drawn.json
 
 
 def version_tags(inputs: RegisterInputs, root: Path) -> dict[str, str]:
@@ -75,7 +78,8 @@ def model_card_inputs(register: RegisterParams, inputs: RegisterInputs, tags: di
         registered_model=register.model_name,
     )
     return CardInputs(card=register.card, params=inputs.params, metrics=inputs.metrics, data_card=inputs.data_card,
-                      train_metrics=inputs.train_metrics, lineage=lineage, gate_passed=gate_passed)
+                      train_metrics=inputs.train_metrics, lineage=lineage, gate_passed=gate_passed,
+                      mix=mix_report(inputs.composition, inputs.drawn, register.mix_tolerance_points))
 
 
 def publish_model_card(client: Any, card_inputs: CardInputs, final: Path) -> None:
@@ -172,10 +176,11 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
 
 
 def registration_report(registration: Registration, results: list[gate.RuleResult], verdict: dict[str, Any], model_sha256: str,
-                        tracking_uri: str) -> dict[str, Any]:
+                        tracking_uri: str, mix: dict[str, Any] | None = None) -> dict[str, Any]:
     """reports/register.json: the version, its alias (none when the gate failed), and the gate's rules, with the
-    ones that failed named."""
+    ones that failed named; and the training mix three ways (register.training_mix)."""
     return {
+        "mix": mix,
         "model_name": registration.model_name,
         "version": registration.version,
         "alias": registration.alias,

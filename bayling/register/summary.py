@@ -81,6 +81,14 @@ def render(summary: dict[str, Any], stage_results: list[dict[str, Any]], trackin
     if train:
         lines.append(f"training: {train['steps']} steps, loss {train['train_loss']:.3f}, {train['tokens_per_s']:.0f} tokens/s")
     reg = summary.get("register")
+    mix = (reg or {}).get("mix")
+    if mix:
+        from bayling.register.training_mix import summary_line
+
+        lines.append(summary_line(mix))
+        if mix["misses"]:
+            lines.append(f"  warning: off the requested mix by more than {mix['tolerance_points']} points "
+                         f"(register.mix_tolerance_points): {'; '.join(mix['misses'])}")
     if reg:
         lines.append(
             f"registered model: {reg['model_name']} version {reg['version']} "

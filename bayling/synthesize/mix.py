@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bayling.core.composition import Ratios, cell_label, requested_shares
 from bayling.core.jsonl import dumps_line
 from bayling.core.prompts import INSTRUCTION_CODES
 from bayling.core.seeding import coin
-
-Ratios = dict[str, dict[str, float]]  # family (or "any") -> language group -> weight
 
 
 def language_group(instruction_language: str, response_langs: Iterable[str]) -> str:
@@ -36,20 +35,6 @@ def language_group(instruction_language: str, response_langs: Iterable[str]) -> 
     if replies - {instruction_code}:
         return "cross"
     return {"eng_Latn": "en", "zho_Hans": "zh", "zho_Hant": "zh"}.get(instruction_code, "other")
-
-
-def mix_cell(family: str, group: str, ratios: Ratios) -> tuple[str, str] | None:
-    if group in ratios.get(family, {}):
-        return family, group
-    if group in ratios.get("any", {}):
-        return "any", group
-    return None
-
-
-def cell_label(family: str, group: str, ratios: Ratios) -> str:
-    """The mix cell that data of (family, group) counts towards, as 'family.group'."""
-    cell = mix_cell(family, group, ratios)
-    return f"{cell[0]}.{cell[1]}" if cell else f"{family}.{group} (not requested)"
 
 
 @dataclass(frozen=True)
@@ -108,8 +93,7 @@ def plan_mix(available: dict[tuple[str, str], float], ratios: Ratios, mode: str,
     small cell (a few hundred general chats) does not shrink the others to its size. In 'report' mode
     everything is kept and only the comparison is reported.
     """
-    total = sum(w for groups in ratios.values() for w in groups.values())
-    requested = {f"{f}.{g}": w / total for f, groups in ratios.items() for g, w in groups.items() if w > 0}
+    requested = requested_shares(ratios)
     by_cell = cell_counts(available, ratios)
     if mode == "report":
         return MixPlan({key: 1.0 for key in available}, requested, by_cell)

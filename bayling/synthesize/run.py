@@ -14,6 +14,7 @@ from typing import Any
 
 from bayling.config.synthesize import SynthesizeParams
 from bayling.core.archives import data_root
+from bayling.core.composition import cell_label
 from bayling.core.errors import PipelineError
 from bayling.core.jsonl import dumps_line, write_jsonl
 from bayling.core.records import Conversation
@@ -24,7 +25,6 @@ from bayling.synthesize.decontam import Decontaminator, read_eval_texts
 from bayling.synthesize.general import build_general
 from bayling.synthesize.mix import (
     achieved_mix,
-    cell_label,
     combined_factors,
     language_report,
     merge_shards,

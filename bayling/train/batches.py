@@ -8,7 +8,7 @@ conversations whose position ids restart at each one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +113,28 @@ def row_lengths(dataset: Any) -> list[int]:
     import pyarrow.compute as pc
 
     return pc.list_value_length(dataset.data.column("input_ids")).to_pylist()
+
+
+def drawn_rows(order: Callable[[int], Sequence[int]], rows: int, per_device_batch: int, accumulation: int, world_size: int,
+               steps: int) -> list[int]:
+    """The row indices the first `steps` optimizer steps trained on, repeats included, replayed from the sampler's
+    per-epoch order (`order(epoch)`), as the Trainer's data loader hands them out: consecutive micro-batches of
+    `per_device_batch` rows on each of `world_size` processes, `accumulation` of them a step; an epoch ends with a
+    short micro-batch and, when its micro-batches do not divide by `accumulation`, a short step.
+
+    With several processes accelerate pads an epoch's last micro-batch with rows from its start; those repeats
+    are not counted.
+    """
+    per_micro = per_device_batch * world_size
+    drawn: list[int] = []
+    epoch, done = 0, 0
+    while done < steps and rows:
+        indices = list(order(epoch))
+        micro = [indices[i : i + per_micro] for i in range(0, len(indices), per_micro)]
+        for start in range(0, len(micro), accumulation):
+            if done == steps:
+                break
+            drawn.extend(index for batch in micro[start : start + accumulation] for index in batch)
+            done += 1
+        epoch += 1
+    return drawn

@@ -15,6 +15,7 @@ from typing import Any
 
 from bayling.config.base_model import BaseModelParams
 from bayling.config.train import NOT_IN_CHECKPOINT_HASH, TrainParams
+from bayling.core.composition import SEGMENT_COLUMNS, Tally, drawn_tally
 from bayling.core.errors import PipelineError
 from bayling.core.tracking import ResilientLogger
 
@@ -37,6 +38,7 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per logged step
     main_process: bool = True
+    drawn: Tally | None = None  # what the steps trained on, per category (None: rows without composition columns)
 
 
 def _code_hash(root: Path) -> dict[str, str]:
@@ -87,6 +89,10 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
             "re-run `python -m stages.tokenize` (or `dvc repro`)"
         )
     dataset = load_from_disk(str(paths.tokenized))["train"]
+    # what each row is made of is counted here, never fed to the model
+    composition_columns = [c for c in SEGMENT_COLUMNS if c in dataset.column_names]
+    segments = dataset.select_columns(composition_columns) if len(composition_columns) == len(SEGMENT_COLUMNS) else None
+    dataset = dataset.remove_columns(composition_columns)
     packed = "position_ids" in dataset.column_names
     logger.log_params({"data.train_rows": len(dataset), "data.fingerprint": stored["fingerprint"], "data.packed": packed})
     if train.epochs is not None:  # epochs become a step count here, so checkpoints and resume work in steps as before
@@ -152,6 +158,14 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
             # checkout would write a different model folder; the settings are in run.json and MLflow instead.
             (paths.final / "training_args.bin").unlink(missing_ok=True)
     tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+    drawn = None
+    if segments is not None and main_process:
+        from bayling.train.batches import drawn_rows
+
+        order = trainer._get_train_sampler().order  # the sampler's order depends on the seed and the epoch alone
+        rows = drawn_rows(order, len(dataset), train.per_device_batch_size, train.gradient_accumulation_steps,
+                          train.world_size(), int(trainer.state.global_step))
+        drawn = drawn_tally(segments, rows)
     history = step_logger.history
     metrics = {
         "train_loss": round(float(result.training_loss), 6),
@@ -168,4 +182,4 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     if main_process and not train.keep_checkpoints:
         shutil.rmtree(paths.checkpoints, ignore_errors=True)
         paths.checkpoints.mkdir(parents=True, exist_ok=True)  # DVC expects the out to exist
-    return TrainResult(metrics, history, main_process)
+    return TrainResult(metrics, history, main_process, drawn)

@@ -46,6 +46,12 @@ def test_killed_run_resumes_to_the_same_weights(tokenized_project: Path, tmp_pat
     assert json.loads((crashed / "reports/train/metrics.json").read_text())["steps"] == 12
     c = weights(crashed)
     assert max((a[k] - c[k]).abs().max().item() for k in a) <= 1e-6
+    # what the steps drew: replayed from the sampler, so a resumed run reports the rows of the straight run
+    drawn = json.loads((straight / "reports/train/drawn.json").read_text())
+    assert drawn["steps"] == 12 and drawn == json.loads((crashed / "reports/train/drawn.json").read_text())
+    composition = json.loads((straight / "reports/tokenize/composition.json").read_text())
+    assert {row["cell"] for row in drawn["drawn"]} <= {row["cell"] for row in composition["train"]["kept"]}
+    assert 0 < sum(row["supervised_tokens"] for row in drawn["drawn"])
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])

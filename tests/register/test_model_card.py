@@ -227,3 +227,52 @@ def test_the_card_shows_each_directions_change_against_the_base_with_its_interva
     flores = body.split("### flores")[1].split("###")[0]
     assert "| Δ 95% interval | p vs base |" in flores
     assert "| English → French | 8.50 | 7.00 | +1.50 | [+0.25, +2.75] | 0.012 |" in flores
+
+
+def _tally(rows: list[tuple[str, str, str, int, int]]) -> list[dict]:
+    return [{"cell": c, "task": t, "language": lang, "conversations": n, "supervised_tokens": s} for c, t, lang, n, s in rows]
+
+
+COMPOSITION = {
+    "requested": {"any.zh": 0.432, "any.en": 0.262, "any.cross": 0.306},
+    "train": {
+        "synthesized": _tally([("any.zh", "general", "zho_Hans", 1104, 90000), ("any.en", "general", "eng_Latn", 664, 6000),
+                               ("any.cross", "translation", "swh_Latn", 775, 4000)]),
+        "kept": _tally([("any.zh", "general", "zho_Hans", 448, 3870), ("any.en", "general", "eng_Latn", 534, 3010),
+                        ("any.cross", "translation", "swh_Latn", 774, 3120)]),
+    },
+}
+DRAWN = {"steps": 30, "drawn": _tally([("any.zh", "general", "zho_Hans", 100, 319), ("any.en", "general", "eng_Latn", 90, 260),
+                                        ("any.cross", "translation", "swh_Latn", 200, 421)])}
+
+
+def test_the_card_and_the_summary_state_the_mix_as_synthesized_tokenized_and_drawn(inputs):
+    """Shares of each cell, task family and reply language in conversations and in supervised tokens, at each of
+    the three stages, computed from the counts; a drawn cell further than the tolerance from its request is named
+    on the card, in reports/register.json's `mix` and as a warning in the run summary."""
+    from dataclasses import replace
+
+    from bayling.register.summary import render
+    from bayling.register.training_mix import mix_report
+
+    report = mix_report(COMPOSITION, DRAWN, 3.0)
+    assert report["shares"]["synthesized"]["supervised_tokens"]["cell"]["any.zh"] == 0.9  # 90000 of 100000
+    assert report["shares"]["tokenized"]["conversations"]["task"] == {"general": 982 / 1756, "translation": 774 / 1756}
+    assert report["shares"]["drawn"]["supervised_tokens"]["language"]["swh_Latn"] == 0.421
+    # drawn tokens: zh 31.9 (asked 43.2), en 26.0 (26.2), cross 42.1 (30.6)
+    assert report["misses"] == ["any.zh 31.9% (requested 43.2%)", "any.cross 42.1% (requested 30.6%)"]
+    assert mix_report(COMPOSITION, DRAWN, 12.0)["misses"] == []
+
+    body = render_body(replace(inputs, mix=report))
+    section = body.split("### What training saw")[1].split("## Training")[0]
+    assert "| Mix cell | requested | synthesized (conv.) | synthesized (sup. tokens) | tokenized (conv.) |" in section
+    assert "| any.zh | 43.2 | 43.4 | 90.0 | 25.5 | 38.7 | 25.6 | 31.9 |" in section
+    assert "| Reply language |" in section and "| Task family |" in section
+    assert "**Off by more than 3.0 points: any.zh 31.9% (requested 43.2%); any.cross 42.1% (requested 30.6%).**" in section
+
+    summary = render({"register": {"model_name": "m", "version": "1", "alias": "candidate", "run_id": "r", "mix": report}}, [],
+                     "sqlite:///x.db", 1.0)
+    assert "mix of supervised tokens the steps drew (requested): any.zh 31.9% (43.2%), any.en 26.0% (26.2%)" in summary
+    assert "warning: off the requested mix by more than 3.0 points" in summary
+    # data tokenized before the composition report existed: no mix section, no error
+    assert mix_report({}, {}, 3.0) is None and "### What training saw" not in render_body(inputs)

@@ -88,3 +88,38 @@ def test_the_trainer_groups_unpacked_rows_only(tiny_model_dir, tokenizer, tmp_pa
         trainer = supervised_trainer_class()(model=model, args=args, train_dataset=data, processing_class=tokenizer)
         sampler = trainer._get_train_sampler()
         assert isinstance(sampler, EpochSeededSampler) and sampler.group_by_length is (not packed)
+
+
+def test_drawn_rows_are_the_rows_the_trainer_trained_on(tiny_model_dir, tokenizer, tmp_path):
+    """The replay in drawn_rows against the Trainer itself: 20 packed rows, micro-batches of 3, 2 accumulated per
+    step, 7 steps, so the run crosses an epoch that ends with a short micro-batch and a short step. The rows that
+    reached the loss, in order, are the replayed ones."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from bayling.config.train import TrainParams
+    from bayling.train.batches import PackedCollator, drawn_rows
+    from bayling.train.trainer import supervised_trainer_class, training_arguments
+
+    seen: list[int] = []
+
+    class RecordingCollator(PackedCollator):
+        def __call__(self, features):  # type: ignore[no-untyped-def]
+            return {**super().__call__(features), "row": torch.tensor([f["row"] for f in features])}
+
+    class RecordingTrainer(supervised_trainer_class()):  # type: ignore[misc]
+        def compute_loss(self, model, inputs, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.extend(inputs.pop("row").tolist())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    params = TrainParams(max_steps=7, per_device_batch_size=3, gradient_accumulation_steps=2, save_steps=100, logging_steps=100)
+    rows = [{"input_ids": [5 + i, 6, 7, 8], "labels": [-100, 6, 7, 8], "position_ids": [0, 1, 2, 3], "row": i} for i in range(20)]
+    trainer = RecordingTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                               args=training_arguments(params, tmp_path / "out", tmp_path, packed=True),
+                               train_dataset=Dataset.from_list(rows), data_collator=RecordingCollator(tokenizer.pad_token_id),
+                               processing_class=tokenizer)
+    trainer.train()
+    assert trainer.state.global_step == 7
+    replayed = drawn_rows(trainer._get_train_sampler().order, 20, 3, 2, 1, 7)
+    assert len(seen) == 38 and seen == replayed
