@@ -4,7 +4,9 @@ a leak-free held-out split and the BayLing 2 mix.
     python -m stages.synthesize
 
 Reads data/raw/corpus.jsonl (and general instruction JSONL, evaluation sets and the teacher when
-params.yaml names them). Writes data/synth/train.jsonl and data/synth/heldout.jsonl
+params.yaml names them). General chats are measured with the base model's tokenizer and chat template
+(base_model.path): cut after their last exchange that fits tokenize.max_seq_len, or set aside into the
+quarantine file when not even the first one does, so tokenize drops none of them. Writes data/synth/train.jsonl and data/synth/heldout.jsonl
 ({"id", "messages", "meta": {"task", "family", "group", "instruction_language", "turn_tasks",
 "src_lang", "tgt_lang", "source_ids"}}), data/synth/card.json and card.md, data/synth/quarantine.jsonl,
 and reports/synth/languages.png.
@@ -13,11 +15,17 @@ and reports/synth/languages.png.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
+from bayling.config.base_model import BaseModelParams
 from bayling.config.synthesize import SynthesizeParams
+from bayling.config.tokenize import TokenizeParams
 from bayling.config.tracking import TrackingParams
 from bayling.core.errors import PipelineError
 from stages._common import project_root, run_stage, track_stage, write_json
+
+if TYPE_CHECKING:
+    from bayling.synthesize.general import ChatFit
 
 ROOT = project_root()  # read each time the stage runs (see stages/_common.py)
 
@@ -27,13 +35,27 @@ OUT = ROOT / "data" / "synth"
 CHART = ROOT / "reports" / "synth" / "languages.png"
 
 
-def main(synthesize: SynthesizeParams, tracking: TrackingParams) -> None:
+def chat_fit(base_model: BaseModelParams, tokenize: TokenizeParams) -> ChatFit:
+    from transformers import AutoTokenizer
+
+    from bayling.synthesize.general import ChatFit
+
+    model_dir = ROOT / base_model.path
+    if not (model_dir / "tokenizer.json").exists():
+        raise PipelineError(f"{base_model.path}/tokenizer.json not found: general chats are measured with the base model's "
+                            "tokenizer; run `python -m stages.base_model` first")
+    return ChatFit(AutoTokenizer.from_pretrained(model_dir), tokenize.max_seq_len)
+
+
+def main(synthesize: SynthesizeParams, base_model: BaseModelParams, tokenize: TokenizeParams, tracking: TrackingParams) -> None:
     from bayling.synthesize.card import language_chart, render_card_markdown
     from bayling.synthesize.run import synthesize as build
 
     if not CORPUS.exists():
         raise PipelineError("data/raw/corpus.jsonl not found: run `python -m stages.fetch` first")
-    card = build(synthesize, ROOT, CORPUS, OUT)
+    measured = synthesize.general.sources or synthesize.mix.unit == "supervised_tokens"
+    fit = chat_fit(base_model, tokenize) if measured else None
+    card = build(synthesize, ROOT, CORPUS, OUT, fit)
     write_json(OUT / "card.json", card)
     (OUT / "card.md").write_text(render_card_markdown(card), "utf-8")
     language_chart(card, CHART)
@@ -49,4 +71,4 @@ def main(synthesize: SynthesizeParams, tracking: TrackingParams) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("synthesize", ["synthesize", "tracking"], main)
+    run_stage("synthesize", ["synthesize", "base_model", "tokenize", "tracking"], main)

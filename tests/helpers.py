@@ -39,6 +39,17 @@ class StageRun:
     stderr: str
 
 
+def give_base_tokenizer(project: Path, tokenizer_dir: Path) -> None:
+    """models/base holding the SmolLM2 tokenizer alone: what synthesize reads to measure general chats, without
+    running the base_model stage."""
+    import shutil
+
+    dest = project / "models" / "base"
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in tokenizer_dir.iterdir():
+        shutil.copy2(path, dest / path.name)
+
+
 def run_stage_here(project: Path, name: str, *args: str, env: dict[str, str] | None = None) -> StageRun:
     """`python -m stages.<name> *args` in `project`, run in this interpreter with runpy, as torchtune's recipe
     tests run their recipes: the stage's module code runs afresh, as `python -m` runs it, but torch, transformers

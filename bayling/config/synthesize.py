@@ -126,6 +126,9 @@ class MixParams(Section):
     # languages inside a cell get shares proportional to n^(1/T): 1 keeps the data's shares, .inf makes them equal
     temperature: Annotated[float, Field(ge=1, allow_inf_nan=True)] = 1.0
     max_repeat: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 4.0  # most copies of a language's (or a cell's) rows
+    # what the shares are shares of: supervised tokens (the assistant tokens the loss is computed on, counted with the
+    # base model's tokenizer) or conversations (BayLing 2's instruction counts)
+    unit: Literal["supervised_tokens", "conversations"] = "supervised_tokens"
 
     @model_validator(mode="after")
     def _families(self) -> MixParams:

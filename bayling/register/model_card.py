@@ -257,7 +257,8 @@ def training_data_section(data_card: dict[str, Any], params: dict[str, Any], tra
         requested, achieved = mix.get("requested") or {}, mix.get("achieved") or {}
         shares = ", ".join(f"{cell} {number(100 * achieved[cell]) if cell in achieved else '–'}% "
                            f"(requested {number(100 * share)}%)" for cell, share in requested.items())
-        parts.append(f"- **Mix as synthesized, in conversations** ({mix.get('mode', '–')}, temperature {mix.get('temperature', '–')}, "
+        unit = str(mix.get("unit", "conversations")).replace("_", " ")
+        parts.append(f"- **Mix as synthesized, in {unit}** ({mix.get('mode', '–')}, temperature {mix.get('temperature', '–')}, "
                      f"at most {mix.get('max_repeat', '–')} copies): {shares or 'as the data came'}")
     filter_settings = settings.get("filters") or {}
     if filters or filter_settings:

@@ -90,7 +90,9 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         lines += table("per language pair", info["per_language_pair"])
     mix = card.get("mix")
     if mix:
-        lines += [f"## Mix (mode: {mix['mode']})", "", "| cell | requested | achieved | available | kept (with repeats) | distinct kept |",
+        unit = str(mix.get("unit", "conversations")).replace("_", " ")
+        lines += [f"## Mix (mode: {mix['mode']}; shares of {unit})", "",
+                  "| cell | requested | achieved | available (conversations) | kept (with repeats) | distinct kept |",
                   "|---|---:|---:|---:|---:|---:|"]
         for cell in sorted(set(mix["requested"]) | set(mix["achieved"]) | set(mix["available"])):
             lines.append(f"| {cell} | {mix['requested'].get(cell, 0):.1%} | {mix['achieved'].get(cell, 0):.1%} | "

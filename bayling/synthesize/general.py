@@ -7,7 +7,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,41 @@ def _cross_chat(base_id: str, messages: list[dict[str, str]], prompt_language: s
     )
 
 
+@dataclass(frozen=True)
+class ChatFit:
+    """General chats measured as the base model's chat template renders them, against tokenize.max_seq_len.
+
+    Tokenize drops a chat whose first exchange does not fit and cuts one after its last exchange that does; a
+    human-written general chat is often longer than a short context (the shipped oasst1 sample: median 680
+    tokens), so without this the data card and the mix would count chats that never reach training. Measured
+    with the model's own template (a different tokenize.template changes a chat's length by a few tokens per
+    turn; tokenize still has the last word).
+    """
+
+    tokenizer: Any
+    max_tokens: int
+
+    def supervised_tokens(self, conversations: list[list[dict[str, str]]]) -> list[int]:
+        """Per conversation, the tokens of its replies plus one end-of-turn token each: the labels tokenize gives it
+        (replies without their leading whitespace, as tokenize strips it)."""
+        replies = [(i, m["content"].lstrip()) for i, messages in enumerate(conversations) for m in messages if m["role"] == "assistant"]
+        counts = [0] * len(conversations)
+        if replies:
+            for (i, _), ids in zip(replies, self.tokenizer([text for _, text in replies], add_special_tokens=False)["input_ids"]):
+                counts[i] += len(ids) + 1
+        return counts
+
+    def fit(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]] | None, int]:
+        """The chat whole, or cut after its last exchange that fits, or None; and the whole chat's length."""
+        ends = [i + 1 for i, m in enumerate(messages) if m["role"] == "assistant"]
+        texts = [self.tokenizer.apply_chat_template(messages[:end], tokenize=False) for end in reversed(ends)]
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        for end, length in zip(reversed(ends), lengths):
+            if length <= self.max_tokens:
+                return messages[:end], lengths[0]
+        return None, lengths[0]
+
+
 @dataclass
 class GeneralResult:
     train: list[Conversation]
@@ -161,14 +196,33 @@ def _heldout_by_hash(seed: int, key: str, fraction: float) -> bool:
     return coin(seed, fraction, "general", key)
 
 
-def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontaminator | None) -> GeneralResult:
+def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontaminator | None,
+                  fit: ChatFit | None = None) -> GeneralResult:
     """Monolingual chats, cross-lingual chats from aligned versions, and teacher-carried ones.
 
     Chats are versions of one another only inside a parallel group (`parallel_group` on their sources)
     and under the same id: two unrelated files whose ids (or line numbers) coincide are never paired.
     An id repeated within one source is quarantined: which of the two a version belongs to is unknowable.
+    With `fit`, every chat built is cut to the context tokenize will give it, or set aside (quarantined,
+    with its length) when not even its first exchange fits.
     """
     result = GeneralResult([], [], [], Counter(), {})
+
+    def place(split: list[Conversation], chat: Conversation, source: str, path: str, line: int) -> bool:
+        if fit is not None:
+            messages, length = fit.fit(list(chat.messages))
+            if messages is None:
+                problem = Problem(None, f"{length} tokens as the chat template renders it: not even the first exchange fits "
+                                        f"tokenize.max_seq_len={fit.max_tokens}")
+                result.quarantined.append(Quarantined(source, path, line, (problem,), chat.messages[0]["content"][:300]))
+                result.stats["set aside: longer than tokenize.max_seq_len"] += 1
+                return False
+            if len(messages) < len(chat.messages):
+                result.stats["cut to tokenize.max_seq_len"] += 1
+                chat = replace(chat, messages=messages, turn_tasks=list(chat.turn_tasks)[: sum(m["role"] == "assistant" for m in messages)])
+        split.append(chat)
+        return True
+
     # (("group", name) or ("source", name), chat id) -> language -> chat: the versions of one chat
     by_id: dict[tuple[tuple[str, str], str], dict[str, dict[str, Any]]] = {}
     seen: set[bytes] = set()
@@ -202,11 +256,11 @@ def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontam
                 result.quarantined.append(Quarantined(source.name, source.path, 0, (Problem(None, "duplicate chat"),), texts[0][:300]))
                 continue
             seen.add(key)
-            result.stats["chats_kept"] += 1
             chat = {**record, "language": source.language, "source": source.name}
             by_id.setdefault((family, record["id"]), {})[source.language] = chat  # one source per language in a group
             split = result.heldout if _heldout_by_hash(params.seed, record["id"], params.heldout_fraction) else result.train
-            split.append(monolingual(record, source.name, source.language))
+            if place(split, monolingual(record, source.name, source.language), source.name, source.path, record["line"]):
+                result.stats["chats_kept"] += 1
     for (_, chat_id), versions in sorted(by_id.items()):
         split = result.heldout if _heldout_by_hash(params.seed, chat_id, params.heldout_fraction) else result.train
         for a in sorted(versions):
@@ -219,8 +273,7 @@ def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontam
                 )
                 if isinstance(built, str):
                     result.stats[f"aligned skipped: {built}"] += 1
-                else:
-                    split.append(built)
+                elif place(split, built, versions[a]["source"], "aligned", versions[a]["line"]):
                     result.stats["aligned cross-lingual chats"] += 1
     targets = list(params.general.cross_lingual_targets)
     if targets and params.teacher.enabled:
@@ -247,6 +300,6 @@ def build_general(params: SynthesizeParams, root: Path, decontaminator: Decontam
                 result.stats[f"teacher cross-lingual skipped: {built}"] += 1
                 continue
             split = result.heldout if _heldout_by_hash(params.seed, chat_id, params.heldout_fraction) else result.train
-            split.append(built)
-            result.stats["teacher cross-lingual chats"] += 1
+            if place(split, built, chat["source"], "teacher", chat["line"]):
+                result.stats["teacher cross-lingual chats"] += 1
     return result

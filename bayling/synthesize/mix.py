@@ -1,6 +1,11 @@
 """BayLing 2's mix: conversations grouped by task family and language group (zh, en, cross-lingual,
 other), kept with seeded per-conversation draws so the training split reaches the requested shares.
 
+The shares are of supervised tokens by default (synthesize.mix.unit), the tokens the loss is computed on:
+a general chat teaches tens of times the tokens of a translated sentence, so shares of conversations say
+little about what training sees (BayLing 2's 43.2 / 26.2 / 30.6 % counted instructions). The planning is
+the same in either unit: only what a conversation weighs changes.
+
 Within each mix cell, languages are re-balanced by temperature, as multilingual pre-training does
 (XLM-R, mT5): language l gets a share proportional to n_l^(1/T) of the cell's rows, so T = 1 keeps the
 data's own shares and T = inf gives every language the same. A language short of its share is
@@ -13,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -131,14 +136,27 @@ def mix_slot(meta: dict[str, str]) -> Slot:
     return meta["family"], meta["group"], meta["tgt_lang"]
 
 
-def mix_counts(paths: Sequence[Path]) -> Counter:
-    """Conversations per (family, group, language) in shard files, counted without keeping them."""
+Weights = dict[Path, list[int]]  # per shard file, the amount each of its lines weighs in the mix (in file order)
+
+
+def mix_counts(paths: Sequence[Path], weights: Weights | None = None) -> Counter:
+    """Conversations per (family, group, language) in shard files, counted without keeping them; with `weights`,
+    the sum of their weights (supervised tokens) instead."""
     counts: Counter = Counter()
     for path in paths:
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                counts[mix_slot(json.loads(line)["meta"])] += 1
+            for i, line in enumerate(handle):
+                counts[mix_slot(json.loads(line)["meta"])] += weights[path][i] if weights is not None else 1
     return counts
+
+
+def shard_weights(paths: Sequence[Path], measure: Callable[[list[list[dict[str, str]]]], list[int]]) -> Weights:
+    """`measure` applied to every shard file's conversations (their messages), one file at a time."""
+    weights: Weights = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            weights[path] = measure([json.loads(line)["messages"] for line in handle])
+    return weights
 
 
 @dataclass(frozen=True)
@@ -176,17 +194,19 @@ REPEAT_MARK = "#"  # a repeat's id is `{id}#{k}`; no chat's own id may contain i
 
 
 def merge_shards(paths: Sequence[Path], out: IO[str], factors: dict[Slot, float] | None, seed: int,
-                 unique: Counter | None = None) -> Counter:
+                 unique: Counter | None = None, weights: Weights | None = None, kept_weight: Counter | None = None) -> Counter:
     """Concatenate shard files in order into `out`, each chat as many times as its deterministic mix draw
     says (none, once, or repeated). A repeat's id gets a "#k" suffix and its meta `repeat: k`, so later
     stages can tell a repeat from a new conversation."""
     kept: Counter = Counter()
     for path in paths:
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
+            for i, line in enumerate(handle):
                 conversation = json.loads(line)
                 slot = mix_slot(conversation["meta"])
                 count = 1 if factors is None else copies(seed, conversation["id"], factors.get(slot, 0.0))
+                if kept_weight is not None and weights is not None:
+                    kept_weight[slot] += count * weights[path][i]
                 for k in range(count):
                     if k == 0:
                         out.write(line)

@@ -22,7 +22,7 @@ from bayling.core.storage import atomic_writer
 from bayling.synthesize import card as data_card
 from bayling.synthesize import engine
 from bayling.synthesize.decontam import Decontaminator, read_eval_texts
-from bayling.synthesize.general import build_general
+from bayling.synthesize.general import ChatFit, build_general
 from bayling.synthesize.mix import (
     achieved_mix,
     combined_factors,
@@ -31,6 +31,7 @@ from bayling.synthesize.mix import (
     mix_counts,
     plan_languages,
     plan_mix,
+    shard_weights,
 )
 from bayling.synthesize.screening import screen_file
 from bayling.synthesize.split import split_file
@@ -58,8 +59,9 @@ def _conversations(path: Path) -> Iterator[Conversation]:
         yield from (Conversation.from_json(json.loads(line)) for line in handle)
 
 
-def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) -> dict[str, Any]:
-    """Write out/{train,heldout,quarantine}.jsonl from the corpus and return the data card."""
+def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path, fit: ChatFit | None = None) -> dict[str, Any]:
+    """Write out/{train,heldout,quarantine}.jsonl from the corpus and return the data card. With `fit`, general
+    chats are cut to (or set aside for) the context tokenize will give them."""
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
@@ -70,7 +72,7 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
         screen = screen_file(corpus, work / "rows.jsonl", quarantine, params.filters, decontaminator)
         flags = split_file(work / "rows.jsonl", params.heldout_fraction, params.seed)
         blocks = engine.run_blocks(work, flags, params, root)
-        general = build_general(params, root, decontaminator)
+        general = build_general(params, root, decontaminator, fit)
         for record in general.quarantined:
             quarantine.write(dumps_line({"kind": "general", **record.to_json()}))
     write_jsonl(work / "general-train.jsonl", general.train)
@@ -80,18 +82,28 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
 
     # The mix applies to training data only; the held-out side stays whole for evaluation.
     ratios = {family: dict(groups) for family, groups in params.mix.ratios.items()}
+    weights = None
+    if params.mix.unit == "supervised_tokens":
+        if fit is None:
+            raise PipelineError("synthesize.mix.unit supervised_tokens counts tokens with the base model's tokenizer: "
+                                "none was given (set unit: conversations to mix without one)")
+        weights = shard_weights(train_paths, fit.supervised_tokens)
     counts = dict(mix_counts(train_paths))
-    languages = plan_languages(counts, ratios, params.mix.temperature, params.mix.max_repeat)
+    amounts = dict(mix_counts(train_paths, weights))
+    languages = plan_languages(amounts, ratios, params.mix.temperature, params.mix.max_repeat)
     plan = plan_mix(languages.balanced, ratios, params.mix.mode, params.mix.max_repeat)
     factors = combined_factors(languages.factors, plan.keep_probability, params.mix.mode, params.mix.max_repeat)
     with atomic_writer(out / "train.jsonl") as handle:
-        kept = merge_shards(train_paths, handle, factors, params.seed, unique := Counter())
+        kept = merge_shards(train_paths, handle, factors, params.seed, unique := Counter(), weights, kept_amounts := Counter())
     with atomic_writer(out / "heldout.jsonl") as handle:
         merge_shards(heldout_paths, handle, None, params.seed)
     shutil.rmtree(work)
     kept_cells: Counter = Counter()
     for (family, group, _), n in kept.items():
         kept_cells[(family, group)] += n
+    kept_cell_amounts: Counter = Counter()
+    for (family, group, _), n in (kept_amounts if weights is not None else kept).items():
+        kept_cell_amounts[(family, group)] += n
 
     def by_cell(slots: Counter) -> dict[str, int]:
         cells: Counter = Counter()
@@ -114,8 +126,10 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path) ->
         params.model_dump(mode="json", exclude={"dask"}),  # how shards ran doesn't change what they made
         mix={
             "mode": params.mix.mode,
+            "unit": params.mix.unit,
             "requested": {k: round(v, 4) for k, v in plan.requested.items()},
-            "achieved": achieved_mix(dict(kept_cells), ratios),
+            "achieved": achieved_mix(dict(kept_cell_amounts), ratios),  # in the unit
+            "achieved_conversations": achieved_mix(dict(kept_cells), ratios),
             "available": rows_by_cell,
             "kept": kept_by_cell,  # rows written, repeats included
             "kept_unique": unique_by_cell,  # distinct conversations among them

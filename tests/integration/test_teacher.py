@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import run_stage_here
+from helpers import give_base_tokenizer, run_stage_here
 from servers import free_port
 
 from bayling.core.chat_client import ChatSettings, ChatStats, ResponseCache, complete
@@ -59,7 +59,8 @@ def test_rejected_request_is_not_retried(teacher_server, tmp_path: Path):
     assert (stats.failed, stats.retries) == (1, 0)
 
 
-def _teacher_project(project: Path, server, general: bool = False) -> None:
+def _teacher_project(project: Path, server, tokenizer_dir: Path, general: bool = False) -> None:
+    give_base_tokenizer(project, tokenizer_dir)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["fetch"]["sources"][0]["max_rows"] = 60
     synth = params["synthesize"]
@@ -82,8 +83,8 @@ def _env() -> dict:
     return dict(os.environ, TEACHER_API_KEY=SECRET)
 
 
-def test_teacher_end_to_end_and_the_key_never_leaks(project_copy: Path, teacher_server):
-    _teacher_project(project_copy, teacher_server, general=True)
+def test_teacher_end_to_end_and_the_key_never_leaks(project_copy: Path, teacher_server, tokenizer_dir: Path):
+    _teacher_project(project_copy, teacher_server, tokenizer_dir, general=True)
     assert run_stage_here(project_copy, "fetch").returncode == 0
     result = subprocess.run([sys.executable, "-m", "stages.synthesize"], cwd=project_copy, capture_output=True, text=True, env=_env())
     assert result.returncode == 0, result.stderr
@@ -104,8 +105,8 @@ def test_teacher_end_to_end_and_the_key_never_leaks(project_copy: Path, teacher_
     assert SECRET not in result.stderr + result.stdout
 
 
-def test_killed_run_resumes_from_the_cache(project_copy: Path, teacher_server):
-    _teacher_project(project_copy, teacher_server)
+def test_killed_run_resumes_from_the_cache(project_copy: Path, teacher_server, tokenizer_dir: Path):
+    _teacher_project(project_copy, teacher_server, tokenizer_dir)
     assert run_stage_here(project_copy, "fetch").returncode == 0
     cache_file = project_copy / ".cache" / "teacher.sqlite"
     before = served_requests(teacher_server)

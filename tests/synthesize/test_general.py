@@ -141,3 +141,35 @@ def test_general_sources_are_named_once_and_a_parallel_group_holds_one_source_pe
     with pytest.raises(ValidationError, match="parallel group g has two eng_Latn sources"):
         GeneralParams.model_validate({"sources": [{"name": "a", "path": "x", "language": "eng_Latn", "parallel_group": "g"},
                                                   {"name": "b", "path": "y", "language": "eng_Latn", "parallel_group": "g"}]})
+
+
+def test_general_chats_are_cut_to_the_context_tokenize_gives_them_or_set_aside(tmp_path, tokenizer):
+    """Measured with the chat template, as tokenize renders them: a chat that fits stays whole, a two-exchange chat
+    whose second reply overflows keeps its first exchange, and one whose first reply overflows is set aside into
+    the quarantine with its length. Tokenize then keeps every chat placed, whole."""
+    import json
+
+    from bayling.config.synthesize import SynthesizeParams
+    from bayling.synthesize.general import ChatFit, build_general
+    from bayling.tokenize.chat import Renderer, fit, tokenize_batch
+    from bayling.tokenize.templates import compile_template, prepare_tokenizer
+
+    long_answer = "This answer goes on and on about the weather in many words. " * 12
+    rows = [_chat("Name a prime number.", "Seven.", "short"), _chat("Describe the weather.", long_answer, "long")]
+    two = {"id": "two", "messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
+                                     {"role": "user", "content": "And the weather?"}, {"role": "assistant", "content": long_answer}]}
+    (tmp_path / "en.jsonl").write_text("".join(rows) + json.dumps(two) + "\n")
+    params = SynthesizeParams.model_validate({"seed": 13, "heldout_fraction": 0.001,
+                                              "general": {"sources": [{"name": "d", "path": "en.jsonl", "language": "eng_Latn"}]}})
+    result = build_general(params, tmp_path, None, ChatFit(tokenizer, 96))
+    kept = {c.id: c for c in result.train + result.heldout}
+    assert set(kept) == {"d:short", "d:two"} and len(kept["d:two"].messages) == 2 and kept["d:two"].messages[1]["content"] == "Blue."
+    assert result.stats["set aside: longer than tokenize.max_seq_len"] == 1 and result.stats["cut to tokenize.max_seq_len"] == 1
+    (aside,) = result.quarantined
+    assert aside.line == 2 and "tokens as the chat template renders it" in aside.problems[0].reason
+    assert result.stats["chats_in"] == result.stats["chats_kept"] + len(result.quarantined)
+
+    prepared = prepare_tokenizer(tokenizer, "model")
+    renderer = Renderer(prepared.tokenizer, prepared.end_of_turn, compile_template(prepared.tokenizer, prepared.end_of_turn))
+    for item in tokenize_batch(prepared.tokenizer, renderer, [c.messages for c in kept.values()]):
+        assert fit(item, 96, "drop")[1] == "kept"

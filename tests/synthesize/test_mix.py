@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 
 from bayling.config.synthesize import BAYLING2_MIX
@@ -138,3 +140,33 @@ def test_resample_never_repeats_the_cell_richest_for_its_share():
     # zh is short but needs only 2x to reach its share: nothing is repeated more than the balance needs
     near = plan_mix({("general", "zh"): 216, ("general", "en"): 262, ("translation", "cross"): 306}, BAYLING2_MIX, "resample", 4.0)
     assert near.keep_probability[("general", "zh")] == pytest.approx(2.0) and near.keep_probability[("general", "en")] == pytest.approx(1.0)
+
+
+def test_shares_of_supervised_tokens_weigh_each_conversation_by_its_replies(tmp_path):
+    """Long general chats and short translations: planned in supervised tokens, the kept tokens reach the requested
+    shares (within the per-conversation draws' noise), while counting conversations would leave them far off."""
+    import json
+
+    from bayling.synthesize.mix import achieved_mix, shard_weights
+
+    def chat(i, family, group, reply_tokens):
+        return {"id": f"{group}{i}", "messages": [{"role": "assistant", "content": "x" * reply_tokens}],
+                "meta": {"family": family, "group": group, "tgt_lang": {"zh": "zho_Hans", "en": "eng_Latn"}.get(group, "fra_Latn")}}
+
+    rows = [chat(i, "general", "zh", 200) for i in range(300)] + [chat(i, "general", "en", 100) for i in range(300)]
+    rows += [chat(i, "translation", "cross", 20) for i in range(3000)]
+    shard = tmp_path / "shard.jsonl"
+    shard.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    weights = shard_weights([shard], lambda conversations: [len(c[0]["content"]) for c in conversations])
+    assert weights[shard][:2] == [200, 200] and weights[shard][-1] == 20
+    tokens = dict(mix_counts([shard], weights))
+    assert tokens[("general", "zh", "zho_Hans")] == 60000 and tokens[("translation", "cross", "fra_Latn")] == 60000
+    plan = plan_mix({slot[:2]: n for slot, n in tokens.items()}, BAYLING2_MIX, "resample", max_repeat=4.0)
+    factors = {slot: plan.keep_probability[slot[:2]] for slot in tokens}
+    with open(tmp_path / "train.jsonl", "w") as handle:
+        kept = merge_shards([shard], handle, factors, seed=3, weights=weights, kept_weight=(kept_tokens := Counter()))
+    by_cell_tokens = {slot[:2]: n for slot, n in kept_tokens.items()}
+    by_cell_conversations = {slot[:2]: n for slot, n in kept.items()}
+    achieved = achieved_mix(by_cell_tokens, BAYLING2_MIX)
+    assert all(abs(achieved[cell] - share) < 0.015 for cell, share in {"any.zh": 0.432, "any.en": 0.262, "any.cross": 0.306}.items())
+    assert achieved_mix(by_cell_conversations, BAYLING2_MIX)["any.cross"] > 0.6  # the same data in conversations
