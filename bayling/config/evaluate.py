@@ -140,9 +140,9 @@ class EvaluateParams(Section):
     server: ServedEvalParams = ServedEvalParams()
     batch_size: PositiveInt = 96
     max_new_tokens: PositiveInt = 128
-    # fp32, or bf16 weights (about 2.8x faster on a CPU with AVX512-BF16, but it changes about half of a 135M
-    # model's greedy outputs: see benchmarks/README.md)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # the weights' dtype: auto is bf16 where bf16 runs natively (a GPU that has it, a CPU with AVX512-BF16 or AMX),
+    # else fp32; bf16 changes some greedy outputs (benchmarks/README.md measures what that does to the scores)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # outputs of a model nobody changed (the base model, a champion) are remembered here between runs; null: off
     generation_cache: str | None = ".cache/generations"
     num_beams: PositiveInt = 1

@@ -43,7 +43,10 @@ class LazyModel:
     """A model loaded on first use: a run whose outputs all come from the generation cache never loads it."""
 
     def __init__(self, path: Path, precision: str) -> None:
-        self.path, self.precision, self.model = path, precision, None
+        from bayling.evaluate.generation import resolved_precision
+
+        # resolved here: the generation cache's key must name the dtype the outputs came from, not `auto`
+        self.path, self.precision, self.model = path, resolved_precision(precision), None
 
     def __call__(self) -> Any:
         if self.model is None:

@@ -20,11 +20,20 @@ def clean_output(text: str) -> str:
     return ""
 
 
+def resolved_precision(precision: str) -> str:
+    """evaluate.precision with `auto` decided for this machine: bf16 where bf16 runs natively, else fp32."""
+    if precision != "auto":
+        return precision
+    from bayling.core.hardware import native_bf16
+
+    return "bf16" if native_bf16() else "fp32"
+
+
 def weights_dtype(precision: str) -> Any:
-    """The torch dtype evaluate loads weights in: fp32, or bf16."""
+    """The torch dtype evaluate loads weights in: fp32, or bf16 (`auto` as resolved_precision decides)."""
     import torch
 
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    return torch.bfloat16 if resolved_precision(precision) == "bf16" else torch.float32
 
 
 def first_line_stop(tokenizer: Any) -> Any:

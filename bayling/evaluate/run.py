@@ -198,6 +198,10 @@ def evaluate_models(
 
     for label, run in runs.items():
         notes.extend(identical_directions(label, run.hypotheses()))
+    if params.engine == "hf" and params.precision == "auto":
+        from bayling.evaluate.generation import resolved_precision
+
+        notes.append(f"generated with {resolved_precision('auto')} weights (evaluate.precision: auto on this machine)")
     metrics["notes"] = notes
     rows = flat.per_language_rows(metrics, list(test_sets), REPORT_MODELS)
     from bayling.evaluate.review import build_review

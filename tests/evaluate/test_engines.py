@@ -47,3 +47,20 @@ def test_served_replies_are_asked_every_time_and_local_ones_are_remembered(tmp_p
         outputs, hit = translations(params, served, model_dir, prompts, cache)
         assert outputs == ["reply 0", "reply 1"] and not hit
     assert CountingServer.calls == 2 and not cache.exists()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_where_bf16_is_native_and_the_cache_key_names_the_dtype(tmp_path: Path, monkeypatch, native):
+    """evaluate.precision auto resolves on the machine: the replier's settings (a part of the generation cache's key)
+    say the dtype the outputs come from, so outputs of one precision never stand in for the other's."""
+    import torch
+
+    from bayling.core import hardware
+    from bayling.evaluate.generation import weights_dtype
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
+    auto = replier_for(EvaluateParams(precision="auto"), "final", tmp_path, tokenizer=None)
+    pinned = replier_for(EvaluateParams(precision="fp32"), "final", tmp_path, tokenizer=None)
+    assert auto.settings()["precision"] == ("bf16" if native else "fp32") and pinned.settings()["precision"] == "fp32"
+    assert (auto.settings() == pinned.settings()) is (not native)
+    assert weights_dtype("auto") == (torch.bfloat16 if native else torch.float32)
