@@ -119,13 +119,17 @@ class OracleReplier:
     answer: Answer
     label: str
     asked: list[str] = field(default_factory=list)
+    budgets: list[tuple[Truth, int]] = field(default_factory=list)  # each prompt's token budget, as it was asked
 
-    def __call__(self, conversations: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int, first_line_only: bool = False
-                 ) -> list[str]:
+    def __call__(self, conversations: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int | Sequence[int],
+                 first_line_only: bool = False) -> list[str]:
         out = []
-        for messages in conversations:
+        limits = [max_new_tokens] * len(conversations) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        assert len(limits) == len(conversations)
+        for messages, limit in zip(conversations, limits):
             truth = self.table.find(messages)
             self.asked.append(f"{truth.test_set}/{truth.direction}")
+            self.budgets.append((truth, limit))
             out.append(self.answer(truth))
         return out
 
@@ -197,7 +201,22 @@ class World:
         return directions
 
 
+TICO_LANGUAGES = ("eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn")
+
+
+def tico_corpus(path: Path) -> dict[str, list[str]]:
+    """data/raw/corpus.jsonl as fetch writes it from the TICO-19 sample (where evaluate measures each language's
+    token rate for the generation budgets); returns the lines per language, as the raw files have them."""
+    lines = {code: (TICO / f"tico19.{code}.txt").read_text("utf-8").splitlines() for code in TICO_LANGUAGES}
+    rows = [{"id": f"tico19-sample:{i + 1}", "source": "tico19-sample", "texts": {code: lines[code][i] for code in lines}}
+            for i in range(len(lines["eng_Latn"]))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return lines
+
+
 def make_world(root: Path, model_dir: Path) -> World:
+    tico_corpus(root / "data" / "raw" / "corpus.jsonl")
     heldout = heldout_split(root / "heldout.jsonl")
     table = TruthTable()
     table.flores("flores", FLORES_DIRECTIONS, FLORES_SEGMENTS)

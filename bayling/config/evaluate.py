@@ -133,13 +133,22 @@ class ServedEvalParams(Section):
     max_retries: NonNegativeInt = 2
 
 
+class BudgetParams(Section):
+    """Each prompt's token budget, from its source's length (bayling/evaluate/budgets.py)."""
+
+    per_source_token: Annotated[float, Field(gt=0)] = 1.75  # times the source's tokens, scaled to the target language
+    extra: NonNegativeInt = 16
+    corpus: str = "data/raw/corpus.jsonl"  # where each language's tokens per segment against English's are measured
+
+
 class EvaluateParams(Section):
     test_sets: Annotated[list[EvalTestSet], Field(min_length=1)] = [EvalTestSet(name="heldout", kind="heldout", max_segments=8)]
     # hf: generate on the weights in this process; openai: an OpenAI-compatible server (vLLM, TGI, SGLang, transformers serve)
     engine: Literal["hf", "openai"] = "hf"
     server: ServedEvalParams = ServedEvalParams()
     batch_size: PositiveInt = 96
-    max_new_tokens: PositiveInt = 128
+    max_new_tokens: PositiveInt = 256  # the most any row may generate; with a budget, each row stops at its own
+    budget: BudgetParams | None = BudgetParams()  # null: every row gets max_new_tokens
     # the weights' dtype: auto is bf16 where bf16 runs natively (a GPU that has it, a CPU with AVX512-BF16 or AMX),
     # else fp32; bf16 changes some greedy outputs (benchmarks/README.md measures what that does to the scores)
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -191,10 +191,15 @@ async def _complete_all(
 
 
 def complete(
-    settings: ChatSettings, requests: Sequence[Request], cache: ResponseCache | None, stats: ChatStats
+    settings: ChatSettings, requests: Sequence[Request], cache: ResponseCache | None, stats: ChatStats,
+    max_tokens: Sequence[int] | None = None,
 ) -> list[str | None]:
-    """Completions for each request (None where the endpoint failed), from the cache where possible."""
+    """Completions for each request (None where the endpoint failed), from the cache where possible; `max_tokens`
+    gives each request its own limit instead of the settings' one."""
     payloads = [request_payload(settings, messages) for messages in requests]
+    if max_tokens is not None:
+        for payload, limit in zip(payloads, max_tokens, strict=True):
+            payload["max_tokens"] = int(limit)
     return asyncio.run(_complete_all(settings, payloads, cache, stats))
 
 

@@ -113,11 +113,12 @@ def reference_ratios(params: EvaluateParams, test_sets: TestSets, final: dict[st
 
 
 def _champion_outputs(params: EvaluateParams, model_name: str, version: str, items: list[TestItem], dest: Path,
-                      cache_dir: Path | None) -> list[str]:
+                      cache_dir: Path | None, resolve: Callable[[str], Path] | None = None) -> list[str]:
     """The champion's own translations of `items`, from its registered model, with the candidate's decoding settings
     on local weights."""
     from transformers import AutoTokenizer
 
+    from bayling.evaluate.budgets import budgets_for
     from bayling.evaluate.engines import local_replier
     from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
@@ -127,7 +128,8 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
     tokenizer = AutoTokenizer.from_pretrained(folder)
     # always on local weights: the champion's folder was just downloaded here, where a remote server cannot read it
     replier = local_replier(params, folder, tokenizer)
-    raw, _ = translations(params, replier, folder, [i.prompt for i in items], cache_dir)
+    budgets = budgets_for(params, items, tokenizer, resolve) if resolve else None
+    raw, _ = translations(params, replier, folder, [i.prompt for i in items], cache_dir, budgets)
     if len(raw) != len(items):
         raise PipelineError(f"champion v{version}: {len(raw)} outputs for {len(items)} prompts")
     return [clean_output(text) for text in raw]  # in item order
@@ -157,7 +159,8 @@ def stored_outputs(path: Path, items: list[TestItem]) -> list[str] | None:
 
 
 def against_champion(params: EvaluateParams, register: RegisterParams, test_sets: TestSets,
-                     final: dict[str, dict[str, list[str]]], tracking_uri: str, cache_dir: Path | None = None) -> Comparison:
+                     final: dict[str, dict[str, list[str]]], tracking_uri: str, cache_dir: Path | None = None,
+                     resolve: Callable[[str], Path] | None = None) -> Comparison:
     """Paired bootstrap of the candidate against the champion, per direction.
 
     The champion's predictions stored with its version are used where they cover the same segments;
@@ -196,7 +199,7 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
                         theirs[name, direction] = stored
             if missing:
                 pending = [item for name, direction in missing for item in test_sets[name][direction]]
-                outputs = _champion_outputs(params, register.model_name, version, pending, Path(tmp) / "model", cache_dir)
+                outputs = _champion_outputs(params, register.model_name, version, pending, Path(tmp) / "model", cache_dir, resolve)
                 position = 0
                 for name, direction in missing:
                     size = len(test_sets[name][direction])

@@ -31,7 +31,9 @@ from bayling.core.records import Message
 class Replier(Protocol):
     """Assistant replies to conversations that end with a user turn, in input order."""
 
-    def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, first_line_only: bool = False) -> list[str]:
+    def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int | Sequence[int],
+                 first_line_only: bool = False) -> list[str]:
+        """`max_new_tokens`: one limit, or one per conversation."""
         ...
 
     def settings(self) -> dict[str, Any]:
@@ -67,7 +69,8 @@ class LocalReplier:
     batch_size: int
     num_beams: int = 1
 
-    def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, first_line_only: bool = False) -> list[str]:
+    def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int | Sequence[int],
+                 first_line_only: bool = False) -> list[str]:
         from bayling.evaluate.generation import generate
 
         return generate(self.model(), self.tokenizer, conversations, batch_size=self.batch_size, max_new_tokens=max_new_tokens,
@@ -88,15 +91,17 @@ class ServedReplier:
     timeout_s: float
     max_retries: int
 
-    def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int, first_line_only: bool = False) -> list[str]:
+    def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int | Sequence[int],
+                 first_line_only: bool = False) -> list[str]:
         from bayling.core.chat_client import ChatSettings, ChatStats, complete
 
+        each = None if isinstance(max_new_tokens, int) else list(max_new_tokens)
         settings = ChatSettings(base_url=self.base_url, model=self.served_model, api_key_env=self.api_key_env,
                                 max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                                temperature=0.0, max_tokens=max_new_tokens)
+                                temperature=0.0, max_tokens=max(each) if each else max_new_tokens)
         requests = [tuple((m["role"], m["content"]) for m in messages) for messages in conversations]
         stats = ChatStats()
-        replies = complete(settings, requests, None, stats)
+        replies = complete(settings, requests, None, stats, max_tokens=each)
         missing = sum(reply is None for reply in replies)
         if missing:
             errors = ", ".join(f"{kind} x{count}" for kind, count in sorted(stats.errors.items())) or "no reply"

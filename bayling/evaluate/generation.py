@@ -65,13 +65,33 @@ def first_line_stop(tokenizer: Any) -> Any:
     return FirstLineEnded
 
 
+def row_budget_stop(budgets: Sequence[int]) -> Any:
+    """A stopping criterion that ends each row once it has generated its own budget of tokens: a batch ends when
+    its last row is done, and a row's output is exactly what a run with max_new_tokens = its budget gives."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowBudgetReached(StoppingCriteria):
+        def __init__(self) -> None:
+            self.prompt_width: int | None = None
+            self.limits = torch.tensor(list(budgets), dtype=torch.long)
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            if self.prompt_width is None:
+                self.prompt_width = input_ids.shape[1] - 1
+            generated = input_ids.shape[1] - self.prompt_width
+            return (generated >= self.limits).to(input_ids.device)
+
+    return RowBudgetReached
+
+
 def generate(
     model: Any,
     tokenizer: Any,
     conversations: Sequence[Sequence[Message]],
     *,
     batch_size: int = 16,
-    max_new_tokens: int = 128,
+    max_new_tokens: int | Sequence[int] = 128,
     num_beams: int = 1,
     min_new_tokens: int | None = None,
     first_line_only: bool = False,
@@ -80,12 +100,18 @@ def generate(
 
     Prompts are sorted by length so each batch pads little; greedy or beam search, never sampling.
     With `first_line_only` (greedy only), a row stops at the end of its first line of text: the
-    replies then hold at least everything `clean_output` keeps.
+    replies then hold at least everything `clean_output` keeps. `max_new_tokens` is one limit for all,
+    or one per conversation (greedy only): each row stops at its own, and a batch with its last row. The
+    order stays by prompt length (padding, which can flip a greedy choice, is as without budgets); it
+    groups directions anyway, as a prompt's length follows its source language's token rate.
     """
     import torch
     from transformers import StoppingCriteriaList
 
     stop_class = first_line_stop(tokenizer) if first_line_only and num_beams == 1 and not min_new_tokens else None
+    budgets = None if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if budgets is not None and (len(budgets) != len(conversations) or num_beams != 1):
+        raise ValueError("one token budget per conversation, with greedy decoding")
 
     prompts = [
         tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
@@ -103,16 +129,19 @@ def generate(
             index = order[start : start + batch_size]
             batch = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = {k: v.to(model.device) for k, v in batch.items()}
+            stops = [stop_class()] if stop_class else []
+            if budgets is not None:
+                stops.append(row_budget_stop([budgets[i] for i in index])())
             with torch.inference_mode():
                 generated = model.generate(
                     **batch,
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=max(budgets[i] for i in index) if budgets is not None else max_new_tokens,
                     min_new_tokens=min_new_tokens,
                     do_sample=False,
                     num_beams=num_beams,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
-                    stopping_criteria=StoppingCriteriaList([stop_class()]) if stop_class else None,
+                    stopping_criteria=StoppingCriteriaList(stops) if stops else None,
                 )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):

@@ -89,8 +89,12 @@ def _entry_outputs(path: Path, key: str, count: int) -> list[str] | None:
 
 
 def translations(params: EvaluateParams, replier: Replier, model_dir: Path, prompts: list[list[Message]],
-                 cache_dir: Path | None) -> tuple[list[str], bool]:
-    """The model's raw replies to translation prompts, remembered across runs for an unchanged model."""
+                 cache_dir: Path | None, budgets: list[int] | None = None) -> tuple[list[str], bool]:
+    """The model's raw replies to translation prompts, remembered across runs for an unchanged model; each prompt
+    generates at most its budget (evaluate.budget) or max_new_tokens."""
     settings = {**replier.settings(), "max_new_tokens": params.max_new_tokens, "first_line_only": True}
+    if budgets is not None:
+        settings["budgets"] = hashlib.sha256(json.dumps(budgets).encode()).hexdigest()
+    limit: int | list[int] = budgets if budgets is not None else params.max_new_tokens
     return remembered(cache_dir if cacheable(replier) else None, model_dir, prompts, settings,
-                      lambda: replier(prompts, max_new_tokens=params.max_new_tokens, first_line_only=True))
+                      lambda: replier(prompts, max_new_tokens=limit, first_line_only=True))

@@ -87,14 +87,17 @@ def load_test_sets(params: EvaluateParams, root: Path, heldout: Iterable[Convers
 
 
 def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: EvaluateParams, test_sets: TestSets,
-               metrics: dict[str, Any], notes: list[str], cache_dir: Path | None) -> None:
+               metrics: dict[str, Any], notes: list[str], cache_dir: Path | None, tokenizer: Any,
+               resolve: Callable[[str], Path]) -> None:
+    from bayling.evaluate.budgets import budgets_for
     from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
     from bayling.evaluate.metrics import score_corpus
 
     for name, items_by_direction in test_sets.items():
         items = [item for group in items_by_direction.values() for item in group]
-        raw, hit = translations(params, replier, model_dir, [item.prompt for item in items], cache_dir)
+        budgets = budgets_for(params, items, tokenizer, resolve)
+        raw, hit = translations(params, replier, model_dir, [item.prompt for item in items], cache_dir, budgets)
         if hit:
             log.info("%s: %s translations from the generation cache (same model files, prompts and decoding)", run.label, name)
             run.cached = True
@@ -157,7 +160,7 @@ def evaluate_models(
         model: LazyModel | None = None
         started = time.perf_counter()
         run = runs[label] = ModelRun(label)
-        _translate(run, replier, path, params, test_sets, metrics, notes, cache_dir)
+        _translate(run, replier, path, params, test_sets, metrics, notes, cache_dir, tokenizer, resolve)
         if params.xcopa:  # log-likelihoods of the choices: always on the local weights
             model = replier.model if isinstance(replier, LocalReplier) else LazyModel(path, params.precision)
             metrics.update(_xcopa(params, model(), tokenizer, label, resolve))
@@ -182,7 +185,7 @@ def evaluate_models(
     final_scores = runs["final"].scores
     ratios = reference_ratios(params, test_sets, final_scores, resolve)
     base = against_base(params, test_sets, runs["base"].hypotheses(), runs["final"].hypotheses()) if "base" in runs else Comparison()
-    champion = against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri, cache_dir)
+    champion = against_champion(params, register, test_sets, runs["final"].hypotheses(), tracking_uri, cache_dir, resolve)
     for comparison in (ratios, base, champion):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)

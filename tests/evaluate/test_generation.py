@@ -77,3 +77,21 @@ def test_first_line_only_keeps_every_cleaned_output_and_generates_less(tiny_mode
     assert [clean_output(t) for t in first] == [clean_output(t) for t in full]
     assert all(full_text.startswith(first_text) for full_text, first_text in zip(full, first))
     assert sum(map(len, first)) < sum(map(len, full))
+
+
+def test_a_budget_per_row_gives_each_row_what_that_limit_alone_gives(tiny_model_dir):
+    """Rows of one batch with budgets 3, 11, 6 and 1: each output equals a run of that row alone with max_new_tokens
+    equal to its budget."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": f"Provide the French translation for this sentence: sentence number {i}{' more' * i}."}]
+               for i in range(4)]
+    budgets = [3, 11, 6, 1]
+    together = generate(model, tokenizer, prompts, batch_size=4, max_new_tokens=budgets)
+    alone = [generate(model, tokenizer, [p], batch_size=1, max_new_tokens=b)[0] for p, b in zip(prompts, budgets)]
+    assert together == alone
+    assert generate(model, tokenizer, prompts, batch_size=4, max_new_tokens=11) != together  # the budgets did cut rows
+    with pytest.raises(ValueError, match="one token budget per conversation"):
+        generate(model, tokenizer, prompts, max_new_tokens=budgets[:2])

@@ -304,3 +304,32 @@ def test_p_values_from_too_few_segments_are_marked_as_noise(tagged_run: Evaluati
     assert not any("no paired test can reach" in line for line in change_lines(metrics, "flores"))  # 8 segments
     caveat = "with 3 segments in a direction no paired test can reach p < 0.05 (6 needed): read these p-values as noise"
     assert caveat in change_lines(metrics, "heldout")[-1] and any(caveat in line for line in base_change_table(metrics, "heldout"))
+
+
+def test_each_prompt_is_generated_with_its_own_budget_and_every_reference_fits_it(world: World, reference_run: Evaluation,
+                                                                                  tokenizer):
+    """evaluate.budget, recomputed here from the raw files: each language's token rate against English over the
+    TICO-19 lines (the corpus fetch writes), each source's tokens, 1.75 and 16 tokens more, at most max_new_tokens.
+    Every prompt of the three kinds was asked with exactly that budget, and every reference fits within it."""
+    import math
+
+    from oracles import TICO_LANGUAGES, tico_corpus
+
+    lines = tico_corpus(world.root / "rates-check.jsonl")
+
+    def tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+    rate = {code: tokens(lines[code]) / tokens(lines["eng_Latn"]) for code in TICO_LANGUAGES}
+    params = world.params()
+    asked = reference_run.repliers["final"].budgets
+    assert len(asked) == 6 * FLORES_SEGMENTS + WMT_SEGMENTS + 12 * HELDOUT_SEGMENTS
+    sources_tokens = [len(ids) for ids in tokenizer([truth.source for truth, _ in asked], add_special_tokens=False)["input_ids"]]
+    for (truth, budget), n in zip(asked, sources_tokens):
+        source, target = truth.direction.split("-")
+        expected = min(params.max_new_tokens, math.ceil(1.75 * n * rate[target] / rate[source]) + 16)
+        assert budget == expected, (truth.test_set, truth.direction, truth.source[:40])
+        assert all(len(tokenizer(r, add_special_tokens=False)["input_ids"]) <= budget for r in truth.references), truth
+    assert {b for _, b in asked} != {params.max_new_tokens}  # the budgets differ from the flat limit
+    base_budgets = [b for _, b in reference_run.repliers["base"].budgets]
+    assert base_budgets == [b for _, b in asked]  # both models get the same budgets for the same prompts

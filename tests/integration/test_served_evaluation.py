@@ -55,8 +55,17 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def run_engine(engine: str, models: dict[str, Path], root: Path, server: dict | None = None) -> dict:
+    """Each prompt with its own token budget (evaluate.budget, rates from the TICO-19 corpus): a server that took
+    the largest for every request would give longer replies than the local rows that stop at their own."""
+    from oracles import tico_corpus
+
+    tico_corpus(root / "data" / "raw" / "corpus.jsonl")
     params = EvaluateParams.model_validate({
+        # short budgets (a quarter of the expected length, 2 more; at most 12): longer babble of random models drifts
+        # apart between a server's kernels and these
         "engine": engine, "server": server or {}, "batch_size": 4, "max_new_tokens": 12, "generation_cache": None,
+        "budget": {"per_source_token": 0.25, "extra": 2},
+        "precision": "fp32",  # what the server loads these folders in; auto would pick bf16 on a CPU with native bf16
         "compare_with_champion": False, "test_sets": [{"name": "heldout", "kind": "heldout", "max_segments": 6}],
     })
     base = BaseModelParams(source="tiny-random", path=str(models["base"]))
