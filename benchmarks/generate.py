@@ -20,6 +20,16 @@ dequantized from the GGUF it comes from).
    the first-line stop (a row ends at the line break after its first line, the only line
    evaluate scores), and with the first-line stop in bf16 weights. Cleaned outputs must be identical
    in fp32; bf16's chrF++ against the references is reported beside fp32's.
+3. The headline's workload, FLORES-200 devtest as the default run asks it (6 directions, the first
+   --flores-segments each, batch --eval-batch-size, greedy, first-line stop), one lever at a time:
+   a. a flat limit of --eval-new-tokens tokens per row (the old default);
+   b. each row's budget from its source's length (evaluate.budget: 1.75 x source tokens scaled by the
+      target's token rate on the corpus, + 16, at most 256), fp32;
+   c. the same in bf16 weights (evaluate.precision auto on a CPU with native bf16).
+   For each: seconds and the macro chrF++. Against (a), (b) lists the outputs that changed: those the
+   budget cut (with how many of them ended in a loop, a token sequence repeating to the limit) and
+   those it let grow past the old limit. (c) against (b): the paired bootstrap of the macro chrF++
+   (sacreBLEU's resampling, 1,000 samples), whose interval must hold 0 for bf16 to be the default.
 
 The last line is JSON.
 """
@@ -98,6 +108,82 @@ def chrf_pp(items, outputs: list[str]) -> float:  # type: ignore[no-untyped-def]
     return sum(scores) / len(scores)
 
 
+def looping(tokenizer, text: str, period_max: int = 16, span: int = 12) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a reply ends in a loop: its last `span` (or more) tokens are one unit of <= period_max tokens, repeated."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for period in range(1, period_max + 1):
+        width = max(span, 3 * period)
+        if len(ids) >= width and all(ids[-i - 1] == ids[-i - 1 - period] for i in range(width - period)):
+            return True
+    return False
+
+
+def flores_levers(model_path: Path, segments: int, batch_size: int, flat_tokens: int) -> dict:  # type: ignore[type-arg]
+    """Section 3: the headline's workload with a flat limit, with budgets, and with budgets in bf16."""
+    from machine import native_bf16
+
+    from bayling.config.evaluate import EvaluateParams
+    from bayling.evaluate.budgets import budgets_for
+    from bayling.evaluate.generation import clean_output, generate
+    from bayling.evaluate.metrics import average_change, paired_bootstrap, score_corpus
+    from bayling.evaluate.test_sets import load_test_set
+
+    params = EvaluateParams.model_validate({"max_new_tokens": 256, "test_sets": [{
+        "name": "flores", "kind": "flores", "archive": "data/sample/flores200/flores200-devtest.tar.gz", "dir": "devtest",
+        "directions": ["eng_Latn-fra_Latn", "fra_Latn-eng_Latn", "eng_Latn-zho_Hans", "zho_Hans-eng_Latn", "eng_Latn-swh_Latn",
+                       "swh_Latn-eng_Latn"], "max_segments": segments}]})
+    by_direction = load_test_set(params.test_sets[0], ROOT, None, 13)
+    items = [item for group in by_direction.values() for item in group]
+    model, tokenizer = load(model_path)
+    corpus = ROOT / "data" / "raw" / "corpus.jsonl"
+    if not corpus.exists():  # the corpus fetch writes, from the shipped TICO-19 sample, for the token rates
+        sys.path.insert(0, str(ROOT / "tests"))
+        from oracles import tico_corpus
+
+        corpus = Path(sys.argv[0]).resolve().parent / ".corpus.jsonl"
+        tico_corpus(corpus)
+    budgets = budgets_for(params, items, tokenizer, lambda _: corpus)
+
+    def run(weights, limit) -> tuple[float, list[str], list[str]]:  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        raw = generate(weights, tokenizer, [i.prompt for i in items], batch_size=batch_size, max_new_tokens=limit, first_line_only=True)
+        return time.perf_counter() - started, raw, [clean_output(t) for t in raw]
+
+    def macro(outputs: list[str]) -> float:
+        position, scores = 0, []
+        for group in by_direction.values():
+            hyps = outputs[position : position + len(group)]
+            position += len(group)
+            scores.append(score_corpus(hyps, [[i.reference for i in group]], group[0].tgt_lang).chrf_pp)
+        return sum(scores) / len(scores)
+
+    flat_s, flat_raw, flat = run(model, flat_tokens)
+    budget_s, budget_raw, budgeted = run(model, budgets)
+    cut = [i for i, (a, b) in enumerate(zip(flat_raw, budget_raw)) if a != b and len(b) < len(a)]
+    grown = [i for i, (a, b) in enumerate(zip(flat_raw, budget_raw)) if a != b and len(b) > len(a)]
+    out = {"prompts": len(items), "flat": {"seconds": round(flat_s, 1), "chrf_pp": round(macro(flat), 3), "max_new_tokens": flat_tokens},
+           "budgets": {"seconds": round(budget_s, 1), "chrf_pp": round(macro(budgeted), 3),
+                       "mean_budget": round(sum(budgets) / len(budgets), 1), "cut": len(cut),
+                       "cut_looping": sum(looping(tokenizer, flat_raw[i]) for i in cut), "grown": len(grown)}}
+    if native_bf16():
+        del model
+        model16, _ = load(model_path, "bfloat16")
+        bf16_s, _, bf16 = run(model16, budgets)
+        position, results = 0, []
+        for group in by_direction.values():
+            n = len(group)
+            results.append(paired_bootstrap(budgeted[position : position + n], bf16[position : position + n],
+                                            [[i.reference for i in group]], group[0].tgt_lang, samples=1000))
+            position += n
+        change = average_change(results)
+        low, high = change.intervals["chrf_pp"]
+        out["bf16"] = {"seconds": round(bf16_s, 1), "chrf_pp": round(macro(bf16), 3),
+                       "outputs_changed": sum(a != b for a, b in zip(budgeted, bf16)),
+                       "change_vs_fp32": round(change.change("chrf_pp"), 3), "interval": [round(low, 3), round(high, 3)],
+                       "p": round(change.p_values["chrf_pp"], 4)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "base")
@@ -108,6 +194,7 @@ def main() -> None:
     parser.add_argument("--eval-new-tokens", type=int, default=96)
     parser.add_argument("--eval-batch-size", type=int, default=96)
     parser.add_argument("--before-batch-size", type=int, default=16)
+    parser.add_argument("--flores-segments", type=int, default=50, help="per direction in section 3 (0: skip it)")
     args = parser.parse_args()
     import torch
     import transformers
@@ -138,6 +225,9 @@ def main() -> None:
         bf16 = {"seconds": round(bf16_s, 2), "speedup_vs_before": round(before_s / bf16_s, 3),
                 "chrf_pp": round(chrf_pp(items, bf16_out), 3), "outputs_identical_to_fp32": bf16_out == before}
     fp32_chrf = chrf_pp(items, after)
+    flores = None
+    if args.flores_segments:
+        flores = flores_levers(args.model, args.flores_segments, args.eval_batch_size, args.eval_new_tokens)
     model_name = args.model if args.model.exists() else "GGUF"
     print(f"model {model_name}: {parameters / 1e6:.1f}M parameters, fp32 ({parameters * 4 / 1e6:.0f} MB per decoding step); "
           f"{torch.get_num_threads()} threads; measured copy bandwidth {bandwidth / 1e9:.1f} GB/s")
@@ -152,13 +242,26 @@ def main() -> None:
     if bf16:
         print(f"  bf16 weights with the first-line stop: {bf16['seconds']}s ({bf16['speedup_vs_before']}x), chrF++ {bf16['chrf_pp']:.2f} "
               f"({bf16['chrf_pp'] - fp32_chrf:+.2f} vs fp32), identical outputs: {bf16['outputs_identical_to_fp32']}")
+    if flores:
+        flat, budgeted = flores["flat"], flores["budgets"]
+        print(f"FLORES workload, {flores['prompts']} prompts: flat {flat['max_new_tokens']} tokens "
+              f"{flat['seconds']}s, chrF++ "
+              f"{flat['chrf_pp']:.2f}; budgets (mean {budgeted['mean_budget']}) {budgeted['seconds']}s "
+              f"({flat['seconds'] / budgeted['seconds']:.2f}x), chrF++ {budgeted['chrf_pp']:.2f}; outputs the budget cut "
+              f"{budgeted['cut']} ({budgeted['cut_looping']} of them loops), outputs let grow past {flat['max_new_tokens']}: "
+              f"{budgeted['grown']}")
+        if flores.get("bf16"):
+            b = flores["bf16"]
+            print(f"  bf16 with budgets: {b['seconds']}s ({budgeted['seconds'] / b['seconds']:.2f}x), chrF++ {b['chrf_pp']:.2f}, "
+                  f"{b['outputs_changed']} outputs changed; paired bootstrap vs fp32: {b['change_vs_fp32']:+.2f} "
+                  f"[{b['interval'][0]:+.2f}, {b['interval'][1]:+.2f}], p {b['p']}")
     print(json.dumps({
         "batched_tokens_per_s": round(batched, 1), "single_tokens_per_s": round(single, 1), "ratio": round(batched / single, 2),
         "copy_bytes_per_s": round(bandwidth), "single_stream_bound_tokens_per_s": round(bound, 1),
         "single_vs_bandwidth_bound": round(single / bound, 3),
         "eval_prompts": len(items), "eval_seconds_before": round(before_s, 2), "eval_seconds_after": round(after_s, 2),
         "eval_speedup": round(before_s / after_s, 3), "eval_outputs_identical": after == before, "eval_chrf_pp_fp32": round(fp32_chrf, 3),
-        "eval_bf16": bf16,
+        "eval_bf16": bf16, "flores": flores,
     }))
 
 

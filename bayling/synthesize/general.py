@@ -3,6 +3,7 @@ into cross-lingual instructions through aligned versions of the same chat or thr
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections import Counter
@@ -163,14 +164,38 @@ class ChatFit:
     max_tokens: int
 
     def supervised_tokens(self, conversations: list[list[dict[str, str]]]) -> list[int]:
-        """Per conversation, the tokens of its replies plus one end-of-turn token each: the labels tokenize gives it
-        (replies without their leading whitespace, as tokenize strips it)."""
-        replies = [(i, m["content"].lstrip()) for i, messages in enumerate(conversations) for m in messages if m["role"] == "assistant"]
-        counts = [0] * len(conversations)
-        if replies:
-            for (i, _), ids in zip(replies, self.tokenizer([text for _, text in replies], add_special_tokens=False)["input_ids"]):
-                counts[i] += len(ids) + 1
+        """Per conversation, the labels tokenize will give it: its replies' tokens plus one end-of-turn token each
+        (replies without their leading whitespace, as tokenize strips it), counting only the exchanges that fit
+        max_tokens (tokenize cuts a longer one at a turn boundary; none fit: 0). Only a conversation whose
+        message tokens plus the template's overhead come near the limit is rendered to find its cut."""
+        texts = [(i, m) for i, messages in enumerate(conversations) for m in messages]
+        encoded = self.tokenizer([m["content"].lstrip() if m["role"] == "assistant" else m["content"] for _, m in texts],
+                                 add_special_tokens=False)["input_ids"]
+        counts, lengths = [0] * len(conversations), [self._overhead[0]] * len(conversations)
+        for (i, message), ids in zip(texts, encoded):
+            counts[i] += len(ids) + 1 if message["role"] == "assistant" else 0
+            lengths[i] += len(ids) + self._overhead[1]
+        for i, length in enumerate(lengths):
+            if length > self.max_tokens - 16:
+                fitted, _ = self.fit(conversations[i])
+                counts[i] = self.supervised_tokens_exact(fitted) if fitted else 0
         return counts
+
+    def supervised_tokens_exact(self, messages: list[dict[str, str]]) -> int:
+        replies = [m["content"].lstrip() for m in messages if m["role"] == "assistant"]
+        return sum(len(ids) + 1 for ids in self.tokenizer(replies, add_special_tokens=False)["input_ids"]) if replies else 0
+
+    @functools.cached_property
+    def _overhead(self) -> tuple[int, int]:
+        """(tokens the template adds once, tokens it adds per message), measured on two short chats."""
+        def rendered(pairs: int) -> int:
+            chat = [{"role": role, "content": "ok"} for _ in range(pairs) for role in ("user", "assistant")]
+            return len(self.tokenizer(self.tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"])
+
+        content = len(self.tokenizer("ok", add_special_tokens=False)["input_ids"])
+        one, two = rendered(1), rendered(2)
+        per_message = (two - one) // 2 - content
+        return max(0, one - 2 * (content + per_message)), max(0, per_message)
 
     def fit(self, messages: list[dict[str, str]]) -> tuple[list[dict[str, str]] | None, int]:
         """The chat whole, or cut after its last exchange that fits, or None; and the whole chat's length."""

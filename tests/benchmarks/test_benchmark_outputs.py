@@ -41,10 +41,13 @@ def test_train_throughput_short_run():
 def test_generate_short_run(tiny_model_dir):
     figures = last_json("benchmarks/generate.py", "--model", str(tiny_model_dir), "--prompts", "2", "--batch-size", "2",
                         "--new-tokens", "2", "--per-direction", "1", "--eval-new-tokens", "4", "--eval-batch-size", "4",
-                        "--before-batch-size", "4")
+                        "--before-batch-size", "4", "--flores-segments", "1")
     assert {"batched_tokens_per_s", "single_tokens_per_s", "ratio", "copy_bytes_per_s", "single_vs_bandwidth_bound",
-            "eval_seconds_before", "eval_seconds_after", "eval_speedup", "eval_outputs_identical", "eval_bf16"} <= set(figures)
+            "eval_seconds_before", "eval_seconds_after", "eval_speedup", "eval_outputs_identical", "eval_bf16", "flores"} <= set(figures)
     assert figures["eval_outputs_identical"] is True and figures["eval_prompts"] == 12
+    flores = figures["flores"]
+    assert flores["prompts"] == 6 and {"seconds", "chrf_pp", "cut", "cut_looping", "grown"} <= set(flores["budgets"])
+    assert flores["budgets"]["cut"] + flores["budgets"]["grown"] <= 6
 
 
 def test_tokenize_pack_short_run():

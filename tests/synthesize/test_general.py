@@ -151,7 +151,8 @@ def test_general_chats_are_cut_to_the_context_tokenize_gives_them_or_set_aside(t
 
     from bayling.config.synthesize import SynthesizeParams
     from bayling.synthesize.general import ChatFit, build_general
-    from bayling.tokenize.chat import Renderer, fit, tokenize_batch
+    from bayling.core.records import IGNORE_INDEX
+    from bayling.tokenize.chat import Renderer, fit, labels_for, strip_replies, tokenize_batch
     from bayling.tokenize.templates import compile_template, prepare_tokenizer
 
     long_answer = "This answer goes on and on about the weather in many words. " * 12
@@ -173,3 +174,12 @@ def test_general_chats_are_cut_to_the_context_tokenize_gives_them_or_set_aside(t
     renderer = Renderer(prepared.tokenizer, prepared.end_of_turn, compile_template(prepared.tokenizer, prepared.end_of_turn))
     for item in tokenize_batch(prepared.tokenizer, renderer, [c.messages for c in kept.values()]):
         assert fit(item, 96, "drop")[1] == "kept"
+
+    # what the mix weighs a conversation by: exactly the labels tokenize keeps of it, cut or not
+    chats = [json.loads(line)["messages"] for line in (tmp_path / "en.jsonl").read_text().splitlines()]
+    chats.append([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": " Hello!"}])  # a leading space tokenize strips
+    kept_labels = []
+    for item in tokenize_batch(prepared.tokenizer, renderer, [strip_replies(c)[0] for c in chats]):
+        cut, _ = fit(item, 96, "truncate")
+        kept_labels.append(0 if cut is None else int((labels_for(cut) != IGNORE_INDEX).sum()))
+    assert ChatFit(tokenizer, 96).supervised_tokens(chats) == kept_labels and kept_labels[1] == 0 and kept_labels[2] > 0
