@@ -25,10 +25,12 @@ dequantized from the GGUF it comes from).
    a. a flat limit of --eval-new-tokens tokens per row (the old default);
    b. each row's budget from its source's length (evaluate.budget: 1.75 x source tokens scaled by the
       target's token rate on the corpus, + 16, at most 256), fp32;
-   c. the same in bf16 weights (evaluate.precision auto on a CPU with native bf16).
+   c. budgets with loop stops (evaluate.stop_loops: a row caught repeating stops, its loop written on);
+   d. budgets in bf16 weights (evaluate.precision auto on a CPU with native bf16).
    For each: seconds and the macro chrF++. Against (a), (b) lists the outputs that changed: those the
    budget cut (with how many of them ended in a loop, a token sequence repeating to the limit) and
-   those it let grow past the old limit. (c) against (b): the paired bootstrap of the macro chrF++
+   those it let grow past the old limit; (c) counts the cleaned outputs it changed (a loop that would
+   have broken). (d) against (b): the paired bootstrap of the macro chrF++
    (sacreBLEU's resampling, 1,000 samples), whose interval must hold 0 for bf16 to be the default.
 
 The last line is JSON.
@@ -144,9 +146,10 @@ def flores_levers(model_path: Path, segments: int, batch_size: int, flat_tokens:
         tico_corpus(corpus)
     budgets = budgets_for(params, items, tokenizer, lambda _: corpus)
 
-    def run(weights, limit) -> tuple[float, list[str], list[str]]:  # type: ignore[no-untyped-def]
+    def run(weights, limit, stop_loops: bool = False) -> tuple[float, list[str], list[str]]:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        raw = generate(weights, tokenizer, [i.prompt for i in items], batch_size=batch_size, max_new_tokens=limit, first_line_only=True)
+        raw = generate(weights, tokenizer, [i.prompt for i in items], batch_size=batch_size, max_new_tokens=limit, first_line_only=True,
+                       stop_loops=stop_loops)
         return time.perf_counter() - started, raw, [clean_output(t) for t in raw]
 
     def macro(outputs: list[str]) -> float:
@@ -159,12 +162,15 @@ def flores_levers(model_path: Path, segments: int, batch_size: int, flat_tokens:
 
     flat_s, flat_raw, flat = run(model, flat_tokens)
     budget_s, budget_raw, budgeted = run(model, budgets)
+    loops_s, _, loops_out = run(model, budgets, stop_loops=True)
     cut = [i for i, (a, b) in enumerate(zip(flat_raw, budget_raw)) if a != b and len(b) < len(a)]
     grown = [i for i, (a, b) in enumerate(zip(flat_raw, budget_raw)) if a != b and len(b) > len(a)]
     out = {"prompts": len(items), "flat": {"seconds": round(flat_s, 1), "chrf_pp": round(macro(flat), 3), "max_new_tokens": flat_tokens},
            "budgets": {"seconds": round(budget_s, 1), "chrf_pp": round(macro(budgeted), 3),
                        "mean_budget": round(sum(budgets) / len(budgets), 1), "cut": len(cut),
-                       "cut_looping": sum(looping(tokenizer, flat_raw[i]) for i in cut), "grown": len(grown)}}
+                       "cut_looping": sum(looping(tokenizer, flat_raw[i]) for i in cut), "grown": len(grown)},
+           "stop_loops": {"seconds": round(loops_s, 1), "chrf_pp": round(macro(loops_out), 3),
+                          "outputs_changed": sum(a != b for a, b in zip(budgeted, loops_out))}}
     if native_bf16():
         del model
         model16, _ = load(model_path, "bfloat16")
@@ -250,6 +256,9 @@ def main() -> None:
               f"({flat['seconds'] / budgeted['seconds']:.2f}x), chrF++ {budgeted['chrf_pp']:.2f}; outputs the budget cut "
               f"{budgeted['cut']} ({budgeted['cut_looping']} of them loops), outputs let grow past {flat['max_new_tokens']}: "
               f"{budgeted['grown']}")
+        loops = flores["stop_loops"]
+        print(f"  budgets and loop stops: {loops['seconds']}s ({budgeted['seconds'] / loops['seconds']:.2f}x), chrF++ "
+              f"{loops['chrf_pp']:.2f}, {loops['outputs_changed']} cleaned outputs changed")
         if flores.get("bf16"):
             b = flores["bf16"]
             print(f"  bf16 with budgets: {b['seconds']}s ({budgeted['seconds'] / b['seconds']:.2f}x), chrF++ {b['chrf_pp']:.2f}, "

@@ -68,16 +68,18 @@ class LocalReplier:
     tokenizer: Any
     batch_size: int
     num_beams: int = 1
+    stop_loops: bool = False
 
     def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int | Sequence[int],
                  first_line_only: bool = False) -> list[str]:
         from bayling.evaluate.generation import generate
 
         return generate(self.model(), self.tokenizer, conversations, batch_size=self.batch_size, max_new_tokens=max_new_tokens,
-                        num_beams=self.num_beams, first_line_only=first_line_only)
+                        num_beams=self.num_beams, first_line_only=first_line_only, stop_loops=self.stop_loops and self.num_beams == 1)
 
     def settings(self) -> dict[str, Any]:
-        return {"engine": "hf", "batch_size": self.batch_size, "num_beams": self.num_beams, "precision": self.model.precision}
+        return {"engine": "hf", "batch_size": self.batch_size, "num_beams": self.num_beams, "precision": self.model.precision,
+                "stop_loops": self.stop_loops}
 
 
 @dataclass
@@ -120,7 +122,7 @@ def cacheable(replier: Replier) -> bool:
 
 def local_replier(params: EvaluateParams, model_dir: Path, tokenizer: Any) -> LocalReplier:
     """Generation on the weights in `model_dir`, with evaluate's precision, batch size and beams."""
-    return LocalReplier(LazyModel(model_dir, params.precision), tokenizer, params.batch_size, params.num_beams)
+    return LocalReplier(LazyModel(model_dir, params.precision), tokenizer, params.batch_size, params.num_beams, params.stop_loops)
 
 
 def replier_for(params: EvaluateParams, label: str, model_dir: Path, tokenizer: Any) -> LocalReplier | ServedReplier:

@@ -85,6 +85,54 @@ def row_budget_stop(budgets: Sequence[int]) -> Any:
     return RowBudgetReached
 
 
+LOOP_PERIOD = 16  # the longest repeating unit looked for, in tokens
+LOOP_SPAN = 32  # a row loops once its last max(LOOP_SPAN, 4 x period) tokens repeat one unit
+
+
+class LoopStop:
+    """A stopping criterion that ends a row caught in a loop: its last tokens are one unit of at most LOOP_PERIOD
+    tokens repeated over max(LOOP_SPAN, 4 periods). Greedy decoding of a row whose recent tokens repeat exactly
+    goes on repeating them (its next choice depends on those same tokens), so `extend` writes the rest of the
+    loop up to the row's limit instead of decoding it: the output is the one full decoding gives whenever the
+    loop holds to the limit, which benchmarks/generate.py measures. A row that already ended (its tail is
+    padding) is left alone."""
+
+    def __init__(self, ended: set[int]) -> None:
+        self.prompt_width: int | None = None
+        self.ended = ended  # token ids that end a row: padding and end-of-turn
+        self.loops: dict[int, tuple[int, list[int]]] = {}  # row -> (tokens generated when caught, the repeating unit)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1] - 1
+        generated = input_ids[:, self.prompt_width :]
+        width = generated.shape[1]
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in self.loops:
+            done[row] = True
+        for period in range(1, LOOP_PERIOD + 1):
+            span = max(LOOP_SPAN, 4 * period)
+            if width < span:
+                break
+            tail = generated[:, -span:]
+            repeating = (tail[:, period:] == tail[:, :-period]).all(dim=1)
+            for row in repeating.nonzero().flatten().tolist():
+                if row not in self.loops and int(tail[row, -1]) not in self.ended:
+                    self.loops[row] = (width, tail[row, -period:].tolist())
+                    done[row] = True
+        return done
+
+    def extend(self, row: int, tokens: list[int], limit: int) -> list[int]:
+        """A caught row's tokens with its loop written on to `limit` tokens."""
+        if row not in self.loops:
+            return tokens
+        caught, unit = self.loops[row]
+        kept = tokens[:caught]
+        return kept + [unit[k % len(unit)] for k in range(max(0, limit - len(kept)))]
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -95,6 +143,7 @@ def generate(
     num_beams: int = 1,
     min_new_tokens: int | None = None,
     first_line_only: bool = False,
+    stop_loops: bool = False,
 ) -> list[str]:
     """Assistant replies for each conversation (which ends with a user turn), in input order.
 
@@ -104,6 +153,8 @@ def generate(
     or one per conversation (greedy only): each row stops at its own, and a batch with its last row. The
     order stays by prompt length (padding, which can flip a greedy choice, is as without budgets); it
     groups directions anyway, as a prompt's length follows its source language's token rate.
+    With `stop_loops` (greedy only), a row caught repeating itself stops, and its loop is written on to its
+    limit (LoopStop): a batch then ends with its last row that is still saying something new.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -112,6 +163,11 @@ def generate(
     budgets = None if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if budgets is not None and (len(budgets) != len(conversations) or num_beams != 1):
         raise ValueError("one token budget per conversation, with greedy decoding")
+    if stop_loops and (num_beams != 1 or min_new_tokens):
+        raise ValueError("stop_loops needs greedy decoding without min_new_tokens")
+    ends = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+    ends |= set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
+                else [model.generation_config.eos_token_id])
 
     prompts = [
         tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
@@ -132,6 +188,9 @@ def generate(
             stops = [stop_class()] if stop_class else []
             if budgets is not None:
                 stops.append(row_budget_stop([budgets[i] for i in index])())
+            loops = LoopStop({t for t in ends if t is not None}) if stop_loops else None
+            if loops is not None:
+                stops.append(loops)
             with torch.inference_mode():
                 generated = model.generate(
                     **batch,
@@ -143,7 +202,10 @@ def generate(
                     eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
                     stopping_criteria=StoppingCriteriaList(stops) if stops else None,
                 )
-            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
+            if loops is not None:
+                new_tokens = [loops.extend(row, tokens, budgets[i] if budgets is not None else int(max_new_tokens))  # type: ignore[arg-type]
+                              for row, (i, tokens) in enumerate(zip(index, new_tokens))]
             for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
                 outputs[i] = text
     finally:

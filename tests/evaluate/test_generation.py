@@ -95,3 +95,56 @@ def test_a_budget_per_row_gives_each_row_what_that_limit_alone_gives(tiny_model_
     assert generate(model, tokenizer, prompts, batch_size=4, max_new_tokens=11) != together  # the budgets did cut rows
     with pytest.raises(ValueError, match="one token budget per conversation"):
         generate(model, tokenizer, prompts, max_new_tokens=budgets[:2])
+
+
+def test_a_row_caught_in_a_loop_stops_early_and_only_caught_rows_can_differ(tiny_model_dir, monkeypatch):
+    """The tiny random model repeats itself: with stop_loops a caught row stops and its loop is written on, so the
+    batch needs fewer forward passes. A row never caught is exactly what full greedy decoding gives, and a caught
+    one agrees with it up to where it was caught. (Whether a loop then holds is the model's business: this
+    one's newlines give way to a word after 73 tokens; benchmarks/generate.py counts it on SmolLM2.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bayling.evaluate import generation
+
+    caught: list[dict] = []
+
+    class Recording(generation.LoopStop):
+        def __init__(self, ended):  # type: ignore[no-untyped-def]
+            super().__init__(ended)
+            self.tokens: dict[int, list[int]] = {}
+            caught.append(self.tokens)
+
+        def __call__(self, input_ids, scores, **kwargs):  # type: ignore[no-untyped-def]
+            done = super().__call__(input_ids, scores, **kwargs)
+            for row, (at, _) in self.loops.items():
+                self.tokens.setdefault(row, input_ids[row, self.prompt_width :][:at].tolist())
+            return done
+
+    monkeypatch.setattr(generation, "LoopStop", Recording)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": f"Provide the French translation for this sentence: item {i}{' word' * i}."}]
+               for i in range(6)]
+    limits = [120, 90, 120, 60, 120, 100]
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        full = generate(model, tokenizer, prompts, batch_size=6, max_new_tokens=limits)
+        full_calls, calls[:] = len(calls), []
+        stopped = generate(model, tokenizer, prompts, batch_size=6, max_new_tokens=limits, stop_loops=True)
+        stopped_calls = len(calls)
+    finally:
+        hook.remove()
+    assert stopped_calls < 0.6 * full_calls, (stopped_calls, full_calls)
+    (tokens,) = caught
+    order = sorted(range(6), key=lambda i: -len(tokenizer(tokenizer.apply_chat_template(prompts[i], add_generation_prompt=True,
+                                                                                          tokenize=False))["input_ids"]))
+    caught_prompts = {order[row]: tokenizer.decode(ids, skip_special_tokens=True) for row, ids in tokens.items()}
+    assert caught_prompts
+    for i in range(6):
+        if i not in caught_prompts:
+            assert stopped[i] == full[i]
+        else:  # up to where it was caught, the row said what full decoding says
+            assert stopped[i].startswith(caught_prompts[i]) and full[i].startswith(caught_prompts[i])
+    with pytest.raises(ValueError, match="stop_loops needs greedy"):
+        generate(model, tokenizer, prompts, num_beams=2, stop_loops=True)

@@ -150,8 +150,8 @@ def test_general_chats_are_cut_to_the_context_tokenize_gives_them_or_set_aside(t
     import json
 
     from bayling.config.synthesize import SynthesizeParams
-    from bayling.synthesize.general import ChatFit, build_general
     from bayling.core.records import IGNORE_INDEX
+    from bayling.synthesize.general import ChatFit, build_general
     from bayling.tokenize.chat import Renderer, fit, labels_for, strip_replies, tokenize_batch
     from bayling.tokenize.templates import compile_template, prepare_tokenizer
 
