@@ -148,7 +148,9 @@ def significant_drop(metrics: dict[str, Any], key: ScoreKey, change: str, p_valu
     if isinstance(segments, int) and segments < segments_needed(alpha):
         return False, f"{detail}; {segments} segments: a paired test needs {segments_needed(alpha)} to reach p < {alpha}"
     if high is not None and high >= 0 and decisive < alpha:
-        return False, f"{detail}; the 95% interval includes 0"
+        # p says the change is real; the interval says whether it is a gain (above 0) or too unsure to call a drop
+        return False, f"{detail}; " + ("a gain: the 95% interval lies above 0" if low is not None and low > 0
+                                       else "the 95% interval includes 0")
     return decisive < alpha and (high is None or high < 0), detail
 
 

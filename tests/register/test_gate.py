@@ -144,6 +144,9 @@ def test_a_drop_is_significant_only_when_the_interval_excludes_zero_and_enough_s
                 "heldout.eng_Latn-fra_Latn.delta_vs_champion_high.chrf": 0.5, "heldout.eng_Latn-fra_Latn.segments": 8}
     (rule,) = [r for r in evaluate_gate(champion, gate()) if r.rule == "max_drop_vs_champion"]
     assert rule.passed and "the 95% interval includes 0" in rule.detail
+    # a significant gain is named one (the default run's French to English read "[+2.77, +10.17]; includes 0")
+    gain = evaluate_gate(metrics(50, 2.77, 10.17, 0.001), BASE_ONLY)
+    assert passed(gain) and all("a gain: the 95% interval lies above 0" in r.detail and "includes 0" not in r.detail for r in gain)
 
 
 def test_the_base_rule_holds_its_family_of_directions_to_alpha():
