@@ -150,7 +150,7 @@ class EvaluateParams(Section):
     max_new_tokens: PositiveInt = 256  # the most any row may generate; with a budget, each row stops at its own
     budget: BudgetParams | None = BudgetParams()  # null: every row gets max_new_tokens
     # a row caught repeating a unit of tokens stops, and the loop is written on to its limit (hf engine, greedy)
-    stop_loops: bool = False
+    stop_loops: bool = True
     # the weights' dtype: auto is bf16 where bf16 runs natively (a GPU that has it, a CPU with AVX512-BF16 or AMX),
     # else fp32; bf16 changes some greedy outputs (benchmarks/README.md measures what that does to the scores)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
