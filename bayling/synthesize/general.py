@@ -169,6 +169,8 @@ class ChatFit:
         max_tokens (tokenize cuts a longer one at a turn boundary; none fit: 0). Only a conversation whose
         message tokens plus the template's overhead come near the limit is rendered to find its cut."""
         texts = [(i, m) for i, messages in enumerate(conversations) for m in messages]
+        if not texts:  # an empty shard (no general sources): the tokenizer refuses an empty batch
+            return [0] * len(conversations)
         encoded = self.tokenizer([m["content"].lstrip() if m["role"] == "assistant" else m["content"] for _, m in texts],
                                  add_special_tokens=False)["input_ids"]
         counts, lengths = [0] * len(conversations), [self._overhead[0]] * len(conversations)

@@ -183,3 +183,4 @@ def test_general_chats_are_cut_to_the_context_tokenize_gives_them_or_set_aside(t
         cut, _ = fit(item, 96, "truncate")
         kept_labels.append(0 if cut is None else int((labels_for(cut) != IGNORE_INDEX).sum()))
     assert ChatFit(tokenizer, 96).supervised_tokens(chats) == kept_labels and kept_labels[1] == 0 and kept_labels[2] > 0
+    assert ChatFit(tokenizer, 96).supervised_tokens([]) == []  # an empty shard (a run without general sources)
