@@ -31,11 +31,9 @@ CONTRACT = [
 
 
 @pytest.fixture(scope="module")
-def smoke_run(repo_root: Path, mlflow_uri: str, prefect_api: str, tmp_path_factory):
-    work = tmp_path_factory.mktemp("smoke")
-    dest = work / "repo"
-    # the session's Prefect server: test_interrupts keeps the suite's one path through Prefect's temporary server
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_api, PREFECT_HOME=str(work / "prefect-home"))
+def smoke_run(repo_root: Path, mlflow_uri: str, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("smoke") / "repo"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_uri)
     result = subprocess.run(
         [sys.executable, "-m", "tools.smoke", "--dest", str(dest)], cwd=repo_root, env=env, capture_output=True, text=True
     )
