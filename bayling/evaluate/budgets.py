@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bayling.config.evaluate import BudgetParams
+from bayling.config.evaluate import BudgetParams, EvaluateParams
 from bayling.evaluate.test_sets import TestItem
 
 PIVOT = "eng_Latn"
@@ -67,7 +67,8 @@ def token_budgets(items: Sequence[TestItem], tokenizer: Any, rates: dict[str, fl
     return budgets
 
 
-def budgets_for(params: Any, items: Sequence[TestItem], tokenizer: Any, resolve: Any) -> list[int] | None:
+def budgets_for(params: EvaluateParams, items: Sequence[TestItem], tokenizer: Any, resolve: Callable[[str], Path]
+                ) -> list[int] | None:
     """evaluate.budget applied to `items` (None when it is off: every row gets max_new_tokens)."""
     if params.budget is None:
         return None
