@@ -160,6 +160,8 @@ def test_shares_of_supervised_tokens_weigh_each_conversation_by_its_replies(tmp_
     weights = shard_weights([shard], lambda conversations: [len(c[0]["content"]) for c in conversations])
     assert weights[shard][:2] == [200, 200] and weights[shard][-1] == 20
     tokens = dict(mix_counts([shard], weights))
+    one_pass = Counter()
+    assert mix_counts([shard], weights, one_pass) == mix_counts([shard]) and one_pass == tokens  # counts and tokens at once
     assert tokens[("general", "zh", "zho_Hans")] == 60000 and tokens[("translation", "cross", "fra_Latn")] == 60000
     plan = plan_mix({slot[:2]: n for slot, n in tokens.items()}, BAYLING2_MIX, "resample", max_repeat=4.0)
     factors = {slot: plan.keep_probability[slot[:2]] for slot in tokens}
