@@ -109,6 +109,21 @@ def drawn_tally(segments: Any, drawn: Iterable[int]) -> Tally:
     return tally
 
 
+def row_strata(segments: Any) -> list[list[float]]:
+    """Each tokenized row's supervised tokens per mix cell (cells in sorted order), from its SEGMENT_COLUMNS: what
+    the train sampler interleaves rows by, so a run's steps draw the cells in the shares the data holds."""
+    columns = segments.to_dict()
+    cells = sorted({category.split(SEPARATOR)[0] for row in columns["mix_category"] for category in row})
+    position = {cell: k for k, cell in enumerate(cells)}
+    strata = []
+    for categories, supervised in zip(columns["mix_category"], columns["mix_supervised"]):
+        weights = [0.0] * len(cells)
+        for category, tokens in zip(categories, supervised):
+            weights[position[category.split(SEPARATOR)[0]]] += int(tokens)
+        strata.append(weights)
+    return strata
+
+
 def share_misses(requested: Mapping[str, float], achieved: Mapping[str, float], tolerance_points: float) -> list[str]:
     """The requested cells whose achieved share lies more than `tolerance_points` (percentage points) away."""
     misses = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from bayling.config.base_model import BaseModelParams
 from bayling.config.train import NOT_IN_CHECKPOINT_HASH, TrainParams
-from bayling.core.composition import SEGMENT_COLUMNS, Tally, drawn_tally
+from bayling.core.composition import SEGMENT_COLUMNS, Tally, drawn_tally, row_strata
 from bayling.core.errors import PipelineError
 from bayling.core.tracking import ResilientLogger
 
@@ -92,6 +92,7 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
     # what each row is made of is counted here, never fed to the model
     composition_columns = [c for c in SEGMENT_COLUMNS if c in dataset.column_names]
     segments = dataset.select_columns(composition_columns) if len(composition_columns) == len(SEGMENT_COLUMNS) else None
+    strata = row_strata(segments) if segments is not None else None
     dataset = dataset.remove_columns(composition_columns)
     packed = "position_ids" in dataset.column_names
     logger.log_params({"data.train_rows": len(dataset), "data.fingerprint": stored["fingerprint"], "data.packed": packed})
@@ -136,6 +137,7 @@ def train_model(train: TrainParams, base_model: BaseModelParams, root: Path, pat
         data_collator=PackedCollator(tokenizer.pad_token_id) if packed else padding_collator(tokenizer),
         processing_class=tokenizer,
         callbacks=[step_logger, checkpoints.make_checkpoint_marker(expected), trainer_callback()],
+        row_strata=strata,
     )
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

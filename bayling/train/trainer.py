@@ -57,8 +57,9 @@ def supervised_trainer_class() -> Any:
     from transformers import Trainer
 
     class BayLingTrainer(SupervisedTrainer, Trainer):
-        def __init__(self, *args: Any, fast_loss: bool = True, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, fast_loss: bool = True, row_strata: list[list[float]] | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self._row_strata = row_strata  # each row's supervised tokens per mix cell: the sampler stratifies by them
             self._fast_loss = fast_loss and fast_loss_supported(self.model)
             if self._fast_loss:
                 # Our loss divides by the supervised-token count of the whole accumulated batch itself, so the
@@ -73,7 +74,9 @@ def supervised_trainer_class() -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             packed = "position_ids" in dataset.column_names
-            return EpochSeededSampler(row_lengths(dataset), batch, self.args.data_seed or self.args.seed, group_by_length=not packed)
+            strata = self._row_strata if self._row_strata is not None and len(self._row_strata) == len(dataset) else None
+            return EpochSeededSampler(row_lengths(dataset), batch, self.args.data_seed or self.args.seed, group_by_length=not packed,
+                                      strata=strata)
 
     return BayLingTrainer
 
