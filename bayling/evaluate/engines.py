@@ -69,17 +69,19 @@ class LocalReplier:
     batch_size: int
     num_beams: int = 1
     stop_loops: bool = False
+    regroup_below: float = 0.0
 
     def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int | Sequence[int],
                  first_line_only: bool = False) -> list[str]:
         from bayling.evaluate.generation import generate
 
         return generate(self.model(), self.tokenizer, conversations, batch_size=self.batch_size, max_new_tokens=max_new_tokens,
-                        num_beams=self.num_beams, first_line_only=first_line_only, stop_loops=self.stop_loops and self.num_beams == 1)
+                        num_beams=self.num_beams, first_line_only=first_line_only, stop_loops=self.stop_loops and self.num_beams == 1,
+                        regroup_below=self.regroup_below if self.num_beams == 1 else 0.0)
 
     def settings(self) -> dict[str, Any]:
         return {"engine": "hf", "batch_size": self.batch_size, "num_beams": self.num_beams, "precision": self.model.precision,
-                "stop_loops": self.stop_loops}
+                "stop_loops": self.stop_loops, "regroup_below": self.regroup_below}
 
 
 @dataclass
@@ -122,7 +124,8 @@ def cacheable(replier: Replier) -> bool:
 
 def local_replier(params: EvaluateParams, model_dir: Path, tokenizer: Any) -> LocalReplier:
     """Generation on the weights in `model_dir`, with evaluate's precision, batch size and beams."""
-    return LocalReplier(LazyModel(model_dir, params.precision), tokenizer, params.batch_size, params.num_beams, params.stop_loops)
+    return LocalReplier(LazyModel(model_dir, params.precision), tokenizer, params.batch_size, params.num_beams, params.stop_loops,
+                        params.regroup_below)
 
 
 def replier_for(params: EvaluateParams, label: str, model_dir: Path, tokenizer: Any) -> LocalReplier | ServedReplier:

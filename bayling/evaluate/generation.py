@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from bayling.core.progress import track
+from bayling.core.progress import Progress
 from bayling.core.records import Message
 
 LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines splits
@@ -42,22 +42,26 @@ def first_line_stop(tokenizer: Any) -> Any:
     What `clean_output` keeps of a reply is its first non-empty line, so greedy decoding past that
     line break only produces text that is thrown away; stopping there leaves every cleaned output
     unchanged (rows are independent in a batch) and ends the batch when its last row is done.
+    `already[row]`: tokens of that row's reply that sit at the end of its input (a row carried on).
     """
     import torch
     from transformers import StoppingCriteria
 
     class FirstLineEnded(StoppingCriteria):
-        def __init__(self) -> None:
+        def __init__(self, already: Sequence[int] | None = None) -> None:
             self.prompt_width: int | None = None
             self.done: torch.Tensor | None = None
+            self.already = list(already or [])
 
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
             if self.done is None:
                 self.prompt_width = input_ids.shape[1] - 1
                 self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                self.already += [0] * (input_ids.shape[0] - len(self.already))
+            assert self.prompt_width is not None
             for row in (~self.done).nonzero().flatten().tolist():
                 # the whole reply so far: a line separator may span several byte-level tokens
-                reply = tokenizer.decode(input_ids[row, self.prompt_width:], skip_special_tokens=True)
+                reply = tokenizer.decode(input_ids[row, self.prompt_width - self.already[row]:], skip_special_tokens=True)
                 if LINE_BREAK.search(reply.lstrip()):
                     self.done[row] = True
             return self.done.clone()
@@ -95,42 +99,74 @@ class LoopStop:
     goes on repeating them (its next choice depends on those same tokens), so `extend` writes the rest of the
     loop up to the row's limit instead of decoding it: the output is the one full decoding gives whenever the
     loop holds to the limit, which benchmarks/generate.py measures. A row that already ended (its tail is
-    padding) is left alone."""
+    padding) is left alone. `already[row]`: tokens of its reply at the end of its input (a row carried on)."""
 
-    def __init__(self, ended: set[int]) -> None:
+    def __init__(self, ended: set[int], already: Sequence[int] | None = None) -> None:
         self.prompt_width: int | None = None
         self.ended = ended  # token ids that end a row: padding and end-of-turn
-        self.loops: dict[int, tuple[int, list[int]]] = {}  # row -> (tokens generated when caught, the repeating unit)
+        self.already = list(already or [])
+        self.loops: dict[int, tuple[int, list[int]]] = {}  # row -> (reply tokens when caught, the repeating unit)
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
         if self.prompt_width is None:
             self.prompt_width = input_ids.shape[1] - 1
-        generated = input_ids[:, self.prompt_width :]
-        width = generated.shape[1]
+            self.already += [0] * (input_ids.shape[0] - len(self.already))
+        new = input_ids.shape[1] - self.prompt_width
+        lengths = torch.tensor(self.already, dtype=torch.long) + new  # each row's reply so far, in tokens
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for row in self.loops:
             done[row] = True
         for period in range(1, LOOP_PERIOD + 1):
             span = max(LOOP_SPAN, 4 * period)
-            if width < span:
+            if int(lengths.max()) < span:
                 break
-            tail = generated[:, -span:]
-            repeating = (tail[:, period:] == tail[:, :-period]).all(dim=1)
+            tail = input_ids[:, -span:]
+            repeating = (tail[:, period:] == tail[:, :-period]).all(dim=1) & (lengths >= span)
             for row in repeating.nonzero().flatten().tolist():
                 if row not in self.loops and int(tail[row, -1]) not in self.ended:
-                    self.loops[row] = (width, tail[row, -period:].tolist())
+                    self.loops[row] = (int(lengths[row]), tail[row, -period:].tolist())
                     done[row] = True
         return done
 
     def extend(self, row: int, tokens: list[int], limit: int) -> list[int]:
-        """A caught row's tokens with its loop written on to `limit` tokens."""
+        """A caught row's reply tokens (all of them, carried-on ones included) with its loop written on to `limit`."""
         if row not in self.loops:
             return tokens
         caught, unit = self.loops[row]
         kept = tokens[:caught]
         return kept + [unit[k % len(unit)] for k in range(max(0, limit - len(kept)))]
+
+
+class Regroup:
+    """Every stopping criterion of a batch in one, plus the cut that makes a batch give way to the next.
+
+    In a Hugging Face `generate` batch, a row that has ended still costs its share of every forward pass until
+    the last row ends, and one row that runs on (a model counting "le 1979, le 1980, ...") holds 95 finished
+    rows for 170 steps. So, while other rows wait, a batch stops once at most `below` of its rows are still
+    going; `cut` then names them, and they carry on later from their prompt and the tokens they have, batched
+    with the rows other batches left. Transformers' own continuous batching does this with a paged cache, but
+    on the CPU it measured slower than padded batches (benchmarks/generate.py), so this keeps `generate`.
+    """
+
+    def __init__(self, stops: list[Any], ended: set[int], below: int) -> None:
+        self.stops, self.ended, self.below = stops, ended, below
+        self.done: Any = None
+        self.cut: list[int] = []
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = torch.tensor([int(t) in self.ended for t in input_ids[:, -1].tolist()], dtype=torch.bool)
+        for stop in self.stops:
+            done |= stop(input_ids, scores, **kwargs).to(done.device)
+        self.done = done if self.done is None else self.done | done
+        going = (~self.done).nonzero().flatten().tolist()
+        if going and len(going) <= self.below:
+            self.cut = going
+            return torch.ones_like(self.done, device=input_ids.device)
+        return self.done.clone().to(input_ids.device)
 
 
 def generate(
@@ -144,6 +180,7 @@ def generate(
     min_new_tokens: int | None = None,
     first_line_only: bool = False,
     stop_loops: bool = False,
+    regroup_below: float = 0.0,
 ) -> list[str]:
     """Assistant replies for each conversation (which ends with a user turn), in input order.
 
@@ -155,59 +192,90 @@ def generate(
     groups directions anyway, as a prompt's length follows its source language's token rate.
     With `stop_loops` (greedy only), a row caught repeating itself stops, and its loop is written on to its
     limit (LoopStop): a batch then ends with its last row that is still saying something new.
+    With `regroup_below` (greedy only), a batch whose rows still going fall to that share of it stops while
+    other rows wait, and those rows carry on from where they are in a later batch (Regroup).
     """
     import torch
-    from transformers import StoppingCriteriaList
 
-    stop_class = first_line_stop(tokenizer) if first_line_only and num_beams == 1 and not min_new_tokens else None
     budgets = None if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if budgets is not None and (len(budgets) != len(conversations) or num_beams != 1):
         raise ValueError("one token budget per conversation, with greedy decoding")
     if stop_loops and (num_beams != 1 or min_new_tokens):
         raise ValueError("stop_loops needs greedy decoding without min_new_tokens")
-    ends = {tokenizer.pad_token_id, tokenizer.eos_token_id}
-    ends |= set(model.generation_config.eos_token_id if isinstance(model.generation_config.eos_token_id, list)
-                else [model.generation_config.eos_token_id])
-
+    if regroup_below and (num_beams != 1 or min_new_tokens):
+        raise ValueError("regroup_below needs greedy decoding without min_new_tokens")
+    limits = budgets if budgets is not None else [int(max_new_tokens)] * len(conversations)  # type: ignore[arg-type]
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    ends = {t for t in {tokenizer.pad_token_id, tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} if t is not None}
     prompts = [
-        tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        tokenizer(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True),
+                  add_special_tokens=False)["input_ids"]
         for messages in conversations
     ]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-    previous_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    outputs: list[str] = [""] * len(prompts)
-    batches = range(0, len(order), batch_size)
-    try:
-        model.eval()
-        for start in track(batches, len(batches), "generate", "batch"):
-            index = order[start : start + batch_size]
-            batch = tokenizer([prompts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            stops = [stop_class()] if stop_class else []
-            if budgets is not None:
-                stops.append(row_budget_stop([budgets[i] for i in index])())
-            loops = LoopStop({t for t in ends if t is not None}) if stop_loops else None
-            if loops is not None:
-                stops.append(loops)
-            with torch.inference_mode():
-                generated = model.generate(
-                    **batch,
-                    max_new_tokens=max(budgets[i] for i in index) if budgets is not None else max_new_tokens,
-                    min_new_tokens=min_new_tokens,
-                    do_sample=False,
-                    num_beams=num_beams,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
-                    stopping_criteria=StoppingCriteriaList(stops) if stops else None,
-                )
-            new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
-            if loops is not None:
-                new_tokens = [loops.extend(row, tokens, budgets[i] if budgets is not None else int(max_new_tokens))  # type: ignore[arg-type]
-                              for row, (i, tokens) in enumerate(zip(index, new_tokens))]
-            for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                outputs[i] = text
-    finally:
-        tokenizer.padding_side = previous_side
-    return outputs
+    replies: list[list[int]] = [[] for _ in prompts]  # each row's reply tokens so far
+    queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    model.eval()
+    with Progress(len(queue), "generate", "row") as progress:
+        while queue:
+            index, queue = queue[:batch_size], queue[batch_size:]
+            below = int(regroup_below * len(index)) if queue else 0
+            left = _decode(model, tokenizer, index, prompts, replies, limits, ends, eos, below=below,
+                           num_beams=num_beams, min_new_tokens=min_new_tokens, first_line_only=first_line_only,
+                           stop_loops=stop_loops, budgets=budgets is not None)
+            queue += left
+            progress.update(len(index) - len(left))
+    return tokenizer.batch_decode(replies, skip_special_tokens=True)
+
+
+def _decode(model: Any, tokenizer: Any, index: list[int], prompts: list[list[int]], replies: list[list[int]],
+            limits: list[int], ends: set[int], eos: Any, *, below: int, num_beams: int, min_new_tokens: int | None,
+            first_line_only: bool, stop_loops: bool, budgets: bool) -> list[int]:
+    """One left-padded batch of `index` rows, each from its prompt and the reply tokens it has; their replies grow
+    in `replies`. Returns the rows cut to carry on later (see Regroup)."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    already = [len(replies[i]) for i in index]
+    inputs = [prompts[i] + replies[i] for i in index]
+    width = max(map(len, inputs))
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in inputs], dtype=torch.long, device=model.device)
+    attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in inputs], dtype=torch.long, device=model.device)
+    left = [limits[i] - len(replies[i]) for i in index]
+    stops: list[Any] = []
+    if first_line_only and num_beams == 1 and not min_new_tokens:
+        stops.append(first_line_stop(tokenizer)(already))
+    if budgets or any(already):
+        stops.append(row_budget_stop(left)())
+    loops = LoopStop(ends, already) if stop_loops else None
+    if loops is not None:
+        stops.append(loops)
+    regroup = Regroup(stops, ends, below) if below else None
+    criteria = [regroup] if regroup is not None else stops
+    with torch.inference_mode():
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max(left),
+            min_new_tokens=min_new_tokens,
+            do_sample=False,
+            num_beams=num_beams,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
+        )
+    new_tokens = generated[:, width:].tolist()
+    cut = {index[row] for row in regroup.cut} if regroup is not None else set()
+    for row, (i, tokens) in enumerate(zip(index, new_tokens)):
+        replies[i] = replies[i] + (tokens if i in cut else _strip_ended(tokens, ends))
+        if loops is not None:
+            replies[i] = loops.extend(row, replies[i], limits[i])
+    return sorted(cut, key=lambda i: -(len(prompts[i]) + len(replies[i])))
+
+
+def _strip_ended(tokens: list[int], ends: set[int]) -> list[int]:
+    """A finished row's new tokens up to and including its end-of-turn: the padding after it is dropped."""
+    for k, token in enumerate(tokens):
+        if token in ends:
+            return tokens[: k + 1]
+    return tokens

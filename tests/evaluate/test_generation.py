@@ -109,8 +109,8 @@ def test_a_row_caught_in_a_loop_stops_early_and_only_caught_rows_can_differ(tiny
     caught: list[dict] = []
 
     class Recording(generation.LoopStop):
-        def __init__(self, ended):  # type: ignore[no-untyped-def]
-            super().__init__(ended)
+        def __init__(self, ended, already=None):  # type: ignore[no-untyped-def]
+            super().__init__(ended, already)
             self.tokens: dict[int, list[int]] = {}
             caught.append(self.tokens)
 
@@ -148,3 +148,33 @@ def test_a_row_caught_in_a_loop_stops_early_and_only_caught_rows_can_differ(tiny
             assert stopped[i].startswith(caught_prompts[i]) and full[i].startswith(caught_prompts[i])
     with pytest.raises(ValueError, match="stop_loops needs greedy"):
         generate(model, tokenizer, prompts, num_beams=2, stop_loops=True)
+
+
+def test_regrouping_carries_the_rows_still_going_into_a_later_batch_and_their_outputs_stay(tiny_model_dir):
+    """Twelve prompts, batches of 4, budgets from 2 to 40 tokens: with regroup_below 0.5, a batch stops once two of
+    its rows are done and the two still going carry on, from their prompt and the tokens they have, beside the rows
+    other batches left. Every row ends with what it says without regrouping (fp32: re-reading the prompt and the
+    tokens gives the same next token as the cache did), and the rows computed in all forward passes are fewer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": f"Provide the French translation for this sentence: item {i}{' word' * (i % 5)}."}]
+               for i in range(12)]
+    budgets = [2, 40, 5, 30, 3, 25, 8, 40, 2, 35, 6, 20]
+    def run(regroup: float) -> tuple[list[str], int]:
+        widths: list[int] = []
+        pre = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[0]),
+                                              with_kwargs=True)
+        try:
+            out = generate(model, tokenizer, prompts, batch_size=4, max_new_tokens=budgets, stop_loops=True, regroup_below=regroup)
+        finally:
+            pre.remove()
+        return out, sum(widths)
+
+    plain, plain_rows = run(0.0)
+    regrouped, regrouped_rows = run(0.5)
+    assert regrouped == plain
+    assert regrouped_rows < 0.8 * plain_rows, (regrouped_rows, plain_rows)
+    with pytest.raises(ValueError, match="regroup_below needs greedy"):
+        generate(model, tokenizer, prompts, num_beams=2, regroup_below=0.5)
