@@ -10,6 +10,8 @@ The paired bootstrap of the fine-tuned model against its base adds `delta_low` a
 interval of `delta`) and `p_vs_base`; against the champion, `delta_vs_champion` with `delta_vs_champion_low`
 and `_high`, and `p_vs_champion`. Each is there per direction and for `avg`, the macro average.
 `{test_set}.{direction}.segments` counts the items scored (for `avg`, the smallest direction's count).
+`{test_set}.{direction}.{model}.in_source_language` is the share of a model's outputs that language identification
+places in the direction's source language (bayling/evaluate/target_language.py): a flag, not a score.
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ def score_key(test_set: str, direction: str, model: str, metric: str) -> str:
 def segments_key(test_set: str, direction: str) -> str:
     """`{test_set}.{direction}.segments`: the items a direction was scored on (for `avg`, its smallest direction's)."""
     return f"{test_set}.{direction}.segments"
+
+
+def source_language_key(test_set: str, direction: str, model: str) -> str:
+    """`{test_set}.{direction}.{model}.in_source_language`: the share of outputs in the source language."""
+    return f"{test_set}.{direction}.{model}.in_source_language"
 
 
 def score_keys(metrics: Iterable[str]) -> list[ScoreKey]:

@@ -16,13 +16,14 @@ from bayling.config.base_model import BaseModelParams
 from bayling.config.evaluate import EvaluateParams
 from bayling.config.register import RegisterParams
 from bayling.core.errors import PipelineError
-from bayling.core.metric_keys import AVERAGE, averages, segments_key
+from bayling.core.metric_keys import AVERAGE, averages, segments_key, source_language_key
 from bayling.core.records import Conversation
 from bayling.evaluate import scores as flat
 from bayling.evaluate.bayling80 import Question
 from bayling.evaluate.compare import Comparison, TestSets, against_base, against_champion, reference_ratios, reference_streams
 from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
+from bayling.evaluate.target_language import SourceLanguageShare
 from bayling.evaluate.test_sets import TestItem, load_test_set
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class ModelRun:
     answers: list[list[str]] | None = None  # BayLing-80, turn by turn
     seconds: float = 0.0
     cached: bool = False  # some outputs came from the generation cache
+    # per test set and direction, how many outputs are in the source language (None: langid.py cannot tell)
+    source_language: dict[str, dict[str, SourceLanguageShare | None]] = field(default_factory=dict)
 
     def hypotheses(self) -> dict[str, dict[str, list[str]]]:
         return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
@@ -93,23 +96,29 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
     from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
     from bayling.evaluate.metrics import score_corpus
+    from bayling.evaluate.target_language import in_source_language
 
+    # every test set's prompts in one call: batches fill across sets, and the token rates are computed once
+    items = [item for by_direction in test_sets.values() for group in by_direction.values() for item in group]
+    budgets = budgets_for(params, items, tokenizer, resolve)
+    raw, hit = translations(params, replier, model_dir, [item.prompt for item in items], cache_dir, budgets)
+    if hit:
+        log.info("%s: translations from the generation cache (same model files, prompts and decoding)", run.label)
+        run.cached = True
+    if len(raw) != len(items):
+        raise PipelineError(f"{run.label}: {len(raw)} outputs for the {len(items)} prompts of the test sets")
+    position = 0  # outputs come back in prompt order: each direction takes its own slice, never a lookup by id
     for name, items_by_direction in test_sets.items():
-        items = [item for group in items_by_direction.values() for item in group]
-        budgets = budgets_for(params, items, tokenizer, resolve)
-        raw, hit = translations(params, replier, model_dir, [item.prompt for item in items], cache_dir, budgets)
-        if hit:
-            log.info("%s: %s translations from the generation cache (same model files, prompts and decoding)", run.label, name)
-            run.cached = True
-        if len(raw) != len(items):
-            raise PipelineError(f"{run.label}: {len(raw)} outputs for the {len(items)} prompts of test set {name}")
-        position = 0  # outputs come back in prompt order: each direction takes its own slice, never a lookup by id
         for direction, group in items_by_direction.items():
             predictions = [Prediction(item, clean_output(text), text) for item, text in zip(group, raw[position : position + len(group)])]
             position += len(group)
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
+            copied = in_source_language([p.hypothesis for p in predictions], group[0].src_lang, group[0].tgt_lang)
+            run.source_language.setdefault(name, {})[direction] = copied
+            if copied is not None:
+                metrics[source_language_key(name, direction, run.label)] = round(copied.share, 4)
             metrics[segments_key(name, direction)] = len(group)  # what a significance test had to go on
             metrics.update({f"signature.{name}.{group[0].tgt_lang}.{m}": s for m, s in result.signatures.items()})
             notes.extend(w for w in result.warnings if w not in notes)
@@ -201,6 +210,7 @@ def evaluate_models(
 
     for label, run in runs.items():
         notes.extend(identical_directions(label, run.hypotheses()))
+    notes.extend(source_language_notes(runs))
     if params.engine == "hf" and params.precision == "auto":
         from bayling.evaluate.generation import resolved_precision
 
@@ -213,6 +223,24 @@ def evaluate_models(
                           runs["base"].hypotheses() if "base" in runs else None, metrics,
                           champion_absence=champion.absence)
     return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
+
+
+def source_language_notes(runs: dict[str, ModelRun], floor: float = 0.2, rise: float = 0.1) -> list[str]:
+    """A note for each direction where the fine-tuned model answers in the source language at least `floor` of the
+    time and `rise` more often than its base: a score change there measures copying, not translation."""
+    final, base = runs.get("final"), runs.get("base")
+    if final is None:
+        return []
+    notes = []
+    for name, by_direction in final.source_language.items():
+        for direction, copied in by_direction.items():
+            before = base.source_language.get(name, {}).get(direction) if base is not None else None
+            if copied is None or copied.share < floor or (before is not None and copied.share - before.share < rise):
+                continue
+            was = f" (base: {before.in_source} of {before.judged})" if before is not None else ""
+            notes.append(f"{name} {direction}: {copied.in_source} of {copied.judged} fine-tuned outputs are in the source "
+                         f"language{was}; a score change there measures copying, not translation")
+    return notes
 
 
 def evaluate_to(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, segments_key
+from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, segments_key, source_language_key
 from bayling.core.metric_keys import directions as scored_directions
 
 
@@ -35,13 +35,20 @@ def change_lines(metrics: dict[str, Any], test_set: str, metric: str = "chrf_pp"
         return []
     label = {"chrf_pp": "chrF++", "chrf": "chrF", "bleu": "BLEU"}[metric]
     width = max(len(r.direction) for r in rows) + 2
-    lines = [f"{test_set} {label} per direction, fine-tuned vs base (paired bootstrap: change, 95% interval, two-sided p):",
-             f"  {'direction':<{width}}{'base':>8}{'tuned':>8}{'change':>9}   {'95% interval':<18}{'p':>7}"]
+    copied = {r.direction: [metrics.get(source_language_key(test_set, r.direction, m)) for m in ("base", "final")] for r in rows}
+    flagged = any(v is not None for pair in copied.values() for v in pair)
+    lines = [f"{test_set} {label} per direction, fine-tuned vs base (paired bootstrap: change, 95% interval, two-sided p"
+             + ("; outputs in the source language, base → tuned" if flagged else "") + "):",
+             f"  {'direction':<{width}}{'base':>8}{'tuned':>8}{'change':>9}   {'95% interval':<18}{'p':>7}"
+             + (f"   {'in source':<11}" if flagged else "")]
     for r in rows:
         interval = f"[{_signed(r.low)}, {_signed(r.high)}]"
         p_value = "–" if r.p_value is None else f"{r.p_value:.3f}"
         name = "average" if r.direction == AVERAGE else r.direction
-        lines.append(f"  {name:<{width}}{r.base:8.2f}{r.final:8.2f}{r.change:+9.2f}   {interval:<18}{p_value:>7}")
+        line = f"  {name:<{width}}{r.base:8.2f}{r.final:8.2f}{r.change:+9.2f}   {interval:<18}{p_value:>7}"
+        if flagged and r.direction != AVERAGE:
+            line += "   " + " → ".join("–" if v is None else f"{100 * v:.0f}%" for v in copied[r.direction])
+        lines.append(line)
     caveat = small_sample_caveat(metrics, test_set)
     return lines + ([f"  {caveat}"] if caveat else [])
 

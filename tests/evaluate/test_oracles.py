@@ -236,7 +236,8 @@ def test_the_summary_the_pause_and_the_report_show_the_change_its_interval_and_p
             return metrics[f"flores.{direction}.{model}.chrf_pp"]
 
         name = "average" if direction == "avg" else direction
-        line = re.search(rf"^  {name} +{number} +{number} +{number} +\[{number}, {number}\] +(\d\.\d+)$", summary, re.M)
+        line = re.search(rf"^  {name} +{number} +{number} +{number} +\[{number}, {number}\] +(\d\.\d+)(?:   \S+ → \S+)?$", summary,
+                         re.M)
         assert line, (name, summary)
         shown = [float(g) for g in line.groups()]
         expected = [value("base"), value("final"), value("final") - value("base"), value("delta_low"), value("delta_high"),
@@ -333,3 +334,44 @@ def test_each_prompt_is_generated_with_its_own_budget_and_every_reference_fits_i
     assert {b for _, b in asked} != {params.max_new_tokens}  # the budgets differ from the flat limit
     base_budgets = [b for _, b in reference_run.repliers["base"].budgets]
     assert base_budgets == [b for _, b in asked]  # both models get the same budgets for the same prompts
+
+
+def test_outputs_in_the_source_language_are_counted_per_direction_and_flagged_where_tuning_brought_them(
+        world: World, reference_run: Evaluation):
+    """The base stand-in copies every source, the fine-tuned one answers with the reference: langid.py places
+    nearly every copy in its source language, and no reference. The same counts, with the roles swapped, make the
+    note that says a direction's change measures copying; the summary shows both shares per direction."""
+    from langid.langid import LanguageIdentifier, model
+
+    from bayling.core.languages import get_language
+    from bayling.evaluate.run import ModelRun, source_language_notes
+    from bayling.evaluate.target_language import MIN_CHARACTERS, SourceLanguageShare
+    from bayling.register.summary import change_lines
+
+    metrics = reference_run.metrics
+    identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    for (test_set, direction), truths in world.table.ordered.items():
+        if test_set == "heldout":
+            continue
+        src = direction.split("-")[0]
+        long_enough = [t.source for t in truths if len(t.source.strip()) >= MIN_CHARACTERS]
+        expected = sum(identifier.classify(s)[0] == get_language(src).iso639_1 and identifier.classify(s)[1] >= 0.9
+                       for s in long_enough) / len(long_enough)
+        assert expected >= 0.75, (direction, expected)  # langid.py knows its sources
+        assert metrics[f"{test_set}.{direction}.base.in_source_language"] == pytest.approx(expected, abs=1e-4), direction
+        assert metrics[f"{test_set}.{direction}.final.in_source_language"] == 0.0, direction
+    assert source_language_notes({"base": reference_run.result.runs["base"], "final": reference_run.result.runs["final"]}) == []
+    copying = ModelRun("final", source_language={"flores": {"eng_Latn-swh_Latn": SourceLanguageShare(50, 24),
+                                                            "eng_Latn-fra_Latn": SourceLanguageShare(50, 12),
+                                                            "eng_Latn-zho_Hans": SourceLanguageShare(50, 30)}})
+    before = ModelRun("base", source_language={"flores": {"eng_Latn-swh_Latn": SourceLanguageShare(49, 2),
+                                                          "eng_Latn-fra_Latn": SourceLanguageShare(50, 10),
+                                                          "eng_Latn-zho_Hans": SourceLanguageShare(50, 28)}})
+    assert source_language_notes({"base": before, "final": copying}) == [
+        "flores eng_Latn-swh_Latn: 24 of 50 fine-tuned outputs are in the source language (base: 2 of 49); "
+        "a score change there measures copying, not translation"]  # 24% is not enough for fra, and zho was there before
+    table = change_lines(metrics, "flores")
+    assert "outputs in the source language, base → tuned" in table[0] and "in source" in table[1]
+    swahili = next(line for line in table if line.strip().startswith("eng_Latn-swh_Latn"))
+    share = metrics["flores.eng_Latn-swh_Latn.base.in_source_language"]
+    assert swahili.endswith(f"{100 * share:.0f}% → 0%")
