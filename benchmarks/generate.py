@@ -26,12 +26,15 @@ dequantized from the GGUF it comes from).
    b. each row's budget from its source's length (evaluate.budget: 1.75 x source tokens scaled by the
       target's token rate on the corpus, + 16, at most 256), fp32;
    c. budgets with loop stops (evaluate.stop_loops: a row caught repeating stops, its loop written on);
-   d. budgets in bf16 weights (evaluate.precision auto on a CPU with native bf16).
+   d. budgets in bf16 weights (evaluate.precision auto on a CPU with native bf16);
+   e. budgets, loop stops and bf16, then with regrouping on top (evaluate.regroup_below, 0.0625: a batch
+      down to that share of rows still going gives way, and they carry on beside other batches' rows).
    For each: seconds and the macro chrF++. Against (a), (b) lists the outputs that changed: those the
    budget cut (with how many of them ended in a loop, a token sequence repeating to the limit) and
    those it let grow past the old limit; (c) counts the cleaned outputs it changed (a loop that would
-   have broken). (d) against (b): the paired bootstrap of the macro chrF++
-   (sacreBLEU's resampling, 1,000 samples), whose interval must hold 0 for bf16 to be the default.
+   have broken). (d) against (b), and regrouping against the same stack without it: the paired bootstrap
+   of the macro chrF++ (sacreBLEU's resampling, 1,000 samples), whose interval must hold 0 for the
+   lever to be a default.
 
 The last line is JSON.
 """
@@ -146,10 +149,10 @@ def flores_levers(model_path: Path, segments: int, batch_size: int, flat_tokens:
         tico_corpus(corpus)
     budgets = budgets_for(params, items, tokenizer, lambda _: corpus)
 
-    def run(weights, limit, stop_loops: bool = False) -> tuple[float, list[str], list[str]]:  # type: ignore[no-untyped-def]
+    def run(weights, limit, stop_loops: bool = False, regroup: float = 0.0) -> tuple[float, list[str], list[str]]:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         raw = generate(weights, tokenizer, [i.prompt for i in items], batch_size=batch_size, max_new_tokens=limit, first_line_only=True,
-                       stop_loops=stop_loops)
+                       stop_loops=stop_loops, regroup_below=regroup)
         return time.perf_counter() - started, raw, [clean_output(t) for t in raw]
 
     def macro(outputs: list[str]) -> float:
@@ -171,22 +174,31 @@ def flores_levers(model_path: Path, segments: int, batch_size: int, flat_tokens:
                        "cut_looping": sum(looping(tokenizer, flat_raw[i]) for i in cut), "grown": len(grown)},
            "stop_loops": {"seconds": round(loops_s, 1), "chrf_pp": round(macro(loops_out), 3),
                           "outputs_changed": sum(a != b for a, b in zip(budgeted, loops_out))}}
-    if native_bf16():
-        del model
-        model16, _ = load(model_path, "bfloat16")
-        bf16_s, _, bf16 = run(model16, budgets)
+    def versus(before: list[str], after: list[str]) -> dict:  # type: ignore[type-arg]
         position, results = 0, []
         for group in by_direction.values():
             n = len(group)
-            results.append(paired_bootstrap(budgeted[position : position + n], bf16[position : position + n],
+            results.append(paired_bootstrap(before[position : position + n], after[position : position + n],
                                             [[i.reference for i in group]], group[0].tgt_lang, samples=1000))
             position += n
         change = average_change(results)
         low, high = change.intervals["chrf_pp"]
-        out["bf16"] = {"seconds": round(bf16_s, 1), "chrf_pp": round(macro(bf16), 3),
-                       "outputs_changed": sum(a != b for a, b in zip(budgeted, bf16)),
-                       "change_vs_fp32": round(change.change("chrf_pp"), 3), "interval": [round(low, 3), round(high, 3)],
-                       "p": round(change.p_values["chrf_pp"], 4)}
+        return {"outputs_changed": sum(a != b for a, b in zip(before, after)), "change": round(change.change("chrf_pp"), 3),
+                "interval": [round(low, 3), round(high, 3)], "p": round(change.p_values["chrf_pp"], 4)}
+
+    regroup_weights, stack_label = model, "fp32"
+    if native_bf16():
+        del model
+        regroup_weights = model16 = load(model_path, "bfloat16")[0]
+        stack_label = "bf16"
+        bf16_s, _, bf16 = run(model16, budgets)
+        against = versus(budgeted, bf16)
+        out["bf16"] = {"seconds": round(bf16_s, 1), "chrf_pp": round(macro(bf16), 3), "outputs_changed": against["outputs_changed"],
+                       "change_vs_fp32": against["change"], "interval": against["interval"], "p": against["p"]}
+    stack_s, _, stack = run(regroup_weights, budgets, stop_loops=True)
+    regroup_s, _, regrouped = run(regroup_weights, budgets, stop_loops=True, regroup=0.0625)
+    out["regroup"] = {"weights": stack_label, "seconds_without": round(stack_s, 1), "seconds": round(regroup_s, 1),
+                      "chrf_pp_without": round(macro(stack), 3), "chrf_pp": round(macro(regrouped), 3), **versus(stack, regrouped)}
     return out
 
 
@@ -264,6 +276,11 @@ def main() -> None:
             print(f"  bf16 with budgets: {b['seconds']}s ({budgeted['seconds'] / b['seconds']:.2f}x), chrF++ {b['chrf_pp']:.2f}, "
                   f"{b['outputs_changed']} outputs changed; paired bootstrap vs fp32: {b['change_vs_fp32']:+.2f} "
                   f"[{b['interval'][0]:+.2f}, {b['interval'][1]:+.2f}], p {b['p']}")
+        r = flores["regroup"]
+        print(f"  {r['weights']}, budgets and loop stops: {r['seconds_without']}s, chrF++ {r['chrf_pp_without']:.2f}; with regrouping "
+              f"(0.0625): {r['seconds']}s ({r['seconds_without'] / r['seconds']:.2f}x), chrF++ {r['chrf_pp']:.2f}, "
+              f"{r['outputs_changed']} outputs changed; paired bootstrap: {r['change']:+.2f} "
+              f"[{r['interval'][0]:+.2f}, {r['interval'][1]:+.2f}], p {r['p']}")
     print(json.dumps({
         "batched_tokens_per_s": round(batched, 1), "single_tokens_per_s": round(single, 1), "ratio": round(batched / single, 2),
         "copy_bytes_per_s": round(bandwidth), "single_stream_bound_tokens_per_s": round(bound, 1),

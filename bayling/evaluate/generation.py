@@ -214,15 +214,19 @@ def generate(
     ]
     replies: list[list[int]] = [[] for _ in prompts]  # each row's reply tokens so far
     queue = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    carried: list[int] = []  # rows cut from earlier batches: batched together, never with fresh prompts they would pad
     model.eval()
     with Progress(len(queue), "generate", "row") as progress:
-        while queue:
-            index, queue = queue[:batch_size], queue[batch_size:]
-            below = int(regroup_below * len(index)) if queue else 0
+        while queue or carried:
+            if queue:
+                index, queue = queue[:batch_size], queue[batch_size:]
+            else:
+                index, carried = carried[:batch_size], carried[batch_size:]
+            below = int(regroup_below * len(index)) if queue or carried else 0
             left = _decode(model, tokenizer, index, prompts, replies, limits, ends, eos, below=below,
                            num_beams=num_beams, min_new_tokens=min_new_tokens, first_line_only=first_line_only,
                            stop_loops=stop_loops, budgets=budgets is not None)
-            queue += left
+            carried = sorted(carried + left, key=lambda i: -(len(prompts[i]) + len(replies[i])))
             progress.update(len(index) - len(left))
     return tokenizer.batch_decode(replies, skip_special_tokens=True)
 
@@ -270,7 +274,7 @@ def _decode(model: Any, tokenizer: Any, index: list[int], prompts: list[list[int
         replies[i] = replies[i] + (tokens if i in cut else _strip_ended(tokens, ends))
         if loops is not None:
             replies[i] = loops.extend(row, replies[i], limits[i])
-    return sorted(cut, key=lambda i: -(len(prompts[i]) + len(replies[i])))
+    return sorted(cut)
 
 
 def _strip_ended(tokens: list[int], ends: set[int]) -> list[int]:

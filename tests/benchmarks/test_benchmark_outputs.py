@@ -48,6 +48,8 @@ def test_generate_short_run(tiny_model_dir):
     flores = figures["flores"]
     assert flores["prompts"] == 6 and {"seconds", "chrf_pp", "cut", "cut_looping", "grown"} <= set(flores["budgets"])
     assert flores["budgets"]["cut"] + flores["budgets"]["grown"] <= 6
+    assert {"seconds", "seconds_without", "outputs_changed", "change", "interval", "p"} <= set(flores["regroup"])
+    assert 0 <= flores["regroup"]["outputs_changed"] <= 6
 
 
 def test_tokenize_pack_short_run():
