@@ -195,7 +195,6 @@ def generate(
     With `regroup_below` (greedy only), a batch whose rows still going fall to that share of it stops while
     other rows wait, and those rows carry on from where they are in a later batch (Regroup).
     """
-    import torch
 
     budgets = None if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if budgets is not None and (len(budgets) != len(conversations) or num_beams != 1):

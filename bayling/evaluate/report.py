@@ -48,6 +48,14 @@ def _base_cells(direction: dict[str, Any]) -> str:
     return _cell(change) + _cell((direction.get("p_vs_base") or {}).get("chrf_pp"))
 
 
+def _source_shares(direction: dict[str, Any]) -> str | None:
+    """The base model's and the candidate's share of outputs in the source language, as 'base% → candidate%'."""
+    shares = direction.get("in_source_language") or {}
+    if not shares:
+        return None
+    return " → ".join("–" if shares.get(m) is None else f"{100 * shares[m]:.0f}%" for m in ("base", "candidate"))
+
+
 def review_section(review: dict[str, Any] | None) -> str:
     """The review per direction: candidate, champion and base scores with p-values against the champion,
     then each direction's most regressed and most improved segments."""
@@ -57,13 +65,13 @@ def review_section(review: dict[str, Any] | None) -> str:
     labels = ["test set", "direction", "segments", "segments ranked"]
     labels += [f"{model} {names[m]}" for model in ("candidate", "champion", "base") for m in METRICS]
     labels += [f"p vs champion {names[m]}" for m in METRICS]
-    labels += ["chrF++ change vs base (95% interval)", "p vs base chrF++"]
+    labels += ["chrF++ change vs base (95% interval)", "p vs base chrF++", "in the source language (base → candidate)"]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in labels)
     rows, details = [], []
     for d in review["directions"]:
         rows.append("<tr>" + "".join(_cell(v) for v in (d["test_set"], d["direction"], d["segments"], d["comparator_label"]))
                     + "".join(_score_cells(d["scores"].get(model)) for model in ("candidate", "champion", "base"))
-                    + _score_cells(d["p_vs_champion"]) + _base_cells(d) + "</tr>")
+                    + _score_cells(d["p_vs_champion"]) + _base_cells(d) + _cell(_source_shares(d)) + "</tr>")
         details.append(f"<h3>{html.escape(d['test_set'])} {html.escape(d['direction'])}: {html.escape(d['comparator_label'])}</h3>"
                        + _segments_table("regressed", d) + _segments_table("improved", d))
     return (

@@ -16,11 +16,11 @@ pause render it, and register records its tables in MLflow.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import METRICS, score_key
+from bayling.core.metric_keys import METRICS, score_key, source_language_key
 from bayling.evaluate.test_sets import TestItem
 
 TOP_K = 5
@@ -56,6 +56,8 @@ class DirectionReview:
     interval_vs_base: dict[str, list[float]] | None  # 95% bootstrap interval of (candidate minus base), per metric
     regressed: list[SegmentChange]
     improved: list[SegmentChange]
+    # candidate / base -> the share of its outputs in the source language (bayling/evaluate/target_language.py)
+    in_source_language: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +123,8 @@ def review_direction(test_set: str, direction: str, items: Sequence[TestItem], c
         interval_vs_base=_intervals(metrics, test_set, direction),
         regressed=regressed,
         improved=improved,
+        in_source_language={label: metrics[key] for label, model in (("candidate", "final"), ("base", "base"))
+                            if (key := source_language_key(test_set, direction, model)) in metrics},
     )
 
 

@@ -225,9 +225,10 @@ def evaluate_models(
     return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
 
 
-def source_language_notes(runs: dict[str, ModelRun], floor: float = 0.2, rise: float = 0.1) -> list[str]:
+def source_language_notes(runs: dict[str, ModelRun], floor: float = 0.2, rise: float = 0.1, fewest: int = 5) -> list[str]:
     """A note for each direction where the fine-tuned model answers in the source language at least `floor` of the
-    time and `rise` more often than its base: a score change there measures copying, not translation."""
+    time (and at least `fewest` outputs: two of a held-out split's four say little) and `rise` more often than its
+    base: a score change there measures copying, not translation."""
     final, base = runs.get("final"), runs.get("base")
     if final is None:
         return []
@@ -235,7 +236,8 @@ def source_language_notes(runs: dict[str, ModelRun], floor: float = 0.2, rise: f
     for name, by_direction in final.source_language.items():
         for direction, copied in by_direction.items():
             before = base.source_language.get(name, {}).get(direction) if base is not None else None
-            if copied is None or copied.share < floor or (before is not None and copied.share - before.share < rise):
+            if copied is None or copied.share < floor or copied.in_source < fewest \
+                    or (before is not None and copied.share - before.share < rise):
                 continue
             was = f" (base: {before.in_source} of {before.judged})" if before is not None else ""
             notes.append(f"{name} {direction}: {copied.in_source} of {copied.judged} fine-tuned outputs are in the source "

@@ -370,8 +370,15 @@ def test_outputs_in_the_source_language_are_counted_per_direction_and_flagged_wh
     assert source_language_notes({"base": before, "final": copying}) == [
         "flores eng_Latn-swh_Latn: 24 of 50 fine-tuned outputs are in the source language (base: 2 of 49); "
         "a score change there measures copying, not translation"]  # 24% is not enough for fra, and zho was there before
+    two_of_four = ModelRun("final", source_language={"heldout": {"eng_Latn-fra_Latn": SourceLanguageShare(4, 2)}})
+    assert source_language_notes({"final": two_of_four}) == []  # half of four outputs is not a finding
     table = change_lines(metrics, "flores")
     assert "outputs in the source language, base → tuned" in table[0] and "in source" in table[1]
     swahili = next(line for line in table if line.strip().startswith("eng_Latn-swh_Latn"))
     share = metrics["flores.eng_Latn-swh_Latn.base.in_source_language"]
     assert swahili.endswith(f"{100 * share:.0f}% → 0%")
+    flores = [d for d in reference_run.review["directions"] if d["test_set"] == "flores"]
+    assert len(flores) == 6 and all(d["in_source_language"] == {
+        "candidate": 0.0, "base": metrics[f"flores.{d['direction']}.base.in_source_language"]} for d in flores)
+    report = (reference_run.out / "report.html").read_text("utf-8")
+    assert "in the source language (base → candidate)" in report and f"<td>{100 * share:.0f}% → 0%</td>" in report
