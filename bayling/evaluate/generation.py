@@ -147,7 +147,7 @@ class Regroup:
     rows for 170 steps. So, while other rows wait, a batch stops once at most `below` of its rows are still
     going; `cut` then names them, and they carry on later from their prompt and the tokens they have, batched
     with the rows other batches left. Transformers' own continuous batching does this with a paged cache, but
-    on the CPU it measured slower than padded batches (benchmarks/generate.py), so this keeps `generate`.
+    on the CPU it measured slower than padded batches (benchmarks/README.md), so this keeps `generate`.
     """
 
     def __init__(self, stops: list[Any], ended: set[int], below: int) -> None:
