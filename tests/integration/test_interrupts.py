@@ -116,7 +116,7 @@ def test_one_ctrl_c_stops_the_run_cleanly_and_the_next_run_resumes(project, pref
 def test_a_temporary_prefect_server_that_cannot_start_is_one_line(project, tmp_path: Path):
     _, env = project
     broken = dict(env, PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/no/such/folder/prefect.db",
-                  PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="5")
+                  PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="20")
     result = subprocess.run([sys.executable, "-m", "flows.retrain", "--stage", "fetch"], cwd=project[0], env=broken,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 2
