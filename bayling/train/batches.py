@@ -131,9 +131,9 @@ def interleaved(permutation: Sequence[int], strata: Sequence[Sequence[float]]) -
     at random, and the first k items are a stratified random draw: a run of 30 steps trains on the mix that the
     tokenized set holds, where a plain random draw of 120 packed rows misses it by several points.
     """
-    if not permutation:
-        return []
-    width = len(strata[0])
+    width = len(strata[0]) if permutation else 0
+    if not width:  # no items, or items that name no stratum: nothing to interleave by
+        return list(permutation)
     whole = [sum(strata[i][k] for i in permutation) for k in range(width)]
     total = sum(whole) or 1.0
     target = [w / total for w in whole]

@@ -145,6 +145,9 @@ def test_with_strata_every_stretch_from_the_start_draws_the_cells_in_the_datas_s
         assert padding_share(lengths, order) == pytest.approx(padding_share(lengths, grouped))  # batches kept whole
     with pytest.raises(ValueError, match="strata vectors for"):
         EpochSeededSampler(lengths, BATCH, 13, strata=strata[:-1])
+    from bayling.train.batches import interleaved
+
+    assert interleaved([2, 0, 1], [[], [], []]) == [2, 0, 1] and interleaved([], []) == []  # nothing to stratify by
 
 
 def test_drawn_rows_are_the_rows_the_trainer_trained_on(tiny_model_dir, tokenizer, tmp_path):
