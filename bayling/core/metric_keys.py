@@ -73,6 +73,11 @@ def source_language_key(test_set: str, direction: str, model: str) -> str:
     return f"{test_set}.{direction}.{model}.in_source_language"
 
 
+def source_shares_text(before: float | None, after: float | None) -> str:
+    """Two models' shares of outputs in the source language as the summary and the report show them: '45% → 58%'."""
+    return " → ".join("–" if v is None else f"{100 * v:.0f}%" for v in (before, after))
+
+
 def score_keys(metrics: Iterable[str]) -> list[ScoreKey]:
     return [k for k in map(ScoreKey.parse, metrics) if k is not None]
 

@@ -224,7 +224,7 @@ def generate(
             below = int(regroup_below * len(index)) if queue or carried else 0
             left = _decode(model, tokenizer, index, prompts, replies, limits, ends, eos, below=below,
                            num_beams=num_beams, min_new_tokens=min_new_tokens, first_line_only=first_line_only,
-                           stop_loops=stop_loops, budgets=budgets is not None)
+                           stop_loops=stop_loops)
             carried = sorted(carried + left, key=lambda i: -(len(prompts[i]) + len(replies[i])))
             progress.update(len(index) - len(left))
     return tokenizer.batch_decode(replies, skip_special_tokens=True)
@@ -232,7 +232,7 @@ def generate(
 
 def _decode(model: Any, tokenizer: Any, index: list[int], prompts: list[list[int]], replies: list[list[int]],
             limits: list[int], ends: set[int], eos: Any, *, below: int, num_beams: int, min_new_tokens: int | None,
-            first_line_only: bool, stop_loops: bool, budgets: bool) -> list[int]:
+            first_line_only: bool, stop_loops: bool) -> list[int]:
     """One left-padded batch of `index` rows, each from its prompt and the reply tokens it has; their replies grow
     in `replies`. Returns the rows cut to carry on later (see Regroup)."""
     import torch
@@ -248,7 +248,7 @@ def _decode(model: Any, tokenizer: Any, index: list[int], prompts: list[list[int
     stops: list[Any] = []
     if first_line_only and num_beams == 1 and not min_new_tokens:
         stops.append(first_line_stop(tokenizer)(already))
-    if budgets or any(already):
+    if len(set(left)) > 1:  # one limit for all is max_new_tokens itself
         stops.append(row_budget_stop(left)())
     loops = LoopStop(ends, already) if stop_loops else None
     if loops is not None:

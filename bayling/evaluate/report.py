@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import AVERAGE, METRICS, ScoreKey, score_key, score_keys
+from bayling.core.metric_keys import AVERAGE, METRICS, ScoreKey, score_key, score_keys, source_shares_text
 from bayling.core.plots import grouped_barh
 
 
@@ -53,7 +53,7 @@ def _source_shares(direction: dict[str, Any]) -> str | None:
     shares = direction.get("in_source_language") or {}
     if not shares:
         return None
-    return " → ".join("–" if shares.get(m) is None else f"{100 * shares[m]:.0f}%" for m in ("base", "candidate"))
+    return source_shares_text(shares.get("base"), shares.get("candidate"))
 
 
 def review_section(review: dict[str, Any] | None) -> str:

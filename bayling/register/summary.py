@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, segments_key, source_language_key
+from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, segments_key, source_language_key, source_shares_text
 from bayling.core.metric_keys import directions as scored_directions
 
 
@@ -47,7 +47,7 @@ def change_lines(metrics: dict[str, Any], test_set: str, metric: str = "chrf_pp"
         name = "average" if r.direction == AVERAGE else r.direction
         line = f"  {name:<{width}}{r.base:8.2f}{r.final:8.2f}{r.change:+9.2f}   {interval:<18}{p_value:>7}"
         if flagged and r.direction != AVERAGE:
-            line += "   " + " → ".join("–" if v is None else f"{100 * v:.0f}%" for v in copied[r.direction])
+            line += "   " + source_shares_text(*copied[r.direction])
         lines.append(line)
     caveat = small_sample_caveat(metrics, test_set)
     return lines + ([f"  {caveat}"] if caveat else [])

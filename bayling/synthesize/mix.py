@@ -139,21 +139,18 @@ def mix_slot(meta: dict[str, str]) -> Slot:
 Weights = dict[Path, list[int]]  # per shard file, the amount each of its lines weighs in the mix (in file order)
 
 
-def mix_counts(paths: Sequence[Path], weights: Weights | None = None, weighed: Counter | None = None) -> Counter:
-    """Conversations per (family, group, language) in shard files, counted without keeping them; with `weights`,
-    the sum of their weights (supervised tokens) instead, or, given `weighed` too, those sums added to `weighed`
-    in the same pass while the conversations are counted."""
+def mix_counts(paths: Sequence[Path], weights: Weights | None = None) -> tuple[Counter, Counter]:
+    """Conversations per (family, group, language) in shard files, counted in one pass without keeping them, and
+    the sum of their `weights` (supervised tokens; without weights, each conversation weighs 1)."""
     counts: Counter = Counter()
+    weighed: Counter = Counter()
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             for i, line in enumerate(handle):
                 slot = mix_slot(json.loads(line)["meta"])
-                if weighed is not None and weights is not None:
-                    weighed[slot] += weights[path][i]
-                    counts[slot] += 1
-                else:
-                    counts[slot] += weights[path][i] if weights is not None else 1
-    return counts
+                counts[slot] += 1
+                weighed[slot] += weights[path][i] if weights is not None else 1
+    return counts, weighed
 
 
 def shard_weights(paths: Sequence[Path], measure: Callable[[list[list[dict[str, str]]]], list[int]]) -> Weights:

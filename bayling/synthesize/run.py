@@ -88,9 +88,8 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path, fi
             raise PipelineError("synthesize.mix.unit supervised_tokens counts tokens with the base model's tokenizer: "
                                 "none was given (set unit: conversations to mix without one)")
         weights = shard_weights(train_paths, fit.supervised_tokens)
-    weighed: Counter = Counter()
-    counts = dict(mix_counts(train_paths, weights, weighed if weights is not None else None))
-    amounts = dict(weighed) if weights is not None else counts
+    conversations, weighed = mix_counts(train_paths, weights)
+    counts, amounts = dict(conversations), dict(weighed)
     languages = plan_languages(amounts, ratios, params.mix.temperature, params.mix.max_repeat)
     plan = plan_mix(languages.balanced, ratios, params.mix.mode, params.mix.max_repeat)
     factors = combined_factors(languages.factors, plan.keep_probability, params.mix.mode, params.mix.max_repeat)

@@ -74,9 +74,8 @@ def supervised_trainer_class() -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             packed = "position_ids" in dataset.column_names
-            strata = self._row_strata if self._row_strata is not None and len(self._row_strata) == len(dataset) else None
             return EpochSeededSampler(row_lengths(dataset), batch, self.args.data_seed or self.args.seed, group_by_length=not packed,
-                                      strata=strata)
+                                      strata=self._row_strata)
 
     return BayLingTrainer
 

@@ -96,7 +96,7 @@ def test_languages_are_balanced_inside_their_cell_and_merged_with_unique_ids(tmp
     rows += [chat(i, "zho_Hans", "general", "zh") for i in range(5)]
     shard = tmp_path / "shard.jsonl"
     shard.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    counts = dict(mix_counts([shard]))
+    counts = dict(mix_counts([shard])[0])
     languages = plan_languages(counts, BAYLING2_MIX, float("inf"), max_repeat=4.0)
     assert languages.factors[("translation", "cross", "swh_Latn")] == pytest.approx(4.0)  # 50 wanted, 40 allowed
     assert languages.factors[("general", "zh", "zho_Hans")] == 1.0  # alone in its cell
@@ -159,9 +159,9 @@ def test_shares_of_supervised_tokens_weigh_each_conversation_by_its_replies(tmp_
     shard.write_text("".join(json.dumps(r) + "\n" for r in rows))
     weights = shard_weights([shard], lambda conversations: [len(c[0]["content"]) for c in conversations])
     assert weights[shard][:2] == [200, 200] and weights[shard][-1] == 20
-    tokens = dict(mix_counts([shard], weights))
-    one_pass = Counter()
-    assert mix_counts([shard], weights, one_pass) == mix_counts([shard]) and one_pass == tokens  # counts and tokens at once
+    conversations, weighed = mix_counts([shard], weights)
+    tokens = dict(weighed)
+    assert conversations == mix_counts([shard])[0] == mix_counts([shard])[1]  # counts and tokens at once
     assert tokens[("general", "zh", "zho_Hans")] == 60000 and tokens[("translation", "cross", "fra_Latn")] == 60000
     plan = plan_mix({slot[:2]: n for slot, n in tokens.items()}, BAYLING2_MIX, "resample", max_repeat=4.0)
     factors = {slot: plan.keep_probability[slot[:2]] for slot in tokens}
