@@ -84,8 +84,9 @@ class ApprovalInput(RunInput):
     authenticated: bool = True
     display_name: str = ""
     note: str = ""
-    challenge: str = ""  # the challenge tag's value, which tools.approve deleted with MANAGE
+    challenge: str = ""  # the challenge tag's value this pause set
     override_gate: bool = False
+    request: str = ""  # sha256 of the request record tools.approve wrote into the approver's own ledger
 
 
 def _is_transient(message: str | None) -> bool:
@@ -319,11 +320,16 @@ def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | 
 def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | None:
     """Pause for a reviewer when the candidate passed the gate, and act only on a decision that proves itself.
 
-    Before each pause the run sets a fresh challenge tag on the version. `tools.approve` deletes it with
-    the approver's own credentials, which the MLflow server allows only with MANAGE on the model, and
-    hands the challenge back in the pause input. The run then checks, with its own (admin) credentials,
-    that the tag is gone, that the challenge is the one it set, and that the named user may decide.
-    An input that fails any check is refused, recorded on the version, and the run waits again.
+    Before each pause the run sets a fresh challenge tag on the version. `tools.approve` writes a request
+    record (decision, note, this challenge) into the approver's own ledger, which only the approver can
+    write (bayling/register/ledger.py), and resumes the run with that record's hash. The run then checks,
+    with its own (admin) credentials:
+    - that the record is in the named user's ledger and verifies;
+    - that it answers this pause;
+    - that the ledger is the user's alone;
+    - that the user may decide.
+    Only then does it apply the decision, recorded as `applied` in the run's own ledger. An input that fails
+    any check is refused and recorded, and the run waits again.
     """
     import secrets
 
@@ -332,10 +338,10 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     from prefect.flow_runs import pause_flow_run
 
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import CHALLENGE_TAG, apply_decision, pause_key, record_refusal, review_markdown
+    from bayling.register.approval import CHALLENGE_TAG, apply_decision, pause_key, record_refusal, review_markdown, verify_request
     from bayling.register.champion import alias_holder
     from bayling.register.gate import RuleResult, markdown_table
-    from bayling.register.identity import Identity, verify_claimed
+    from bayling.register.identity import Identity, current_identity, verify_claimed
 
     logger = get_run_logger()
     registration = collected.get("register") or {}
@@ -359,6 +365,7 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     if not os.environ.get("PREFECT_API_URL"):
         logger.info("no Prefect server (PREFECT_API_URL) to pause on; decide later with: %s", approve_later)
         return None
+    own = current_identity(uri).name  # the run's own account: its records go into its own ledger
     table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
     report = str(ROOT / "reports" / "eval" / "report.html")
     description = review_markdown(registration, collected.get("eval") or {}, table, report, uri, collected.get("review"))
@@ -377,30 +384,32 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
         except FlowPauseTimeout:
             apply_decision(client, model, version, "timeout", Identity("nobody", authenticated=False), settings.approval,
                            note=f"no decision within {settings.approval.timeout_s}s", flow_run_id=flow_run_id,
-                           champion_alias=settings.champion_alias, path="paused-run")
+                           champion_alias=settings.champion_alias, path="paused-run", recorder=own, tracking_uri=uri)
             logger.warning("no decision before the timeout: the champion stays")
             return {"decision": "timeout"}
-        tags = client.get_model_version(model, version).tags or {}
-        if answer.challenge != challenge or CHALLENGE_TAG in tags:
-            reason = "the input does not carry this pause's challenge, deleted by a user with MANAGE (resume with tools.approve)"
-            identity = None
+        identity, request = None, None
+        if answer.challenge != challenge:
+            reason = "the input does not carry this pause's challenge (resume with tools.approve)"
         else:
-            identity, reason = verify_claimed(uri, answer.identity, answer.authenticated, model)
-        if identity is None:
-            record_refusal(client, model, version, answer.identity or "unknown", reason, flow_run_id)
+            request, reason = verify_request(client, model, uri, answer.identity, answer.request, challenge, version)
+            if request is not None:
+                identity, reason = verify_claimed(uri, answer.identity, answer.authenticated, model)
+        if identity is None or request is None:
+            record_refusal(client, model, version, answer.identity or "unknown", reason, flow_run_id, own, answer.request)
             logger.warning("refused a decision claimed by %r: %s; waiting again", answer.identity, reason)
             continue
-        try:
-            record = apply_decision(client, model, version, answer.decision, identity, settings.approval, display_name=answer.display_name,
-                                    note=answer.note, flow_run_id=flow_run_id, champion_alias=settings.champion_alias,
-                                    override_gate=answer.override_gate, path="paused-run")
+        try:  # the decision, note and override are the ledger's, never the resume input's
+            record = apply_decision(client, model, version, request["decision"], identity, settings.approval,
+                                    display_name=request.get("display_name", ""), note=request.get("note", ""), flow_run_id=flow_run_id,
+                                    champion_alias=settings.champion_alias, override_gate=bool(request.get("override_gate")),
+                                    path="paused-run", request=answer.request, recorder=own, tracking_uri=uri)
         except PipelineError as exc:
-            record_refusal(client, model, version, identity.name, str(exc), flow_run_id)
+            record_refusal(client, model, version, identity.name, str(exc), flow_run_id, own, answer.request)
             logger.warning("refused %s's decision: %s; waiting again", identity.name, exc)
             continue
         moved = "champion moved" if record.champion_moved else "champion unchanged"
-        logger.info("%s by %s: %s", answer.decision, identity.describe(), moved)
-        return {"decision": answer.decision, "reviewer": identity.name, "previous_champion": record.previous_champion}
+        logger.info("%s by %s: %s", record.decision, identity.describe(), moved)
+        return {"decision": record.decision, "reviewer": identity.name, "previous_champion": record.previous_champion}
 
 
 def check_stages(stages: list[str] | None) -> list[str]:

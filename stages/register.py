@@ -64,8 +64,8 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
         log.info("gate %s %s: %s", r.rule, r.target, "pass" if r.passed else f"FAIL (value {r.value}, threshold {r.threshold}) {r.detail}")
     gate_passed = verdict["passed"]
     if gate.passed(rules) and not gate_passed:
-        log.warning("this evaluation passes the gate, but an earlier evaluation of the same files failed it and still stands "
-                    "(approving needs --override-gate, or a new evaluation)")
+        log.warning("this evaluation passes the gate, but an earlier register run of the same files failed it, and a failure "
+                    "stands (approving needs --override-gate, which is recorded)")
     from bayling.register.training_mix import mix_report, summary_line
 
     mix = mix_report(inputs.composition, inputs.drawn, register.mix_tolerance_points)

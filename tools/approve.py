@@ -7,10 +7,11 @@ The reviewer is the identity the MLflow server authenticates (MLFLOW_TRACKING_US
 MLFLOW_TRACKING_PASSWORD), or, on a server without users, the OS user, recorded as unauthenticated.
 `--by` only adds a display name. Deciding needs MANAGE on the registered model, as the server's
 permissions say. With a Prefect server (PREFECT_API_URL) and a retrain run paused for VERSION, this
-command proves that permission to the run by deleting the run's challenge tag on the version (which
-the server allows only with MANAGE) and resumes it; the run checks the identity again before it moves
-the champion. Otherwise the decision is applied to the registry directly. Every decision is recorded
-on the version as its own tag; `--history` lists them all.
+command writes the decision as a request into your own approval ledger, which only you can write, and
+resumes the run with its hash. The run verifies the request and the identity before it moves the
+champion, and this command waits (BAYLING_APPROVAL_WAIT_S, 120 s) to report what the run did.
+Otherwise the decision is applied to the registry directly and recorded in your ledger. `--history`
+lists every record on the version, and flags any that fails a check (bayling/register/ledger.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 from bayling.core.errors import PipelineError
 from bayling.core.paths import project_root
@@ -44,16 +46,30 @@ async def paused_run_for(key: str):  # type: ignore[no-untyped-def]
     return None
 
 
+def wait_for_outcome(client, model_name: str, uri: str, request: str, timeout_s: float) -> dict | None:  # type: ignore[no-untyped-def]
+    """The paused run's answer to this request (an `applied` or `refused` record in its ledger), if it comes in time."""
+    from bayling.register.approval import trail
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = next((r for r in trail(client, model_name, uri, check_ownership=False)
+                       if r.get("request") == request and r.get("kind") in ("applied", "refused")), None)
+        if answer is not None or time.monotonic() > deadline:
+            return answer
+        time.sleep(1.0)
+
+
 def approve(version: str, decision: str, display_name: str = "", note: str = "", override_gate: bool = False) -> str:
     """Resume the run paused for `version` with this decision, or apply it to the registry; says which."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from bayling.config.loader import load_section
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import CHALLENGE_TAG, apply_decision, canonical_version, pause_key
+    from bayling.register import ledger
+    from bayling.register.approval import CHALLENGE_TAG, apply_decision, canonical_version, pause_key, request_record, version_number
     from bayling.register.identity import MAX_DISPLAY_NAME, MAX_NOTE, clean_text, current_identity, may_approve
 
+    version_number(version)
     register = load_section("register", ROOT / "params.yaml")
     uri = tracking_uri(ROOT)
     client = mlflow.MlflowClient(uri)
@@ -71,39 +87,55 @@ def approve(version: str, decision: str, display_name: str = "", note: str = "",
             challenge = (found.tags or {}).get(CHALLENGE_TAG)
             if not challenge:
                 raise PipelineError(f"flow run {run.name} is paused for version {number} but set no challenge; decide in the run itself")
-            try:  # only MANAGE may delete a model version tag: this is the proof the run checks
-                client.delete_model_version_tag(register.model_name, number, CHALLENGE_TAG)
-            except MlflowException as exc:
-                if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                    raise PipelineError(f"refused: MLflow denied {identity.describe()} the MANAGE-only step on "
-                                        f"{register.model_name}") from None
-                raise PipelineError(f"MLflow failed: {exc.message}") from None
+            entry = ledger.append(client, register.model_name, identity.name,
+                                  request_record(number, decision, identity, challenge, str(run.id), display_name, note, override_gate))
             from prefect.flow_runs import resume_flow_run
 
             resume_flow_run(run.id, run_input={
                 "decision": decision, "identity": identity.name, "authenticated": identity.authenticated, "display_name": display_name,
-                "note": note, "challenge": challenge, "override_gate": override_gate,
+                "note": note, "challenge": challenge, "override_gate": override_gate, "request": entry.sha256,
             })
-            return f"resumed flow run {run.name} ({run.id}) as {identity.describe()}; it checks the identity and records the decision"
+            wait_s = float(os.environ.get("BAYLING_APPROVAL_WAIT_S", "120"))
+            outcome = wait_for_outcome(client, register.model_name, uri, entry.sha256, wait_s)
+            if outcome is None:
+                return (f"resumed flow run {run.name} ({run.id}) with request {entry.sha256[:12]}… in {identity.name}'s ledger; the run "
+                        f"has not answered yet: see `python -m tools.approve --history {number}`")
+            if outcome["kind"] == "refused":
+                raise PipelineError(f"flow run {run.name} refused the decision: {outcome.get('reason', '')}")
+            moved = (f"'{register.champion_alias}' now points to version {outcome['champion_after']}"
+                     if outcome.get("previous_champion") != outcome.get("champion_after") else f"'{register.champion_alias}' unchanged")
+            return f"flow run {run.name} ({run.id}) verified and applied {decision} by {identity.describe()}; {moved}"
     record = apply_decision(client, register.model_name, number, decision, identity, register.approval, display_name=display_name,
-                            note=note, champion_alias=register.champion_alias, override_gate=override_gate)
+                            note=note, champion_alias=register.champion_alias, override_gate=override_gate, tracking_uri=uri)
     moved = (f"'{register.champion_alias}' now points to version {record.champion_after}" if record.champion_moved
              else f"'{register.champion_alias}' unchanged")
     return f"no paused run for version {number}: recorded {decision} by {identity.describe()} on the registry; {moved}"
 
 
 def show_history(version: str) -> str:
+    """One JSON line per record on the version; a record that fails a check is prefixed FLAGGED with why."""
     import mlflow
 
     from bayling.config.loader import load_section
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import history
+    from bayling.register.approval import history, version_number
+    from bayling.register.identity import current_identity
 
+    version_number(version)
     register = load_section("register", ROOT / "params.yaml")
-    records = history(mlflow.MlflowClient(tracking_uri(ROOT)), register.model_name, version)
+    uri = tracking_uri(ROOT)
+    identity = current_identity(uri)  # a clear line when the server is down or wants credentials
+    records = history(mlflow.MlflowClient(uri), register.model_name, version, uri)
     if not records:
         return f"no decisions recorded on {register.model_name} version {version}"
-    return "\n".join(json.dumps({k: v for k, v in r.items() if k != "key"}, ensure_ascii=False) for r in records)
+    lines = []
+    for r in records:
+        flags = r.pop("flags", [])
+        text = json.dumps({k: v for k, v in r.items() if k not in ("key",)}, ensure_ascii=False)
+        lines.append(f"FLAGGED ({'; '.join(flags)}): {text}" if flags else text)
+    if identity.authenticated and not identity.is_admin:
+        lines.append(f"(ledger ownership checked for {identity.name}'s own ledger only; an admin's --history checks every ledger)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,18 +1,22 @@
-"""Human approval of a registered candidate, and the version's record of it.
+"""Human approval of a registered candidate: who may decide, what the gate allows, and the trail.
 
-MLflow keeps no alias history, so the model version carries the record: every decision is its own tag,
-`decision.<sequence>.<suffix>`, holding one JSON record (who, authenticated or not, display name,
-when, flow run, champion before and after, note); every evaluation of the gate likewise
-(`gate.<sequence>.<suffix>`). Nothing is ever rewritten or truncated: a record is at most a few
-thousand characters (the note is capped at 2,000 and refused beyond), well inside MLflow's limit on
-one tag value (5,000 characters on older servers, 100,000 now), and there is no limit on the number of
-tags. Summary tags (`decision`, `reviewed_by`, ...) show the latest decision in the UI.
+The trail is the approvers' ledgers (bayling/register/ledger.py), not the version's tags, which any EDIT
+holder can rewrite. The direct path writes one `decision` record into the decider's own ledger. A paused
+retrain run is different. The approver writes a `request` record into their own ledger, and the run,
+having verified it, writes an `applied` record into the run's own ledger. Summary tags on the version
+(`decision`, `reviewed_by`, ...) only show the latest decision in the UI; nothing reads them back.
+
+What a decision relies on is read from records no EDIT holder can change:
+- the gate verdict, from the `gate_passed` params of every register run of the version's files;
+- who registered the version, from its register run's `registered_by` param.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,13 +24,15 @@ from typing import Any, Literal
 from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
 from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, score_keys
+from bayling.register import ledger
 from bayling.register.champion import alias_holder
 from bayling.register.identity import APPROVER_PERMISSION, MAX_DISPLAY_NAME, MAX_NOTE, Identity, clean_text
 
 Decision = Literal["approve", "reject", "timeout", "refused"]
-DECISION_PREFIX = "decision."  # one tag per decision: decision.<sequence>.<unique suffix> = its JSON record
-VERDICT_PREFIX = "gate."  # one tag per gate evaluation: gate.<sequence>.<unique suffix> = its JSON record
+LEGACY_DECISION_PREFIX = "decision."  # where decisions lived before the ledgers: now flagged, never trusted
 CHALLENGE_TAG = "approval.challenge"
+LOCK_SUFFIX = ".approval-lock"  # a registered model that exists only while someone moves the champion alias
+LOCK_WAIT_S = 60.0
 
 
 def pause_key(model_name: str, version: str) -> str:
@@ -38,76 +44,170 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def version_number(version: str) -> int:
+    """A version as typed ("01" is 1), or a clear error: only ASCII digits, which int() reads the same."""
+    text = str(version).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise PipelineError(f"version {version!r} is not a version number (1, 2, ...)")
+    return int(text)
+
+
 def canonical_version(client: Any, model_name: str, version: str) -> Any:
     """The registered version object for a version number as typed ("01" is version 1), or a clear error."""
     from mlflow.exceptions import MlflowException
 
-    text = str(version).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise PipelineError(f"version {version!r} is not a version number (1, 2, ...)")
+    number = version_number(version)
     try:
-        return client.get_model_version(model_name, str(int(text)))
+        return client.get_model_version(model_name, str(number))
     except MlflowException as exc:
-        if getattr(exc, "error_code", "") == "PERMISSION_DENIED":
-            raise PipelineError(f"MLflow refused to show {model_name} version {int(text)}: permission denied") from None
-        raise PipelineError(f"{model_name} has no version {int(text)}") from None
+        code = getattr(exc, "error_code", "")
+        if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise PipelineError(f"MLflow refused to show {model_name} version {number}: "
+                                f"{'permission denied' if code == 'PERMISSION_DENIED' else 'no valid credentials'}") from None
+        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            raise PipelineError(f"{model_name} has no version {number}") from None
+        raise PipelineError(f"MLflow could not show {model_name} version {number}: {exc.message}") from None
+    except Exception as exc:  # the server is down or unreachable: not a missing version
+        raise PipelineError(f"cannot reach MLflow to read {model_name} version {number}: {type(exc).__name__}") from None
 
 
-# ---------------------------------------------------------------- records: one tag each, never rewritten
-def _records(tags: dict[str, str], prefix: str) -> list[dict[str, Any]]:
-    found = []
-    for key, value in tags.items():
-        if key.startswith(prefix) and key.count(".") == 2 and key.split(".")[1].isdigit():
-            try:
-                found.append({"key": key, **json.loads(value)})
-            except json.JSONDecodeError:
-                found.append({"key": key, "unreadable": value[:200]})
-    return sorted(found, key=lambda r: (int(r["key"].split(".")[1]), r.get("at", ""), r["key"]))
+# ---------------------------------------------------------------- what the registry's immutable records say
+def _source_run(client: Any, found: Any) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    if not getattr(found, "run_id", None):
+        return None
+    try:
+        return client.get_run(found.run_id)
+    except MlflowException:
+        return None
 
 
-def _next_key(tags: dict[str, str], prefix: str) -> str:
-    """A new record's tag key: the next sequence number, and a random suffix so two writers never collide."""
-    sequence = 1 + max((int(k.split(".")[1]) for k in tags if k.startswith(prefix) and k.count(".") == 2
-                        and k.split(".")[1].isdigit()), default=0)
-    return f"{prefix}{sequence:04d}.{uuid.uuid4().hex[:8]}"
+def gate_verdict(client: Any, model_name: str, found: Any) -> dict[str, Any]:
+    """The version's gate verdict, from the `gate_passed` param of every register run of its files.
 
-
-def history(client: Any, model_name: str, version: str) -> list[dict[str, Any]]:
-    """Every decision recorded on the version, in order."""
-    found = canonical_version(client, model_name, version)
-    return _records(dict(found.tags or {}), DECISION_PREFIX)
-
-
-def record_gate_verdict(client: Any, model_name: str, version: str, passed: bool, failed_rules: list[str], gate_params: dict[str, Any],
-                        evaluation: str, run_id: str) -> dict[str, Any]:
-    """Add this gate evaluation to the version's verdicts and return the version's effective verdict."""
-    found = canonical_version(client, model_name, version)
-    tags = dict(found.tags or {})
-    record = {"passed": passed, "failed_rules": failed_rules[:20], "failed_rule_count": len(failed_rules),
-              "gate_params": gate_params, "evaluation": evaluation, "register_run_id": run_id, "at": now()}
-    key = _next_key(tags, VERDICT_PREFIX)
-    client.set_model_version_tag(model_name, found.version, key, json.dumps(record, ensure_ascii=False))
-    tags[key] = json.dumps(record)
-    return effective_verdict(tags)
-
-
-def effective_verdict(tags: dict[str, str]) -> dict[str, Any]:
-    """The version's gate verdict over all its evaluations.
-
-    A failure stands until a later evaluation passes: re-registering the same files under a looser
-    gate, with the same evaluation, does not erase it. A pass that comes from a new evaluation of the
-    same files (another evaluate run) does, and says so.
+    Params cannot be changed once logged, and a deleted run still counts. A version with no verdict at all
+    (its register run stopped before the gate, or it was not made by the register stage) has not passed.
+    One failure stands, whatever later runs say: a looser gate, or a re-run of evaluate on the same files,
+    does not clear it. Approving such a version needs --override-gate, which is recorded.
     """
-    verdicts = _records(tags, VERDICT_PREFIX)
-    if not verdicts:  # versions registered before verdicts were recorded
-        return {"passed": tags.get("gate", "passed") != "failed", "evaluations": 0, "reevaluated": False}
-    failed = [v for v in verdicts if not v.get("passed")]
-    last = verdicts[-1]
-    if not failed:
-        return {"passed": True, "evaluations": len(verdicts), "reevaluated": False}
-    cleared = last.get("passed") and all(last.get("evaluation") != v.get("evaluation") for v in failed)
-    return {"passed": bool(cleared), "evaluations": len(verdicts), "reevaluated": bool(cleared),
-            "failed_evaluations": len(failed), "last_failure": failed[-1]}
+    from mlflow.entities import ViewType
+
+    source = _source_run(client, found)
+    sha = (source.data.params or {}).get("model_sha256") if source is not None else None
+    if not sha:
+        return {"passed": False, "evaluations": 0,
+                "reason": f"{model_name} version {found.version} has no register run with a model hash, so no gate verdict"}
+    runs = client.search_runs([source.info.experiment_id],
+                              filter_string=f"params.model_sha256 = '{sha}' and params.model_name = '{model_name}'",
+                              run_view_type=ViewType.ALL, max_results=1000)
+    judged = [r for r in runs if "gate_passed" in (r.data.params or {})]
+    if not judged:
+        return {"passed": False, "evaluations": 0,
+                "reason": f"no gate verdict was recorded for {model_name} version {found.version} (its register run stopped first)"}
+    failed = [r.info.run_id for r in judged if r.data.params["gate_passed"] != "true"]
+    verdict: dict[str, Any] = {"passed": not failed, "evaluations": len(judged), "failed_evaluations": len(failed)}
+    if failed:
+        verdict.update(failed_runs=failed[:10], reason=f"{model_name} version {found.version} failed the gate in register run(s) "
+                                                       f"{', '.join(failed[:3])}")
+    return verdict
+
+
+def registered_by(client: Any, found: Any) -> str | None:
+    """Who registered the version, from its register run's `registered_by` param (the tag is display only)."""
+    source = _source_run(client, found)
+    return (source.data.params or {}).get("registered_by") if source is not None else None
+
+
+# ---------------------------------------------------------------- the trail
+def _legacy_tag_records(tags: dict[str, str]) -> list[dict[str, Any]]:
+    found = []
+    for key, value in sorted(tags.items()):
+        if key.startswith(LEGACY_DECISION_PREFIX) and key.count(".") == 2:
+            try:
+                record = json.loads(value)
+            except json.JSONDecodeError:
+                record = {"unreadable": value[:200]}
+            found.append({**(record if isinstance(record, dict) else {"unreadable": value[:200]}), "tag": key,
+                          "flags": ["a decision tag on the version, not in any approver's ledger: not trusted (forged, or "
+                                    "written before the ledgers)"]})
+    return found
+
+
+def _check_applied(entry: ledger.Entry, entries: list[ledger.Entry]) -> list[str]:
+    """An `applied` record must answer a verified request, for the same version and decision, in the
+    decider's own ledger."""
+    record = entry.record
+    request = ledger.find(entries, str(record.get("request", "")))
+    if request is None:
+        return [f"it applies a request {str(record.get('request'))[:12]}… that is in no ledger"]
+    problems = [] if request.verified else ["the request it applies does not verify"]
+    if request.owner != record.get("identity"):
+        problems.append(f"the request it applies is in {request.owner!r}'s ledger, not {record.get('identity')!r}'s")
+    if (request.record.get("version"), request.record.get("decision")) != (record.get("version"), record.get("decision")):
+        problems.append("the request it applies was for another version or decision")
+    return problems
+
+
+def _unentitled_deciders(model_name: str, tracking_uri: str, entries: list[ledger.Entry]) -> dict[str, str]:
+    """The deciders named in the records who may not decide, as far as the caller may ask the server (an
+    admin about anyone, anyone about themselves): name -> why."""
+    from bayling.register.identity import _LEVELS, current_identity, list_usernames, permission_on_model
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return {}
+    me = current_identity(tracking_uri)
+    if not me.authenticated:
+        return {}
+    admins = {u for u, admin in list_usernames(tracking_uri) if admin} if me.is_admin else set()
+    named = {e.record.get("identity") for e in entries if e.record.get("kind") in ("decision", "request", "applied")}
+    found = {}
+    for name in sorted(n for n in named if isinstance(n, str) and n):
+        if name in admins or not (me.is_admin or me.name == name):
+            continue
+        try:
+            level = permission_on_model(tracking_uri, name, model_name)
+        except PipelineError as exc:  # the server knows no such user, or will not say
+            found[name] = f"cannot tell that {name} may decide: {exc}"
+            continue
+        if _LEVELS.get(level, 0) < _LEVELS[APPROVER_PERMISSION]:
+            found[name] = f"{name} holds {level} on {model_name}, and deciding needs {APPROVER_PERMISSION}"
+    return found
+
+
+def trail(client: Any, model_name: str, tracking_uri: str, version: str | None = None, check_ownership: bool = True
+          ) -> list[dict[str, Any]]:
+    """The records on the model (or one version), oldest first, each with `ledger`, `sha256` and `flags`
+    (empty when it verified); decision tags on the version that no ledger holds are listed, flagged."""
+    entries = ledger.read_all(client, model_name, tracking_uri, check_ownership=check_ownership)
+    number = str(version_number(version)) if version is not None else None
+    unentitled = _unentitled_deciders(model_name, tracking_uri, entries) if check_ownership else {}
+    rows, applied = [], set()
+    for entry in entries:
+        if number is not None and str(entry.record.get("version")) != number:
+            continue
+        flags = list(entry.problems)
+        if entry.record.get("kind") in ("decision", "request", "applied") and entry.record.get("identity") in unentitled:
+            flags.append(unentitled[entry.record["identity"]])
+        if entry.record.get("kind") == "applied":
+            flags += _check_applied(entry, entries)
+            if entry.record.get("request") in applied:
+                flags.append("the request it applies was applied before")
+            applied.add(entry.record.get("request"))
+        rows.append({**entry.record, "ledger": entry.owner, "sha256": entry.sha256, "flags": flags})
+    if number is not None:
+        rows += _legacy_tag_records(dict(canonical_version(client, model_name, number).tags or {}))
+    return rows
+
+
+def history(client: Any, model_name: str, version: str, tracking_uri: str = "") -> list[dict[str, Any]]:
+    """Every decision recorded on the version (direct decisions, applied requests, refusals, timeouts), in order."""
+    canonical_version(client, model_name, version)
+    return [r for r in trail(client, model_name, tracking_uri, version) if r.get("kind") != "request"]
+
+
+def _decided(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if not r.get("flags") and r.get("kind") in ("decision", "applied")]
 
 
 # ---------------------------------------------------------------- decisions
@@ -126,13 +226,15 @@ class DecisionRecord:
     path: str  # "direct" or "paused-run"
     gate_overridden: bool = False
     reason: str = ""
+    request: str = ""  # on the paused path: the sha256 of the approver's request record
 
     @property
     def champion_moved(self) -> bool:
         return self.previous_champion != self.champion_after
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "version"}
+    def to_json(self, recorder: str) -> dict[str, Any]:
+        kind = self.decision if self.decision in ("refused", "timeout") else ("applied" if self.request else "decision")
+        return {"kind": kind, "recorded_by": recorder, **asdict(self)}
 
 
 def _permission_error(exc: Exception, identity: Identity, what: str, model_name: str) -> PipelineError:
@@ -140,31 +242,66 @@ def _permission_error(exc: Exception, identity: Identity, what: str, model_name:
                          f"deciding needs {APPROVER_PERMISSION} on the registered model")
 
 
-def record_decision(client: Any, model_name: str, version: Any, record: DecisionRecord) -> None:
-    """Write the decision as its own record, and the summary tags the MLflow UI shows for the latest one."""
-    key = _next_key(dict(version.tags or {}), DECISION_PREFIX)
-    client.set_model_version_tag(model_name, version.version, key, json.dumps(record.to_json(), ensure_ascii=False))
+def record_decision(client: Any, model_name: str, version: Any, record: DecisionRecord, recorder: str) -> ledger.Entry:
+    """Append the decision to the recorder's ledger, then set the summary tags the MLflow UI shows."""
+    entry = ledger.append(client, model_name, recorder, record.to_json(recorder))
     summary = {"decision": record.decision, "reviewed_by": record.identity, "reviewed_at": record.at, "flow_run_id": record.flow_run_id,
                "reviewer_authenticated": str(record.authenticated).lower(), "reviewer_display": record.display_name,
-               "previous_champion": record.previous_champion, "note": record.note}
+               "previous_champion": record.previous_champion, "note": record.note, "decision_record": entry.sha256}
     if record.decision == "refused":
         summary = {"last_refusal": f"{record.at} {record.identity}: {record.reason}"[:1000]}
     for key, value in summary.items():
         client.set_model_version_tag(model_name, version.version, key, value)
+    return entry
+
+
+@contextmanager
+def alias_lock(client: Any, model_name: str, holder: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the model's approval lock while the champion is read and moved, so two approvals never both
+    read the same champion. The lock is a registered model, `<model>.approval-lock`, which the server
+    creates for one caller only; whoever created it deletes it."""
+    from mlflow.exceptions import MlflowException
+
+    name = model_name + LOCK_SUFFIX
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(name, tags={"holder": holder, "since": now()},
+                                           description="held while an approval moves the champion alias; deleted right after")
+            break
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+            if time.monotonic() > deadline:
+                try:
+                    tags = client.get_registered_model(name).tags or {}
+                except MlflowException:
+                    tags = {}
+                raise PipelineError(f"another approval of {model_name} has held the lock {name} since {tags.get('since', '?')} "
+                                    f"({tags.get('holder', 'unknown')}); if that approval is gone, an admin deletes {name}") from None
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(name)
+        except MlflowException:
+            pass
 
 
 def apply_decision(
     client: Any, model_name: str, version: str, decision: Literal["approve", "reject", "timeout"], identity: Identity,
     settings: ApprovalParams, *, display_name: str = "", note: str = "", flow_run_id: str = "none", champion_alias: str = "champion",
-    override_gate: bool = False, path: str = "direct",
+    override_gate: bool = False, path: str = "direct", request: str = "", recorder: str | None = None, tracking_uri: str = "",
 ) -> DecisionRecord:
     """Record a decision on the version and move the champion alias as it says.
 
-    Approve points the alias at the version (a version whose gate verdict is failed needs
+    Approve points the alias at the version (a version whose gate verdict is not a pass needs
     `override_gate`, recorded). Reject leaves the champion, unless the version is the champion: then
     `register.approval.reject_champion` says whether to refuse, clear the alias or give it back to the
     version it displaced. Timeout only records. With `separation_of_duties`, whoever registered the
-    version may not decide on it. The caller has already checked that `identity` may decide.
+    version may not decide on it. The caller has already checked that `identity` may decide; the record
+    goes into `recorder`'s ledger (the decider's own, unless a paused run applies a verified request).
     """
     from mlflow.exceptions import MlflowException
 
@@ -172,40 +309,54 @@ def apply_decision(
     note = clean_text(note, "--note", MAX_NOTE, one_line=False)
     found = canonical_version(client, model_name, version)
     number = str(found.version)
-    tags = dict(found.tags or {})
-    if settings.separation_of_duties and decision != "timeout" and tags.get("registered_by") == identity.name:
-        raise PipelineError(f"{identity.name} registered {model_name} version {number} and may not decide on it "
-                            "(register.approval.separation_of_duties)")
-    verdict = effective_verdict(tags)
-    if decision == "approve" and not verdict["passed"] and not override_gate:
-        raise PipelineError(f"{model_name} version {number} failed the gate (see its gate.* records); approving it anyway needs "
-                            "--override-gate")
-    holder = alias_holder(client, model_name, champion_alias)
-    previous = str(holder.version) if holder is not None else "none"
-    after = previous
-    at = now()
+    recorder = recorder or identity.name
     try:
-        if decision == "approve":
-            if previous == number:
-                raise PipelineError(f"{model_name} version {number} already holds '{champion_alias}'")
-            client.set_registered_model_alias(model_name, champion_alias, number)
-            after = number
-        elif decision == "reject" and previous == number:
-            if settings.reject_champion == "refuse":
-                raise PipelineError(f"{model_name} version {number} is the current '{champion_alias}'; rejecting it would leave the "
-                                    "registry inconsistent (register.approval.reject_champion: refuse). Approve another version, or "
-                                    "set reject_champion to clear or previous")
-            displaced = next((r.get("previous_champion") for r in reversed(_records(tags, DECISION_PREFIX))
-                              if r.get("decision") == "approve" and r.get("champion_after") == number), "none")
-            if settings.reject_champion == "previous" and displaced not in (None, "none") and _exists(client, model_name, displaced):
-                client.set_registered_model_alias(model_name, champion_alias, displaced)
-                after = displaced
-            else:
-                client.delete_registered_model_alias(model_name, champion_alias)
-                after = "none"
-        record = DecisionRecord(number, decision, identity.name, identity.authenticated, display_name, at, flow_run_id, previous, after,
-                                note, path, gate_overridden=decision == "approve" and not verdict["passed"])
-        record_decision(client, model_name, found, record)
+        if settings.separation_of_duties and decision != "timeout":
+            registrant = registered_by(client, found)
+            if registrant is None:
+                raise PipelineError(f"cannot tell who registered {model_name} version {number} (its register run records no "
+                                    "registered_by), so register.approval.separation_of_duties refuses the decision")
+            if registrant == identity.name:
+                raise PipelineError(f"{identity.name} registered {model_name} version {number} and may not decide on it "
+                                    "(register.approval.separation_of_duties)")
+        verdict = gate_verdict(client, model_name, found) if decision == "approve" else {"passed": True}
+        if decision == "approve" and not verdict["passed"] and not override_gate:
+            raise PipelineError(f"{verdict['reason']}; approving it anyway needs --override-gate")
+        with alias_lock(client, model_name, identity.name):
+            holder = alias_holder(client, model_name, champion_alias)
+            previous = str(holder.version) if holder is not None else "none"
+            after = previous
+            at = now()
+            if decision == "approve":
+                if previous == number:
+                    raise PipelineError(f"{model_name} version {number} already holds '{champion_alias}'")
+                client.set_registered_model_alias(model_name, champion_alias, number)
+                after = number
+            elif decision == "reject" and previous == number:
+                if settings.reject_champion == "refuse":
+                    raise PipelineError(f"{model_name} version {number} is the current '{champion_alias}'; rejecting it would leave the "
+                                        "registry inconsistent (register.approval.reject_champion: refuse). Approve another version, "
+                                        "or set reject_champion to clear or previous")
+                decided = _decided(trail(client, model_name, tracking_uri, number, check_ownership=False))
+                displaced = next((r.get("previous_champion") for r in reversed(decided)
+                                  if r.get("decision") == "approve" and r.get("champion_after") == number), "none")
+                if settings.reject_champion == "previous" and displaced not in (None, "none") and _exists(client, model_name, displaced):
+                    client.set_registered_model_alias(model_name, champion_alias, displaced)
+                    after = displaced
+                else:
+                    client.delete_registered_model_alias(model_name, champion_alias)
+                    after = "none"
+            record = DecisionRecord(number, decision, identity.name, identity.authenticated, display_name, at, flow_run_id, previous,
+                                    after, note, path, gate_overridden=decision == "approve" and not verdict["passed"], request=request)
+            try:
+                record_decision(client, model_name, found, record, recorder)
+            except PipelineError:
+                if after != previous:  # an unrecorded move must not stand
+                    if previous == "none":
+                        client.delete_registered_model_alias(model_name, champion_alias)
+                    else:
+                        client.set_registered_model_alias(model_name, champion_alias, previous)
+                raise
         if after != previous:
             if after != "none":
                 client.set_model_version_tag(model_name, after, f"{champion_alias}_since", at)
@@ -222,12 +373,14 @@ def apply_decision(
     return record
 
 
-def record_refusal(client: Any, model_name: str, version: str, claimed: str, reason: str, flow_run_id: str) -> DecisionRecord:
-    """A decision that was refused (no verifiable identity, or one that may not decide), kept on the record."""
+def record_refusal(client: Any, model_name: str, version: str, claimed: str, reason: str, flow_run_id: str, recorder: str,
+                   request: str = "") -> DecisionRecord:
+    """A decision that was refused (no verifiable identity, or one that may not decide), kept in the
+    recorder's ledger (the run's own account)."""
     found = canonical_version(client, model_name, version)
     record = DecisionRecord(str(found.version), "refused", claimed[:256], False, "", now(), flow_run_id, "", "", "", "paused-run",
-                            reason=reason[:1000])
-    record_decision(client, model_name, found, record)
+                            reason=reason[:1000], request=request)
+    record_decision(client, model_name, found, record, recorder)
     return record
 
 
@@ -241,6 +394,28 @@ def _exists(client: Any, model_name: str, version: str) -> bool:
         return False
 
 
+def request_record(version: str, decision: str, identity: Identity, challenge: str, flow_run_id: str, display_name: str, note: str,
+                   override_gate: bool) -> dict[str, Any]:
+    """What an approver writes into their own ledger to answer a paused run."""
+    return {"kind": "request", "version": version, "decision": decision, "identity": identity.name,
+            "authenticated": identity.authenticated, "challenge": challenge, "flow_run_id": flow_run_id, "display_name": display_name,
+            "note": note, "override_gate": override_gate, "at": now()}
+
+
+def verify_request(client: Any, model_name: str, tracking_uri: str, claimed: str, sha256: str, challenge: str,
+                   version: str) -> tuple[dict[str, Any] | None, str]:
+    """The request a pause input points at, if it is in the claimed user's own ledger, verifies, and
+    answers this pause (its challenge and version); else (None, why not)."""
+    entries = ledger.read_all(client, model_name, tracking_uri, owners={claimed})
+    entry = ledger.find(entries, sha256)
+    if entry is None or entry.owner != claimed:
+        return None, f"no request {sha256[:12]}… in {claimed}'s own ledger (only {claimed} can write it)"
+    if entry.problems:
+        return None, f"{claimed}'s request does not verify: {'; '.join(entry.problems)}"
+    record = entry.record
+    if record.get("kind") != "request" or record.get("challenge") != challenge or str(record.get("version")) != str(version):
+        return None, "the request in the ledger is not for this pause (challenge or version differ)"
+    return record, "verified"
 MAX_CELL = 200  # characters of one segment shown in the pause; report.html has them whole
 MARKDOWN_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|~"})
 

@@ -57,6 +57,9 @@ def current_identity(tracking_uri: str) -> Identity:
     response = _get(tracking_uri, "/api/2.0/mlflow/users/current")
     if response.status_code == 404:  # no basic-auth app on this server
         return Identity(getpass.getuser(), authenticated=False)
+    if response.status_code == 401 and _auth() is None:
+        raise PipelineError(f"MLflow at {tracking_uri} asks who you are: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                            "to your own MLflow account")
     if response.status_code == 401:
         raise PipelineError(f"MLflow at {tracking_uri} refused the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     if response.status_code != 200:
@@ -65,18 +68,31 @@ def current_identity(tracking_uri: str) -> Identity:
     return Identity(user["username"], authenticated=True, is_admin=bool(user.get("is_admin")))
 
 
-def permission_on_model(tracking_uri: str, username: str, model_name: str) -> str:
-    """The permission the server resolves for `username` on a registered model (READ, EDIT, MANAGE, ...).
-
-    Anyone may ask about themselves; asking about another user needs an admin's credentials.
-    """
+def permission_on(tracking_uri: str, username: str, resource_type: str, resource_id: str) -> str:
+    """The permission the server resolves for `username` on a resource (`registered_model` by name,
+    `experiment` by id): READ, EDIT, MANAGE, ... Anyone may ask about themselves; asking about another user
+    needs an admin's credentials."""
     response = _get(tracking_uri, "/api/3.0/mlflow/users/permissions/get",
-                    {"username": username, "resource_type": "registered_model", "resource_id": model_name})
+                    {"username": username, "resource_type": resource_type, "resource_id": resource_id})
     if response.status_code == 403:
         raise PipelineError(f"the credentials in use may not read the permissions of MLflow user {username!r}")
     if response.status_code != 200:
-        raise PipelineError(f"MLflow at {tracking_uri} answered {response.status_code} about {username!r}'s permission on {model_name}")
+        raise PipelineError(f"MLflow at {tracking_uri} answered {response.status_code} about {username!r}'s permission on "
+                            f"{resource_type} {resource_id}")
     return str(response.json()["permission"])
+
+
+def permission_on_model(tracking_uri: str, username: str, model_name: str) -> str:
+    """The permission the server resolves for `username` on a registered model."""
+    return permission_on(tracking_uri, username, "registered_model", model_name)
+
+
+def list_usernames(tracking_uri: str) -> list[tuple[str, bool]]:
+    """Every user of the server and whether they are an admin (needs an admin's credentials)."""
+    response = _get(tracking_uri, "/api/2.0/mlflow/users/list")
+    if response.status_code != 200:
+        raise PipelineError(f"MLflow at {tracking_uri} answered {response.status_code} when asked for its users")
+    return [(u["username"], bool(u.get("is_admin"))) for u in response.json().get("users", [])]
 
 
 def may_approve(identity: Identity, tracking_uri: str, model_name: str) -> tuple[bool, str]:

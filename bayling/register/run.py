@@ -114,7 +114,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
     from bayling.core.lineage import directory_sha256
     from bayling.core.tracking import stage_run, tracking_uri
     from bayling.register import registry
-    from bayling.register.approval import record_gate_verdict
+    from bayling.register.approval import canonical_version, gate_verdict
     from bayling.register.champion import alias_holder
     from bayling.register.identity import current_identity
     from bayling.register.model_card import MODEL_CARD_FILE, render_card
@@ -140,7 +140,14 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
             results = gate.evaluate_gate(inputs.metrics, register.gate, champion)
             this_passed = gate.passed(results)
             tags["gate.results"] = gate.summary_tag(results)
-            mlflow.log_params({"model_name": register.model_name, "alias": register.alias, "model_sha256": model_sha256})
+            # params, which nobody can change once logged, carry what approval relies on: the verdict, the policy
+            # that gave it, and who registered (bayling/register/approval.py); all before the version exists
+            policy = json.dumps(register.gate.model_dump(mode="json"), sort_keys=True)
+            mlflow.log_params({"model_name": register.model_name, "alias": register.alias, "model_sha256": model_sha256,
+                               "gate_passed": str(this_passed).lower(), "gate_policy_sha256": hashlib.sha256(policy.encode()).hexdigest(),
+                               "gate_policy": policy if len(policy) <= 6000 else policy[:5990] + "…(cut)",
+                               "evaluation": evaluation, "registered_by": identity.name,
+                               "registered_by_authenticated": str(identity.authenticated).lower()})
             mlflow.log_metrics({k: float(v) for k, v in tags.items() if k.startswith("eval.")})
             mlflow.log_metrics({f"gate.{r.rule}.{r.target}": float(r.passed) for r in results})
             mlflow.log_dict({"passed": this_passed, "rules": gate.as_records(results)}, "gate.json")
@@ -159,9 +166,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
                                              model_sha256=model_sha256, run_id=run.info.run_id, tags=tags,
                                              creation_tags={"registered_by": identity.name,
                                                             "registered_by_authenticated": str(identity.authenticated).lower()})
-            failed = [f"{r.rule} {r.target}" for r in results if not r.passed]
-            verdict = record_gate_verdict(client, register.model_name, registration.version, this_passed, failed,
-                                          register.gate.model_dump(mode="json"), evaluation, run.info.run_id)
+            verdict = gate_verdict(client, register.model_name, canonical_version(client, register.model_name, registration.version))
             client.set_model_version_tag(register.model_name, registration.version, "gate", "passed" if verdict["passed"] else "failed")
             if verdict["passed"]:
                 client.set_registered_model_alias(register.model_name, register.alias, registration.version)
@@ -190,6 +195,7 @@ def registration_report(registration: Registration, results: list[gate.RuleResul
         "model_sha256": model_sha256,
         "tracking_uri": tracking_uri,
         "gate": {"passed": verdict["passed"], "this_evaluation_passed": gate.passed(results), "evaluations": verdict["evaluations"],
-                 "reevaluated": verdict["reevaluated"], "failed": [f"{r.rule} {r.target}" for r in results if not r.passed],
+                 "failed_evaluations": verdict.get("failed_evaluations", 0),
+                 "failed": [f"{r.rule} {r.target}" for r in results if not r.passed],
                  "rules": gate.as_records(results)},
     }

@@ -10,7 +10,7 @@ import pytest
 
 from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
-from bayling.register.approval import apply_decision, effective_verdict, history, record_gate_verdict
+from bayling.register.approval import apply_decision, history
 from bayling.register.identity import Identity
 
 pytestmark = pytest.mark.integration
@@ -18,13 +18,26 @@ ALICE, BOB = Identity("alice", authenticated=False), Identity("bob", authenticat
 SETTINGS = ApprovalParams()
 
 
-def make_versions(client, name: str, count: int) -> list[str]:
-    """`count` versions of a registered model, each pointing at a small logged artifact."""
-    experiment = client.get_experiment_by_name("approval-test") or client.get_experiment(client.create_experiment("approval-test"))
-    run = client.create_run(experiment.experiment_id)
+def register_run(client, experiment_id: str, sha: str, passed: bool | None, registered_by: str = "pipeline") -> str:
+    """A run as the register stage logs one: the model hash, and the gate verdict as an immutable param
+    (None: the run stopped before the gate)."""
+    run = client.create_run(experiment_id)
+    params = {"model_sha256": sha, "registered_by": registered_by, **({} if passed is None else {"gate_passed": str(passed).lower()})}
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
     client.log_text(run.info.run_id, "weights", "model/weights.txt")
+    return run.info.run_id
+
+
+def make_versions(client, name: str, count: int, passed: bool | None = True) -> list[str]:
+    """`count` versions of a registered model, each from its own register run with its own model files."""
+    experiment = client.get_experiment_by_name("approval-test") or client.get_experiment(client.create_experiment("approval-test"))
     client.create_registered_model(name)
-    return [client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version for _ in range(count)]
+    versions = []
+    for i in range(count):
+        run_id = register_run(client, experiment.experiment_id, f"{name}-files-{i}", passed)
+        versions.append(client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version)
+    return versions
 
 
 def champion(client, name: str) -> str | None:
@@ -111,34 +124,42 @@ def test_rejecting_the_champion_never_leaves_the_registry_inconsistent(mlflow_ur
     assert history(client, name, v2)[-1]["decision"] == "reject"
 
 
-def test_a_gate_failure_stands_until_a_new_evaluation_passes(mlflow_uri, repo_root, tmp_path):
+def test_a_gate_failure_stands_whatever_later_runs_or_tags_say(mlflow_uri, repo_root, tmp_path):
+    """The verdict is read from the register runs' immutable params: a later passing run of the same files
+    (a looser gate, evaluate re-run), a forged gate tag, or a version whose register run never reached the
+    gate: none of them lets a plain approve through. --override-gate does, and is recorded."""
+    import json
+
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
-    good, failed = make_versions(client, "approval-gate-model", 2)
-    apply_decision(client, "approval-gate-model", good, "approve", ALICE, SETTINGS)
-    strict, loose = {"min_scores": {"x": 10}}, {"min_scores": {}}
-    assert not record_gate_verdict(client, "approval-gate-model", failed, False, ["min_score x"], strict, "eval-1", "r1")["passed"]
-    # the same files and the same evaluation, registered again under a looser gate: the failure stands
-    verdict = record_gate_verdict(client, "approval-gate-model", failed, True, [], loose, "eval-1", "r2")
-    assert not verdict["passed"] and verdict["evaluations"] == 2
+    name = "approval-gate-model"
+    (good,) = make_versions(client, name, 1)
+    apply_decision(client, name, good, "approve", ALICE, SETTINGS)
+    experiment = client.get_experiment_by_name("approval-test").experiment_id
+    failing = register_run(client, experiment, "gate-files", passed=False)
+    failed = client.create_model_version(name, f"runs:/{failing}/model", run_id=failing).version
+    register_run(client, experiment, "gate-files", passed=True)  # the same files again, under a looser gate
+    client.set_model_version_tag(name, failed, "gate.0002.deadbeef", json.dumps({"passed": True, "evaluation": "forged:2"}))
+    client.set_model_version_tag(name, failed, "gate", "passed")
+    unjudged_run = register_run(client, experiment, "killed-files", passed=None)
+    unjudged = client.create_model_version(name, f"runs:/{unjudged_run}/model", run_id=unjudged_run).version
+    with pytest.raises(PipelineError, match="no gate verdict was recorded"):
+        apply_decision(client, name, unjudged, "approve", BOB, SETTINGS)
+
     (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
-        "model_name: bayling-smollm2-135m", "model_name: approval-gate-model"))
+        "model_name: bayling-smollm2-135m", f"model_name: {name}"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
     command = [sys.executable, "-m", "tools.approve", failed, "--decision", "approve", "--by", "Bob"]
     refused = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "failed the gate" in refused.stderr and "--override-gate" in refused.stderr
-    assert "Traceback" not in refused.stderr and champion(client, "approval-gate-model") == good
+    assert "Traceback" not in refused.stderr and champion(client, name) == good
     forced = subprocess.run([*command, "--override-gate", "--note", "known eval bug"], cwd=repo_root, env=env, capture_output=True,
                             text=True)
     assert forced.returncode == 0, forced.stderr
-    tags = client.get_model_version("approval-gate-model", failed).tags
-    assert tags["gate_overridden_by"] and history(client, "approval-gate-model", failed)[-1]["gate_overridden"] is True
-    # a new evaluation of the same files that passes clears it, and says so
-    cleared = record_gate_verdict(client, "approval-gate-model", failed, True, [], loose, "eval-2", "r3")
-    assert cleared["passed"] and cleared["reevaluated"]
-    assert effective_verdict(client.get_model_version("approval-gate-model", failed).tags)["passed"]
+    tags = client.get_model_version(name, failed).tags
+    assert tags["gate_overridden_by"] and history(client, name, failed)[-1]["gate_overridden"] is True
     listing = subprocess.run([sys.executable, "-m", "tools.approve", "--history", failed], cwd=repo_root, env=env, capture_output=True,
                              text=True)
     assert listing.returncode == 0 and '"decision": "approve"' in listing.stdout and "known eval bug" in listing.stdout

@@ -2,8 +2,9 @@
 says, on both paths: `tools.approve` acting on the registry directly, and a retrain run paused for a
 decision on a real Prefect server.
 
-Users, created through the server's own API: admin (the pipeline's identity), reviewer (MANAGE on the
-model), reader (READ, the server's default) and editor (EDIT, enough to register versions).
+Users, created through the server's own API: admin (the pipeline's identity), reviewer and manager (MANAGE
+on the model), reader (READ, the server's default) and editor (EDIT, enough to register versions and tag
+them, which is what the pipeline's own account holds).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,7 +24,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 MODEL = "authz-model"
-PASSWORDS = {"reviewer": "reviewer-password-1", "reader": "reader-password-1", "editor": "editor-password-1"}
+PASSWORDS = {"reviewer": "reviewer-password-1", "reader": "reader-password-1", "editor": "editor-password-1",
+             "manager": "manager-password-1"}
 FLOW = """
 import json, sys
 from prefect import flow
@@ -45,10 +49,33 @@ def as_user(uri: str, user: str, password: str) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def signed_in(user: str, password: str) -> Iterator[None]:
+    """MLflow's client reads the credentials from the environment: these for the block, then as they were."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def register_version(client, experiment_id: str, sha: str, registered_by: str, passed: bool | None = True) -> str:
+    """A version as the register stage makes one: its run's immutable params carry the model hash, who
+    registered it and the gate verdict (None: the run stopped before the gate)."""
+    run = client.create_run(experiment_id)
+    params = {"model_sha256": sha, "registered_by": registered_by, **({} if passed is None else {"gate_passed": str(passed).lower()})}
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
+    return client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id,
+                                       tags={"registered_by": registered_by, "gate": "passed" if passed else "failed"}).version
+
+
 @pytest.fixture(scope="module")
 def registry(auth_mlflow, repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Users and grants on the auth server, a registered model with three versions, and a project folder
-    whose params name that model; the admin registers two versions."""
+    """Users and grants on the auth server, a registered model with two versions the admin registered, and a
+    project folder whose params name that model."""
     import mlflow
 
     uri, admin_password = auth_mlflow
@@ -56,26 +83,24 @@ def registry(auth_mlflow, repo_root: Path, tmp_path_factory: pytest.TempPathFact
     for user, password in PASSWORDS.items():
         created = httpx.post(f"{uri}/api/2.0/mlflow/users/create", json={"username": user, "password": password}, auth=admin, timeout=10)
         assert created.status_code == 200, created.text
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=admin_password)
-    try:
+    with signed_in("admin", admin_password):
         client = mlflow.MlflowClient(uri)
         client.create_registered_model(MODEL)
-        run = client.create_run(client.create_experiment("authz"))
-        versions = [client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id,
-                                                tags={"registered_by": "admin", "gate": "passed"}).version for _ in range(2)]
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-    for user, level in (("reviewer", "MANAGE"), ("editor", "EDIT")):
+        experiment = client.create_experiment("authz")
+        versions = [register_version(client, experiment, f"files-{i}", "admin") for i in range(2)]
+    for user, level in (("reviewer", "MANAGE"), ("manager", "MANAGE"), ("editor", "EDIT")):
         granted = httpx.post(f"{uri}/api/3.0/mlflow/users/permissions/grant", json={
             "username": user, "resource_type": "registered_model", "resource_id": MODEL, "permission": level}, auth=admin, timeout=10)
         assert granted.status_code == 200, granted.text
+    # the pipeline's account registers into this experiment, so it holds EDIT there as on the model
+    granted = httpx.post(f"{uri}/api/3.0/mlflow/users/permissions/grant", json={
+        "username": "editor", "resource_type": "experiment", "resource_id": experiment, "permission": "EDIT"}, auth=admin, timeout=10)
+    assert granted.status_code == 200, granted.text
     project = tmp_path_factory.mktemp("authz-project")
     (project / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
         "model_name: bayling-smollm2-135m", f"model_name: {MODEL}"))
     (project / "dvc.yaml").write_text((repo_root / "dvc.yaml").read_text())
-    return {"uri": uri, "admin": admin_password, "versions": versions, "project": project}
+    return {"uri": uri, "admin": admin_password, "versions": versions, "project": project, "experiment": experiment}
 
 
 def approve(registry: dict, user: str, *args: str, password: str | None = None, extra_env: dict | None = None
@@ -98,9 +123,19 @@ def champion(registry: dict) -> str | None:
     return response.json()["model_version"]["version"] if response.status_code == 200 else None
 
 
+def trail_of(registry: dict, version: str, user: str = "admin") -> list[dict]:
+    """Every record on the version as `user` reads it (the admin checks every ledger's ownership), with flags."""
+    import mlflow
+
+    from bayling.register.approval import trail
+
+    with signed_in(user, registry["admin"] if user == "admin" else PASSWORDS[user]):
+        return trail(mlflow.MlflowClient(registry["uri"]), MODEL, registry["uri"], version)
+
+
 def decisions(registry: dict, version: str) -> list[dict]:
-    tags = version_tags(registry, version)
-    return [json.loads(tags[k]) for k in sorted(tags) if k.startswith("decision.")]
+    """The decisions on the version (not the requests behind them) that verified."""
+    return [r for r in trail_of(registry, version) if not r["flags"] and r.get("kind") != "request"]
 
 
 def test_a_reader_cannot_approve_directly_and_a_reviewer_can(registry):
@@ -147,28 +182,122 @@ def test_the_registry_itself_refuses_a_reader_who_skips_the_tool(registry):
     assert champion(registry) != registry["versions"][1]
 
 
-def test_separation_of_duties_refuses_whoever_registered_the_version(registry):
-    editor_env = as_user(registry["uri"], "editor", PASSWORDS["editor"])
-    script = ("import mlflow, os; c = mlflow.MlflowClient(); r = c.create_run(c.create_experiment('authz-editor')); "
-              f"v = c.create_model_version('{MODEL}', f'runs:/{{r.info.run_id}}/model', r.info.run_id, "
-              "tags={'registered_by': 'reviewer', 'gate': 'passed'}); print(v.version)")
-    # editor (EDIT) may register versions; the tag names reviewer as the one who started the run
-    made = subprocess.run([sys.executable, "-c", script], env=editor_env, capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    version = made.stdout.strip().splitlines()[-1]
+def test_separation_of_duties_reads_who_registered_from_the_register_run(registry):
+    """The registered_by tag is display only: a MANAGE user who re-sets it on their own version is still its
+    registrant, because the register run's immutable param says so."""
+    import mlflow
+
+    with signed_in("reviewer", PASSWORDS["reviewer"]):
+        client = mlflow.MlflowClient(registry["uri"])
+        version = register_version(client, client.create_experiment("authz-reviewer"), "reviewer-files", "reviewer")
+        client.set_model_version_tag(MODEL, version, "registered_by", "admin")
     params = registry["project"] / "params.yaml"
     original = params.read_text()
     params.write_text(original.replace("separation_of_duties: false", "separation_of_duties: true"))
     try:
         refused = approve(registry, "reviewer", version, "--decision", "approve")
-        assert refused.returncode == 2 and "registered" in refused.stderr and "separation_of_duties" in refused.stderr
+        assert refused.returncode == 2 and "reviewer registered" in refused.stderr and "separation_of_duties" in refused.stderr
         assert "Traceback" not in refused.stderr
         # an editor holds EDIT, which the server would let move an alias, but deciding needs MANAGE
         editor = approve(registry, "editor", version, "--decision", "approve")
         assert editor.returncode == 2 and "editor holds EDIT" in editor.stderr
+        assert decisions(registry, version) == []
+        other = approve(registry, "manager", version, "--decision", "reject", "--note", "not mine to defend")
+        assert other.returncode == 0, other.stderr
     finally:
         params.write_text(original)
-    assert decisions(registry, version) == []
+    (record,) = decisions(registry, version)
+    assert record["identity"] == "manager" and record["ledger"] == "manager" and record["decision"] == "reject"
+
+
+def test_an_edit_holder_can_neither_pass_a_failed_gate_nor_rewrite_the_trail(registry):
+    """What the pipeline's own account (EDIT) can do to a version's tags changes nothing an approval relies on,
+    and every forgery it can write shows up FLAGGED in --history."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from bayling.register.ledger import ledger_name
+
+    with signed_in("editor", PASSWORDS["editor"]):
+        client = mlflow.MlflowClient(registry["uri"])
+        failed = register_version(client, registry["experiment"], "failed-files", "editor", passed=False)
+        # a passing gate verdict and a plain "passed" tag, forged on the failed version
+        client.set_model_version_tag(MODEL, failed, "gate.0002.deadbeef", json.dumps({"passed": True, "evaluation": "forged:2"}))
+        client.set_model_version_tag(MODEL, failed, "gate", "passed")
+        # a second register run of the same files that claims a pass does not clear the failure either
+        run = client.create_run(registry["experiment"])
+        for key, value in {"model_sha256": "failed-files", "gate_passed": "true"}.items():
+            client.log_param(run.info.run_id, key, value)
+        # a decision tag in the old format, naming someone important
+        client.set_model_version_tag(MODEL, failed, "decision.0001.cafecafe", json.dumps(
+            {"decision": "approve", "identity": "ceo", "authenticated": True}))
+    before = champion(registry)
+    plain = approve(registry, "reviewer", failed, "--decision", "approve")
+    assert plain.returncode == 2 and "failed the gate" in plain.stderr and "--override-gate" in plain.stderr
+    assert champion(registry) == before
+
+    # the reviewer's real decision sits in the reviewer's own ledger
+    rejected = approve(registry, "reviewer", failed, "--decision", "reject", "--note", "gate failed")
+    assert rejected.returncode == 0, rejected.stderr
+    with signed_in("editor", PASSWORDS["editor"]):
+        client = mlflow.MlflowClient(registry["uri"])
+        ledger = client.get_experiment_by_name(ledger_name(MODEL, "reviewer"))
+        with pytest.raises(MlflowException) as denied:  # the server refuses a record in another's ledger
+            client.create_run(ledger.experiment_id)
+        assert denied.value.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED")
+        (real,) = client.search_runs([ledger.experiment_id], filter_string=f"params.record LIKE '%\"version\":\"{failed}\"%'")
+        with pytest.raises(MlflowException):  # nor may it change or delete one
+            client.log_param(real.info.run_id, "record", "{}")
+        with pytest.raises(MlflowException):
+            client.delete_run(real.info.run_id)
+        # its own ledger takes a record that names someone else: it is flagged, not trusted
+        from bayling.register import ledger as ledgers
+
+        ledgers.append(client, MODEL, "editor", {"kind": "decision", "version": failed, "decision": "approve", "identity": "ceo",
+                                                 "at": "2000-01-01T00:00:00+00:00"})
+    rows = trail_of(registry, failed)
+    trusted = [r for r in rows if not r["flags"]]
+    assert [(r["identity"], r["decision"]) for r in trusted] == [("reviewer", "reject")]
+    flagged = {r.get("identity"): r["flags"] for r in rows if r["flags"]}
+    assert any("not in any approver's ledger" in f for f in flagged["ceo"]) or any("sits in 'editor'" in f for f in flagged["ceo"])
+    assert sum("ceo" == r.get("identity") for r in rows) == 2  # the tag and the ledger record, both flagged
+    listing = approve(registry, "reader", "--history", failed)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.count("FLAGGED") == 2 and '"identity": "reviewer"' in listing.stdout
+
+    # an admin erasing a real record (deleting its run) breaks nothing silently: it is flagged
+    with signed_in("admin", registry["admin"]):
+        mlflow.MlflowClient(registry["uri"]).delete_run(real.info.run_id)
+    erased = [r for r in trail_of(registry, failed) if r.get("identity") == "reviewer"]
+    assert erased and all(any("deleted" in f for f in r["flags"]) for r in erased)
+
+    # the override is the approver's explicit, recorded choice
+    forced = approve(registry, "manager", failed, "--decision", "approve", "--override-gate", "--note", "known eval bug")
+    assert forced.returncode == 0, forced.stderr
+    assert champion(registry) == failed
+    last = [r for r in decisions(registry, failed) if r["identity"] == "manager"][-1]
+    assert last["gate_overridden"] is True and last["ledger"] == "manager"
+
+
+def test_two_approvals_at_once_each_see_the_champion_the_other_left(registry):
+    """The champion is read and moved under one lock: two approvals started together leave records whose
+    champions chain (the second's 'before' is the first's 'after'), and superseded_by names the true successor."""
+    import mlflow
+
+    with signed_in("admin", registry["admin"]):
+        client = mlflow.MlflowClient(registry["uri"])
+        a, b = (register_version(client, registry["experiment"], f"race-{i}", "admin") for i in range(2))
+    env = {user: {**as_user(registry["uri"], user, PASSWORDS[user]), "BAYLING_ROOT": str(registry["project"])}
+           for user in ("reviewer", "manager")}
+    procs = [subprocess.Popen([sys.executable, "-m", "tools.approve", version, "--decision", "approve"], env=env[user],
+                              cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for user, version in (("reviewer", a), ("manager", b))]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    records = sorted((decisions(registry, v)[-1] for v in (a, b)), key=lambda r: r["at"])
+    assert records[1]["previous_champion"] == records[0]["champion_after"] == records[0]["version"]
+    assert champion(registry) == records[1]["version"]
+    assert version_tags(registry, records[0]["version"])["superseded_by"] == records[1]["version"]
 
 
 def wait_for_pause(prefect_api: str, proc: subprocess.Popen, key_prefix: str, seen: set[str], timeout: float = 120) -> dict:
@@ -210,27 +339,45 @@ def test_a_paused_run_acts_only_for_a_verified_approver(registry, prefect_api):
         assert tool.returncode == 2 and "reader holds READ" in tool.stderr and "Traceback" not in tool.stderr
 
         # 2. the reader, straight at the Prefect API, naming the reviewer and the challenge it could read:
-        #    the challenge tag is still there (only MANAGE may delete it), so the run refuses and records it
+        #    the reviewer's ledger holds no such request, so the run refuses and records it
         with temporary_settings({PREFECT_API_URL: prefect_api}):
             resume_flow_run(paused["id"], run_input={"decision": "approve", "identity": "reviewer", "authenticated": True,
-                                                     "challenge": challenge, "display_name": "forged"})
+                                                     "challenge": challenge, "display_name": "forged", "request": "0" * 64})
         wait_for_pause(prefect_api, proc, key, seen)
-        (refusal,) = decisions(registry, version)
-        assert refusal["decision"] == "refused" and refusal["identity"] == "reviewer" and "challenge" in refusal["reason"]
+        (refusal,) = [r for r in trail_of(registry, version) if r.get("kind") == "refused"]
+        assert refusal["identity"] == "reviewer" and "ledger" in refusal["reason"] and not refusal["flags"]
         assert champion(registry) != version
 
-        # 3. an input with no verifiable identity at all
+        # 3. another MANAGE holder writes a real request into their own ledger, then resumes claiming the reviewer
+        import mlflow
+
+        from bayling.register import ledger
+        from bayling.register.approval import request_record
+        from bayling.register.identity import Identity
+
+        challenge = version_tags(registry, version)["approval.challenge"]
+        with signed_in("manager", PASSWORDS["manager"]):
+            entry = ledger.append(mlflow.MlflowClient(registry["uri"]), MODEL, "manager", request_record(
+                version, "approve", Identity("manager", True), challenge, paused["id"], "", "", False))
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            resume_flow_run(paused["id"], run_input={"decision": "approve", "identity": "reviewer", "authenticated": True,
+                                                     "challenge": challenge, "request": entry.sha256})
+        wait_for_pause(prefect_api, proc, key, seen)
+        refusals = [r for r in trail_of(registry, version) if r.get("kind") == "refused"]
+        assert len(refusals) == 2 and "reviewer's own ledger" in refusals[-1]["reason"] and champion(registry) != version
+
+        # 4. an input with no verifiable identity at all
         challenge = version_tags(registry, version)["approval.challenge"]
         with temporary_settings({PREFECT_API_URL: prefect_api}):
             resume_flow_run(paused["id"], run_input={"decision": "approve", "identity": "", "authenticated": False,
                                                      "challenge": challenge})
         wait_for_pause(prefect_api, proc, key, seen)
-        assert [d["decision"] for d in decisions(registry, version)] == ["refused", "refused"]
+        assert len([r for r in trail_of(registry, version) if r.get("kind") == "refused"]) == 3
 
-        # 4. the reviewer, through the tool: the run verifies and moves the champion with its own credentials
+        # 5. the reviewer, through the tool: the run verifies the request and moves the champion; the tool waits for it
         done = approve(registry, "reviewer", version, "--decision", "approve", "--note", "checked the regressions",
                        extra_env={"PREFECT_API_URL": prefect_api})
-        assert done.returncode == 0 and "resumed flow run" in done.stdout, done.stderr
+        assert done.returncode == 0 and "verified and applied approve by reviewer" in done.stdout, (done.stdout, done.stderr)
         output, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -239,7 +386,30 @@ def test_a_paused_run_acts_only_for_a_verified_approver(registry, prefect_api):
     outcome = json.loads(output.split("OUTCOME ", 1)[1].splitlines()[0])
     assert outcome["decision"] == "approve" and outcome["reviewer"] == "reviewer"
     assert champion(registry) == version
-    final = decisions(registry, version)[-1]
+    final = [r for r in decisions(registry, version) if r.get("kind") == "applied"][-1]
     assert final["identity"] == "reviewer" and final["authenticated"] is True and final["path"] == "paused-run"
-    assert final["note"] == "checked the regressions"
-    assert "approval.challenge" not in version_tags(registry, version)
+    assert final["note"] == "checked the regressions" and final["ledger"] == "admin"
+    request = [r for r in trail_of(registry, version) if r.get("kind") == "request" and r["ledger"] == "reviewer"]
+    assert [r["sha256"] for r in request] == [final["request"]] and not request[0]["flags"]
+
+
+def test_user_errors_of_the_tool_are_one_line_saying_what_is_wrong(registry):
+    """Non-ASCII digits are not version numbers; no credentials is not a refusal of credentials; a server that is
+    down is not a missing version."""
+    from tests.servers import free_port
+
+    for args in (("²", "--decision", "approve"), ("--history", "²"), ("٣", "--decision", "reject")):
+        typed = approve(registry, "reviewer", *args)
+        assert typed.returncode == 2 and "is not a version number" in typed.stderr and "Traceback" not in typed.stderr, typed.stderr
+    anonymous = {k: v for k, v in as_user(registry["uri"], "reviewer", "x").items() if not k.startswith("MLFLOW_TRACKING_USER")
+                 and k != "MLFLOW_TRACKING_PASSWORD"}
+    anonymous["BAYLING_ROOT"] = str(registry["project"])
+    for args in (("1", "--decision", "approve"), ("--history", "1")):
+        done = subprocess.run([sys.executable, "-m", "tools.approve", *args], env=anonymous, cwd=Path(__file__).resolve().parents[2],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in done.stderr, done.stderr
+        assert "refused the credentials" not in done.stderr and "has no version" not in done.stderr
+    down = dict(anonymous, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    done = subprocess.run([sys.executable, "-m", "tools.approve", "--history", "1"], env=down, cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "cannot reach MLflow" in done.stderr and "has no version" not in done.stderr, done.stderr

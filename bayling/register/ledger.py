@@ -1,0 +1,204 @@
+"""The approval trail: each approver's own append-only ledger of records, which only they can write.
+
+MLflow tags are mutable by anyone who holds EDIT on the registered model, and EDIT is what the pipeline's
+own account needs. So the trail does not live in the model version's tags. Each identity writes its
+records into its own experiment, `bayling-approvals/<model>/<identity>`:
+- The identity creates that experiment on its first record. The basic-auth app then gives the creator
+  MANAGE, and everyone else the server's default permission (READ in infra/mlflow/basic_auth.ini).
+  Nobody else can add a record there, so a record can only be written by the identity whose ledger
+  holds it.
+- A record is one run. Its content is logged as params, which MLflow never lets anyone change:
+  `record` (canonical JSON), `prev` (the previous record's hash) and `sha256`, the hash of `prev` and
+  `record` together. The records of one ledger therefore form a chain.
+
+Reading a ledger verifies, record by record:
+- the hash;
+- the chain (a missing or reordered record breaks it);
+- deleted runs (a deleted run is an erased record);
+- that the record names its ledger's owner;
+- when the reader may ask the server (the owner, or an admin), that the owner can write the ledger and
+  that no one else can.
+
+Whatever fails a check is returned with its problem, never dropped: `tools.approve --history` flags it.
+MLflow has no server-side record of who created a run, so the ledger's permissions are the attribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bayling.core.errors import PipelineError
+
+LEDGER_ROOT = "bayling-approvals"
+GENESIS = "0" * 64  # the `prev` of a ledger's first record
+WRITE_LEVELS = {"EDIT", "MANAGE"}
+
+
+def ledger_name(model_name: str, owner: str) -> str:
+    return f"{LEDGER_ROOT}/{model_name}/{owner}"
+
+
+def canonical(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def chain_hash(prev: str, text: str) -> str:
+    return hashlib.sha256(f"{prev}\n{text}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One record read back from a ledger, with every check it failed (empty: it verified)."""
+
+    owner: str
+    run_id: str
+    record: dict[str, Any]
+    sha256: str
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def verified(self) -> bool:
+        return not self.problems
+
+
+def _experiments(client: Any, model_name: str) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    prefix = f"{LEDGER_ROOT}/{model_name}/"
+    found, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ALL, filter_string=f"name LIKE '{prefix}%'", page_token=token)
+        found += [e for e in page if e.name.startswith(prefix) and "/" not in e.name[len(prefix):]]
+        token = page.token
+        if not token:
+            return found
+
+
+def _runs(client: Any, experiment_id: str) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], run_view_type=ViewType.ALL, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += list(page)
+        token = page.token
+        if not token:
+            return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def _read(client: Any, experiment: Any, owner: str, ownership: tuple[str, ...]) -> list[Entry]:
+    entries, expected = [], GENESIS
+    deleted_experiment = experiment.lifecycle_stage != "active"
+    for run in _runs(client, experiment.experiment_id):
+        params = run.data.params or {}
+        text, prev, stored = params.get("record"), params.get("prev"), params.get("sha256")
+        problems = list(ownership)
+        if deleted_experiment:
+            problems.append("its whole ledger was deleted")
+        if text is None or prev is None or stored is None:
+            entries.append(Entry(owner, run.info.run_id, {}, "", (*problems, "a run in the ledger that is not a record")))
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            record = {"unreadable": text[:200]}
+            problems.append("its record is not JSON")
+        if chain_hash(prev, text) != stored:
+            problems.append("its hash does not match its content")
+        if prev != expected:
+            problems.append("the chain is broken before it (a record was removed or reordered)")
+        if run.info.lifecycle_stage != "active":
+            problems.append("it was deleted (an erased record)")
+        if record.get("kind") in ("decision", "request") and record.get("identity") != owner:
+            problems.append(f"it is a decision by {record.get('identity')!r} but sits in {owner!r}'s ledger")
+        elif record.get("recorded_by", owner) != owner:
+            problems.append(f"it says {record.get('recorded_by')!r} recorded it but sits in {owner!r}'s ledger")
+        entries.append(Entry(owner, run.info.run_id, record, stored, tuple(problems)))
+        expected = stored
+    return entries
+
+
+def ownership_problems(tracking_uri: str, owner: str, experiment_id: str, me: Any = None,
+                       users: list[tuple[str, bool]] | None = None) -> tuple[str, ...]:
+    """What the server's permissions say against `owner` being the only writer of the ledger; empty when
+    they agree, or when this server has no users to ask about. `me` and `users` (for an admin) are asked
+    once per reading, not once per ledger."""
+    from bayling.register.identity import current_identity, list_usernames, permission_on
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ()
+    me = me or current_identity(tracking_uri)
+    if not me.authenticated:
+        return ()
+    if me.name != owner and not me.is_admin:
+        return ()  # only the owner or an admin may ask; history says so
+    problems = []
+    if permission_on(tracking_uri, owner, "experiment", experiment_id) not in WRITE_LEVELS:
+        problems.append(f"{owner} cannot write the ledger named for them (someone else created it)")
+    if me.is_admin:
+        others = [u for u, admin in (users if users is not None else list_usernames(tracking_uri)) if u != owner and not admin]
+        writers = [u for u in others if permission_on(tracking_uri, u, "experiment", experiment_id) in WRITE_LEVELS]
+        if writers:
+            problems.append(f"others can write {owner}'s ledger too: {', '.join(sorted(writers))}")
+    return tuple(problems)
+
+
+def read_all(client: Any, model_name: str, tracking_uri: str, owners: set[str] | None = None, check_ownership: bool = True) -> list[Entry]:
+    """Every record in the model's ledgers (or those of `owners`), each with its problems, oldest first.
+    Without `check_ownership` only the records themselves are checked (a reader waiting for an answer)."""
+    from bayling.register.identity import current_identity, list_usernames
+
+    me, users = None, None
+    if check_ownership and tracking_uri.startswith(("http://", "https://")):
+        me = current_identity(tracking_uri)
+        users = list_usernames(tracking_uri) if me.is_admin else None
+    entries = []
+    for experiment in _experiments(client, model_name):
+        owner = experiment.name.rsplit("/", 1)[1]
+        if owners is not None and owner not in owners:
+            continue
+        ownership = ownership_problems(tracking_uri, owner, experiment.experiment_id, me, users) if me is not None else ()
+        entries += _read(client, experiment, owner, ownership)
+    return sorted(entries, key=lambda e: (e.record.get("at", ""), e.owner, e.run_id))
+
+
+def append(client: Any, model_name: str, owner: str, record: dict[str, Any]) -> Entry:
+    """Add `record` to `owner`'s ledger (created on first use) with the credentials in use, which must be
+    `owner`'s: the server refuses anyone else."""
+    from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
+
+    name = ledger_name(model_name, owner)
+    try:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                client.create_experiment(name, tags={"bayling.ledger_owner": owner})
+            except MlflowException as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            experiment = client.get_experiment_by_name(name)
+        if experiment.lifecycle_stage != "active":
+            raise PipelineError(f"the ledger {name} was deleted; an admin must restore it before {owner} can record decisions")
+        earlier = _read(client, experiment, owner, ())
+        prev = earlier[-1].sha256 if earlier else GENESIS
+        text = canonical(record)
+        sha = chain_hash(prev, text)
+        run = client.create_run(experiment.experiment_id, run_name=f"{record.get('kind', 'record')}-v{record.get('version', '')}")
+        client.log_batch(run.info.run_id, params=[Param("record", text), Param("prev", prev), Param("sha256", sha)])
+        client.set_terminated(run.info.run_id)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise PipelineError(f"MLflow refused to write {owner}'s approval ledger {name}: permission denied (only {owner} may "
+                                "write it; if someone else created it, an admin must delete it)") from None
+        raise PipelineError(f"MLflow failed while writing the approval ledger {name}: {exc.message}") from None
+    return Entry(owner, run.info.run_id, record, sha)
+
+
+def find(entries: list[Entry], sha256: str) -> Entry | None:
+    return next((e for e in entries if e.sha256 == sha256), None)
