@@ -4,6 +4,7 @@ params.yaml (the checkout's, or the rebuild's work tree's) stays byte for byte a
 from __future__ import annotations
 
 import contextlib
+import signal
 import types
 from pathlib import Path
 
@@ -17,6 +18,14 @@ from bayling.core.errors import PipelineError
 
 class FlowStarted(Exception):
     """Raised where the entry point would start Prefect: everything before it ran."""
+
+
+@pytest.fixture(autouse=True)
+def sigint():
+    """The flows' entry points take over Ctrl-C; the test process gets its own handler back."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture
