@@ -298,10 +298,11 @@ def with_changes(data: dict[str, Any], changes: list[Change]) -> tuple[dict[str,
             node = node[part]
         else:
             old, key = node.get(path[-1]), ".".join(path)
-            if isinstance(value, dict) and isinstance(old, dict) and old and value and _section_at(path) is not None:
+            dropped = [str(k) for k in old if k not in value] if isinstance(value, dict) and isinstance(old, dict) else []
+            if dropped and value and _section_at(path) is not None:
                 first, example = next(iter(value.items()))
-                problems.append(f"{key} is a section, and a mapping would replace all of it (keys it leaves out fall back to their "
-                                f"defaults); set its keys one at a time: -S {key}.{first}={_flow(example)}")
+                problems.append(f"{key} is a section, and a mapping replaces all of it: {', '.join(dropped)} would fall back to "
+                                f"their defaults; set its keys one at a time: -S {key}.{first}={_flow(example)}")
             node[path[-1]] = copy.deepcopy(value)
     return out, problems
 

@@ -79,7 +79,7 @@ REFUSED = [
     ({"train.lora.rank": 8}, r"train\.lora\.rank.*unknown key"),
     ({"trian.max_steps": 3}, r"trian.*unknown section.*train"),
     ({"train.learning_rate": "2e-5"}, r"train\.learning_rate.*valid number"),
-    ({"train.lora": {"r": 8}}, r"train\.lora is a section.*train\.lora\.r="),
+    ({"train.lora": {"r": 8}}, r"train\.lora is a section.*alpha, dropout, target_modules would fall back.*train\.lora\.r=8"),
     ({"register.gate": {"min_scores": {}}}, r"register\.gate is a section"),
     ({"train.max_steps.x": 1}, r"train\.max_steps is not a mapping"),
     ({"base_model.hf_id.x": 1}, r"base_model\.hf_id is not a mapping"),
@@ -195,3 +195,9 @@ def test_blank_values_block_scalars_and_keys_at_a_sections_end_are_edited_in_pla
         "base_model:\n  hf_id: a/b                         # for source: hf\n  tiny:\n    seed: 1\n"
         "evaluate:\n  instructions:\n  comet_model: c\nregister:\n  card:\n    intended_use: short\n\n"
         "    tags: [a, b]\n")
+
+
+def test_a_mapping_that_names_every_key_of_a_section_may_replace_it(params_copy: Path):
+    rule = {"metric": "chrf_pp", "points": 0.5, "alpha": 0.01}
+    apply_overrides(params_copy, {"register.gate.max_drop_vs_base": rule})
+    assert yaml.safe_load(params_copy.read_text("utf-8"))["register"]["gate"]["max_drop_vs_base"] == rule
