@@ -6,7 +6,8 @@
 1. Reads the version's lineage from MLflow: the git commit and every DVC out's md5 (tags), and the
    dvc.lock and params.yaml its register run logged under `lineage/`.
 2. Clones this repository into a fresh work tree (`.cache/reproduce/...` unless --workdir) at that commit,
-   puts the logged dvc.lock and params.yaml in it, then applies any -S overrides (a planted change).
+   puts the logged dvc.lock and params.yaml in it, then applies any -S overrides (a planted change; values
+   read as YAML 1.2, refused before anything is written unless every section with them merged in is valid).
 3. `dvc pull` from the commit's default DVC remote (or --remote; .dvc/config.local is carried over for
    credentials and endpoints), or, with no remote, from this checkout's own DVC cache. That brings back
    every recorded output.
@@ -201,7 +202,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bayling.config.overrides import parse_override
+    from bayling.config.overrides import check_overrides, parse_override
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
 
         parse_model_uri(args.model_uri)
         overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
+        # what the schemas alone refuse, before cloning; the whole of the version's params is checked in the work tree
+        check_overrides(overrides)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ parent run, push, then pause for a human decision on a candidate that passed the
    and `dvc status` finds params, code and data unchanged: the run ends in a NothingToDo state.
 3. Each stage runs as `dvc repro --single-item <stage>`, in order; a held DVC lock or a dropped
    connection is retried. A changed S3 source forces fetch. `-S` overrides write params.yaml first,
-   as `dvc exp run -S` does.
+   as `dvc exp run -S` does (values read as YAML 1.2), once every section with them merged in is valid:
+   a refused override leaves params.yaml byte for byte as it was.
 4. `dvc push --run-cache`, retried, to the same remote.
 5. The MLflow parent run carries the git commit, the Prefect flow-run id and every DVC out's md5.
 6. If the gate passed and register.approval.required, the run pauses for an ApprovalInput (decision,
@@ -421,7 +422,7 @@ def check_stages(stages: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bayling.config.overrides import parse_override
+    from bayling.config.overrides import apply_overrides, parse_override
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -434,8 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
-        if not overrides:
-            load_all(ROOT / "params.yaml")  # refuse bad params before starting Prefect at all
+        # refuse bad params, with the overrides merged in, before starting Prefect at all; the flow writes them
+        if overrides:
+            apply_overrides(ROOT / "params.yaml", overrides, dry_run=True)
+        else:
+            load_all(ROOT / "params.yaml")
         check_stages(args.stage)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

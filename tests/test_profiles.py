@@ -127,3 +127,29 @@ def test_a_broken_profile_is_refused_before_params_yaml_changes(tmp_path: Path):
     assert done.returncode == 2 and "train.learning_rate" in done.stderr and "train.deepspeed" in done.stderr
     assert "bad.yaml:2" in done.stderr and "bad.yaml:3" in done.stderr  # the profile's own lines
     assert "Traceback" not in done.stderr and params.read_bytes() == before
+
+
+def test_applying_a_profile_changes_the_lines_it_sets_and_no_other(tmp_path: Path):
+    from tools.profile import write_merged
+
+    params = tmp_path / "params.yaml"
+    shutil.copy2(ROOT / "params.yaml", params)
+    (tmp_path / "data").symlink_to(ROOT / "data", target_is_directory=True)
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("base_model:\n  hf_id: HuggingFaceTB/SmolLM2-135M-Instruct\ntrain:\n  max_steps: 5\n  lora: {r: 8}\n"
+                       "evaluate:\n  max_new_tokens: 12\n", encoding="utf-8")
+    before = params.read_text("utf-8")
+    write_merged(params, profile)
+    after = params.read_text("utf-8")
+    changed = [(old, new) for old, new in zip(before.splitlines(), after.splitlines()) if old != new]
+    assert len(before.splitlines()) == len(after.splitlines())
+    assert changed == [
+        ("  hf_id: null                        # for source: hf, e.g. HuggingFaceTB/SmolLM2-135M-Instruct",
+         "  hf_id: HuggingFaceTB/SmolLM2-135M-Instruct # for source: hf, e.g. HuggingFaceTB/SmolLM2-135M-Instruct"),
+        ("  lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}",
+         "  lora: {r: 8, alpha: 32, dropout: 0.05, target_modules: all-linear}"),
+        ("  max_steps: 30", "  max_steps: 5"),
+        ("  max_new_tokens: 256                # the most any row may generate",
+         "  max_new_tokens: 12                 # the most any row may generate"),
+    ]
+    assert yaml.safe_load(after) == merged_params(params, profile)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bayling.config.loader import PARAMS_FILE, parse_yaml, read_params_file, validate_sections
-from bayling.config.overrides import merge
+from bayling.config.overrides import edit_params_text, merge, profile_changes, write_params_text
 from bayling.core.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,24 +36,11 @@ def merged_params(params_file: Path, profile: Path) -> dict[str, Any]:
 
 
 def write_merged(params_file: Path, profile: Path) -> None:
-    from ruamel.yaml import YAML
-
+    """Write the profile's values into params.yaml where they stand, every other byte as it was (comments, `null`)."""
     merged_params(params_file, profile)  # refuse before touching the file
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    document = yaml.load(params_file.read_text("utf-8"))
-    overrides = yaml.load(profile.read_text("utf-8"))
-
-    def apply(node: Any, changes: Any) -> None:
-        for key, value in changes.items():
-            if hasattr(value, "keys") and hasattr(node.get(key), "keys"):
-                apply(node[key], value)
-            else:
-                node[key] = value
-
-    apply(document, overrides)
-    with open(params_file, "w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
+    base, text = read_params_file(params_file)
+    changes = profile_changes(base, parse_yaml(profile.read_text("utf-8"), profile))
+    write_params_text(params_file, edit_params_text(text, changes))
 
 
 def main(argv: list[str] | None = None) -> int:

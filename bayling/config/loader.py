@@ -176,11 +176,10 @@ def _cross_section_problems(models: dict[str, Any]) -> list[tuple[tuple[Any, ...
     return []
 
 
-def validate_sections(
-    data: dict[str, Any], sections: list[str], *, text: str = "", file: str = PARAMS_FILE, root: Path = Path(".")
-) -> dict[str, Any]:
-    """Validate the named sections; raise one PipelineError that lists every problem found."""
-    lines = _line_map(text) if text else {}
+def find_problems(
+    data: dict[str, Any], sections: list[str], *, root: Path = Path(".")
+) -> tuple[dict[str, Section], list[tuple[tuple[Any, ...], str]]]:
+    """The named sections that validate, and every problem found as (location, message)."""
     problems: list[tuple[tuple[Any, ...], str]] = _unknown_sections(data)
     models: dict[str, Section] = {}
     for name in sections:
@@ -196,7 +195,16 @@ def validate_sections(
             continue
         problems.extend(_local_path_problems(name, models[name], root))
     problems.extend(_cross_section_problems(models))
+    return models, problems
+
+
+def validate_sections(
+    data: dict[str, Any], sections: list[str], *, text: str = "", file: str = PARAMS_FILE, root: Path = Path(".")
+) -> dict[str, Any]:
+    """Validate the named sections; raise one PipelineError that lists every problem found."""
+    models, problems = find_problems(data, sections, root=root)
     if problems:
+        lines = _line_map(text) if text else {}
         rendered = []
         for loc, msg in problems:
             line = _nearest_line(lines, loc)
