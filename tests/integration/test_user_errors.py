@@ -65,3 +65,56 @@ def test_retrain_with_s3_sources_and_no_credentials_is_one_line(project: Path, p
     (error,) = error_lines(result)
     assert f"fetch.sources 'upstream': cannot read the version of {SOURCE}" in error
     assert "Unable to locate credentials" in error and "AWS_ACCESS_KEY_ID" in error and "AWS_PROFILE" in error
+
+
+def register_with_lineage(client, project: Path, name: str, lock_text: str) -> str:
+    """A version as the register stage leaves one (git commit and DVC out tags, dvc.lock and params.yaml logged
+    under lineage/), with `lock_text` as its logged dvc.lock."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True).stdout.strip()
+    experiment = client.get_experiment_by_name("user-errors") or client.get_experiment(client.create_experiment("user-errors"))
+    run = client.create_run(experiment.experiment_id, run_name="register")
+    client.log_text(run.info.run_id, lock_text, "lineage/dvc.lock")
+    client.log_text(run.info.run_id, (project / "params.yaml").read_text(), "lineage/params.yaml")
+    client.set_terminated(run.info.run_id)
+    if client.search_registered_models(f"name = '{name}'") == []:
+        client.create_registered_model(name)
+    return client.create_model_version(name, f"runs:/{run.info.run_id}/lineage", run_id=run.info.run_id, tags={
+        "git_commit": commit, "register_run_id": run.info.run_id, "dvc.data/raw.md5": "0" * 32 + ".dir"}).version
+
+
+def reproduce(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.reproduce", *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_reproduce_into_a_workdir_that_is_a_file_is_one_line(project: Path, prefect_api: str, mlflow_uri: str, tmp_path: Path):
+    import mlflow
+
+    version = register_with_lineage(mlflow.MlflowClient(mlflow_uri), project, "user-errors-workdir",
+                                    "schema: '2.0'\nstages:\n  fetch:\n    outs:\n    - path: data/raw\n      md5: " + "0" * 32 + ".dir\n")
+    readme = project / "README.md"
+    readme.write_text("a file, not a folder\n")
+    env = dict(flow_env(project, prefect_api, tmp_path), MLFLOW_TRACKING_URI=mlflow_uri)
+    result = reproduce(project, env, f"models:/user-errors-workdir/{version}", "--workdir", "README.md")
+    assert result.returncode == 2
+    (error,) = error_lines(result)
+    assert f"--workdir {readme}" in error and "not a folder" in error
+    assert readme.read_text() == "a file, not a folder\n"
+
+
+@pytest.mark.parametrize("lock_text, problem", [
+    ("schema: '2.0'\nstages:\n  fetch: [outs:\n    - path: data/raw\n", "is not valid YAML"),
+    ("- schema\n- stages\n", "is a YAML list, not a mapping"),
+], ids=["invalid YAML", "a YAML list"])
+def test_reproduce_from_a_logged_dvc_lock_that_is_not_one_is_one_line(lock_text: str, problem: str, project: Path, prefect_api: str,
+                                                                      mlflow_uri: str, tmp_path: Path):
+    import mlflow
+
+    name = "user-errors-lock-" + ("yaml" if "YAML list" not in problem else "list")
+    version = register_with_lineage(mlflow.MlflowClient(mlflow_uri), project, name, lock_text)
+    env = dict(flow_env(project, prefect_api, tmp_path), MLFLOW_TRACKING_URI=mlflow_uri)
+    result = reproduce(project, env, f"models:/{name}/{version}")
+    assert result.returncode == 2
+    (error,) = error_lines(result)
+    assert f"the dvc.lock logged with version {version}" in error and problem in error
+    assert not list((project / ".cache" / "reproduce").iterdir())  # the clone went with the failure
