@@ -44,24 +44,45 @@ from flows.retrain import INTERRUPTION, ROOT, dvc, stage_env
 TAIL_LINES = 30
 
 
+def task_result(state: State) -> Any:
+    """What a task returned. A task hands a user error back as a failed state (raised, Prefect would log it with a
+    traceback), which becomes that error again here; a crash re-raises its own exception."""
+    from prefect.exceptions import FailedRun
+
+    try:
+        return state.result()
+    except FailedRun:
+        raise PipelineError(state.message or "failed") from None
+
+
 @task(task_run_name="work-tree")
-def prepare_work_tree(recorded: Any, client: Any, workdir: Path, overrides: dict[str, Any]) -> list[str]:
+def prepare_work_tree(recorded: Any, client: Any, workdir: Path, overrides: dict[str, Any]) -> list[str] | State:
     """Clone at the recorded commit, restore the logged dvc.lock and params.yaml, apply overrides. Returns notes."""
     from bayling.config.overrides import apply_overrides
     from bayling.register.reproduce import clone_at, restore_lineage
 
-    clone_at(ROOT, recorded.commit, workdir)
-    notes = restore_lineage(client, recorded, workdir)
-    if overrides:
-        apply_overrides(workdir / "params.yaml", overrides)
-        notes.append("planted overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    try:
+        clone_at(ROOT, recorded.commit, workdir)
+        notes = restore_lineage(client, recorded, workdir)
+        if overrides:
+            apply_overrides(workdir / "params.yaml", overrides)
+            notes.append("planted overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    except PipelineError as exc:
+        return Failed(message=str(exc))
     return notes
 
 
 @task(task_run_name="dvc-pull")
-def pull(workdir: Path, env: dict[str, str], remote: str | None) -> str:
+def pull(workdir: Path, env: dict[str, str], remote: str | None) -> str | State:
     """Pull the recorded outputs: from --remote, the commit's default remote, or else this checkout's own DVC
     cache (laid out as a DVC 3 local remote is), which holds what was built here."""
+    try:
+        return _pull(workdir, env, remote)
+    except PipelineError as exc:
+        return Failed(message=str(exc))
+
+
+def _pull(workdir: Path, env: dict[str, str], remote: str | None) -> str:
     from bayling.register.reproduce import PROJECT_CACHE_REMOTE, dvc_cache_dir
 
     code, lines = dvc("remote", "default", cwd=workdir, env=env, log_lines=False)
@@ -113,6 +134,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
         PROJECT_CACHE_REMOTE,
         Verdict,
         check_overrides_rerun,
+        check_workdir,
         clear_persistent_outs,
         dvc_cache_dir,
         dvc_stage_outs,
@@ -132,14 +154,18 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
     recorded = recorded_version(client, ref)
     if workdir_arg:
         workdir = Path(workdir_arg).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+        check_workdir(workdir)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PipelineError(f"--workdir {workdir}: cannot create it ({exc.strerror or exc})") from None
     else:
         workdir = new_work_tree(ROOT / ".cache" / "reproduce", recorded)
     logger.info("rebuilding %s (version %s, commit %s) in %s", ref, recorded.version, recorded.commit[:12], workdir)
     # until the stages run, a failure (a bad --from or -S, a failed pull, Ctrl-C, the registry gone) leaves nothing
     # worth keeping, only a clone holding the copied DVC credentials
     try:
-        notes = prepare_work_tree(recorded, client, workdir, overrides)
+        notes = task_result(prepare_work_tree(recorded, client, workdir, overrides, return_state=True))
         for note in notes:
             logger.info(note)
         dvc_yaml = yaml.safe_load((workdir / "dvc.yaml").read_text("utf-8")) or {}
@@ -149,7 +175,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
         params = load_all(workdir / "params.yaml")
         env = stage_env()
         env.update(BAYLING_ROOT=str(workdir), MLFLOW_TRACKING_URI=uri)
-        pulled = pull(workdir, env, remote)
+        pulled = task_result(pull(workdir, env, remote, return_state=True))
         if INTERRUPTION.requested:
             raise PipelineError("interrupted during dvc pull")
         if recorded.remote and pulled != PROJECT_CACHE_REMOTE and remote is None:
@@ -214,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work tree even when it reproduces bit for bit")
     args = parser.parse_args(argv)
     try:
-        from bayling.register.reproduce import parse_model_uri
+        from bayling.register.reproduce import check_workdir, parse_model_uri
 
         parse_model_uri(args.model_uri)
+        if args.workdir:
+            check_workdir(Path(args.workdir).resolve())  # before the registry and a Prefect server are asked anything
         overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
         # what the schemas alone refuse, before cloning; the whole of the version's params is checked in the work tree
         check_overrides(overrides)

@@ -217,12 +217,17 @@ def repro_stage(stage: str, force: bool = False, parent_run_id: str | None = Non
 
 
 @task(task_run_name="check-upstream")
-def nothing_changed(params: dict) -> tuple[bool, list[str], str]:
-    """(whether the run can stop, sources whose upstream version changed, the reason in words)."""
+def nothing_changed(params: dict) -> tuple[bool, list[str], str] | State:
+    """(whether the run can stop, sources whose upstream version changed, the reason in words); a failed state
+    for a source that cannot be read (no S3 credentials, no such bucket): raised, it would be logged with a
+    traceback."""
     from bayling.fetch.versions import changed_sources, current_versions, recorded_versions
 
     manifest_path = ROOT / "data" / "raw" / "manifest.json"
-    current = current_versions(params["fetch"], ROOT)
+    try:
+        current = current_versions(params["fetch"], ROOT)
+    except PipelineError as exc:
+        return Failed(message=str(exc))
     recorded = recorded_versions(json.loads(manifest_path.read_text("utf-8"))) if manifest_path.exists() else {}
     changed = changed_sources(current, recorded)
     code, lines = dvc("status", log_lines=False)
@@ -272,7 +277,10 @@ def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | 
     else:
         logger.info("no default DVC remote: nothing to pull or push (dvc remote add -d NAME s3://bucket/path)")
     if not force and stages is None:
-        stop, changed, reason = nothing_changed(params)
+        checked = nothing_changed(params, return_state=True)
+        if checked.is_failed():
+            return Failed(message=checked.message)
+        stop, changed, reason = checked.result()
         if stop:
             logger.info("nothing to do: %s", reason)
             return Completed(message=f"nothing to do: {reason}", name="NothingToDo", data={"nothing_to_do": reason})

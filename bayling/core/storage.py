@@ -49,6 +49,20 @@ def s3_client(endpoint_url: str | None = None):  # type: ignore[no-untyped-def]
     return boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
 
+CREDENTIALS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or AWS_PROFILE to a profile in "
+                    "~/.aws/credentials")
+
+
+def s3_failure(what: str, exc: Exception) -> PipelineError:
+    """One line for a failed S3 request: missing credentials say how to give them (botocore never sent the
+    request, so nothing was retried); anything else is what S3 or the connection said after the retries."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return PipelineError(f"{what}: {exc}; {CREDENTIALS_HINT}")
+    return PipelineError(f"{what} (after up to {S3_MAX_ATTEMPTS} attempts): {exc}")
+
+
 @contextlib.contextmanager
 def materialize(uri: str, *, root: Path, s3_endpoint_url: str | None = None) -> Iterator[tuple[Path, FileInfo]]:
     """Yield a local path holding the bytes of `uri` and its FileInfo; S3 objects go to a temp file."""
@@ -68,7 +82,7 @@ def materialize(uri: str, *, root: Path, s3_endpoint_url: str | None = None) -> 
             head = client.head_object(Bucket=bucket, Key=key)
             client.download_file(bucket, key, str(local))
         except (ClientError, BotoCoreError) as exc:
-            raise PipelineError(f"cannot read {uri} (after up to {S3_MAX_ATTEMPTS} attempts): {exc}") from None
+            raise s3_failure(f"cannot read {uri}", exc) from None
         yield local, FileInfo(
             uri=uri,
             origin="s3",

@@ -8,7 +8,9 @@ the generation code, the torch and transformers versions that run it); the key b
 them, so a hit returns exactly what generation would, and anything that could change an output is a
 miss. DVC cannot hold this: the evaluate stage's deps include the fine-tuned model, so a retrain
 re-runs the whole stage. The entries are plain JSON files under evaluate.generation_cache (gitignored
-.cache/ by default), written atomically; deleting the folder only costs time.
+.cache/ by default), written atomically; deleting the folder only costs time. Each entry holds its own key
+and a checksum of its outputs, so a file copied or renamed under another key, or damaged on disk, is a
+miss (with a warning) that is generated and written again, never outputs served for other prompts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bayling.config.evaluate import EvaluateParams
+from bayling.core.errors import PipelineError
 from bayling.core.records import Message
 from bayling.evaluate.engines import Replier, cacheable
 
@@ -49,6 +52,19 @@ def generation_key(model_dir: Path, conversations: Sequence[Sequence[Message]], 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def check_cache_dir(cache_dir: Path) -> None:
+    """Refuse an evaluate.generation_cache that cannot be a folder (it, or a folder above it, is a file), before
+    anything is generated: the outputs would be lost when the first entry could not be written."""
+    existing = next((p for p in (cache_dir, *cache_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise PipelineError(f"evaluate.generation_cache: {existing} is a file, not a folder; point the setting at a folder "
+                            "(it is created when missing) or set it to null to turn the cache off")
+
+
+def outputs_checksum(outputs: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(outputs), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[Sequence[Message]], settings: dict[str, Any],
                produce: Callable[[], list[str]]) -> tuple[list[str], bool]:
     """`produce()`'s outputs, from the cache when the same model was asked the same prompts the same way
@@ -57,6 +73,7 @@ def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[
         return produce(), False
     from bayling.core.storage import atomic_writer
 
+    check_cache_dir(cache_dir)
     key = generation_key(model_dir, conversations, settings)
     path = cache_dir / f"{key}.json"
     if path.is_file():
@@ -66,26 +83,42 @@ def remembered(cache_dir: Path | None, model_dir: Path, conversations: Sequence[
     outputs = produce()
     if len(outputs) != len(conversations):
         raise ValueError(f"{len(outputs)} outputs for {len(conversations)} prompts")
-    with atomic_writer(path) as handle:
-        handle.write(json.dumps({"key": key, "prompts": len(conversations), "outputs": outputs}, ensure_ascii=False))
+    entry = {"key": key, "prompts": len(conversations), "checksum": outputs_checksum(outputs), "outputs": outputs}
+    try:
+        with atomic_writer(path) as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False))
+    except OSError as exc:  # the outputs are in hand: a cache that cannot take them costs the next run time, not this one
+        log.warning("could not write generation cache entry %s (%s); the next run generates these outputs again", path, exc)
     return outputs, False
 
 
 def _entry_outputs(path: Path, key: str, count: int) -> list[str] | None:
     """An entry's outputs, one per prompt in prompt order, or None (a miss, with a warning) for an entry that is
-    unreadable, written under another key (a renamed or copied file) or for another number of prompts."""
+    unreadable, written under another key (a renamed or copied file), for another number of prompts, or whose
+    outputs no longer match the checksum written with them."""
+    outputs, problem = _read_entry(path, key, count)
+    if problem is not None:
+        log.warning("ignoring generation cache entry %s: %s; generating its outputs again", path, problem)
+    return outputs
+
+
+def _read_entry(path: Path, key: str, count: int) -> tuple[list[str] | None, str | None]:
     try:
-        entry = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        entry = None
+        entry = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "not UTF-8 JSON"
     outputs = entry.get("outputs") if isinstance(entry, dict) else None
     if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-        log.warning("ignoring an unreadable generation cache entry %s", path)
-        return None
-    if entry.get("key") != key or entry.get("prompts") != count or len(outputs) != count:
-        log.warning("ignoring generation cache entry %s: it was written for other prompts", path)
-        return None
-    return outputs
+        return None, "not an object with a list of output strings"
+    if "key" not in entry or "checksum" not in entry:
+        return None, "written without its key and checksum (by an older version)"
+    if entry["key"] != key or entry.get("prompts") != count or len(outputs) != count:
+        return None, "it was written for other prompts"
+    if entry["checksum"] != outputs_checksum(outputs):
+        return None, "its outputs do not match their checksum (damaged or edited)"
+    return outputs, None
 
 
 def translations(params: EvaluateParams, replier: Replier, model_dir: Path, prompts: list[list[Message]],

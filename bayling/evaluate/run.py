@@ -163,6 +163,10 @@ def evaluate_models(
 
         questions = read_questions([resolve(p) for p in params.instructions.paths], params.instructions.max_questions)
     cache_dir = resolve(params.generation_cache) if params.generation_cache else None
+    if cache_dir is not None:
+        from bayling.evaluate.memo import check_cache_dir
+
+        check_cache_dir(cache_dir)  # before any model loads: a cache that cannot be written would lose the outputs
     for label, path in models.items():
         tokenizer = AutoTokenizer.from_pretrained(path)
         replier: Replier | None = replier_for(params, label, path, tokenizer)

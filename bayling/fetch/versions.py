@@ -11,14 +11,21 @@ from bayling.config.fetch import FetchParams
 
 def current_versions(fetch: FetchParams, root: Path) -> dict[str, str]:
     """{uri: "etag:<etag>" for S3 objects, "sha256:<digest>" for local files}, without downloading S3 data."""
-    from bayling.core.storage import s3_client, sha256_of, split_s3_uri
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from bayling.core.storage import s3_client, s3_failure, sha256_of, split_s3_uri
 
     versions = {}
+    client = None
     for source in fetch.sources:
         for uri in source.uris():
             if uri.startswith("s3://"):
                 bucket, key = split_s3_uri(uri)
-                head = s3_client(fetch.s3_endpoint_url).head_object(Bucket=bucket, Key=key)
+                client = client or s3_client(fetch.s3_endpoint_url)
+                try:
+                    head = client.head_object(Bucket=bucket, Key=key)
+                except (ClientError, BotoCoreError) as exc:
+                    raise s3_failure(f"fetch.sources '{source.name}': cannot read the version of {uri}", exc) from None
                 versions[uri] = f"etag:{str(head['ETag']).strip(chr(34))}"
             else:
                 path = root / uri

@@ -466,8 +466,6 @@ def dvc_cache_dir(repo_root: Path) -> Path:
 
 def restore_lineage(client: Any, recorded: RecordedVersion, workdir: Path) -> list[str]:
     """Put the dvc.lock and params.yaml logged with the version into the work tree; returns notes for the report."""
-    import yaml
-
     notes: list[str] = []
     downloaded = workdir / ".cache" / "lineage"
     downloaded.mkdir(parents=True, exist_ok=True)
@@ -479,11 +477,12 @@ def restore_lineage(client: Any, recorded: RecordedVersion, workdir: Path) -> li
     logged = downloaded / LINEAGE_ARTIFACTS
     if not (logged / "dvc.lock").exists():
         raise PipelineError(f"version {recorded.version}'s register run {recorded.run_id} logged no dvc.lock")
-    lock = yaml.safe_load((logged / "dvc.lock").read_text("utf-8")) or {}
+    lock = logged_mapping(logged / "dvc.lock", recorded)
+    check_lock_shape(lock, recorded)
     check_lock_matches(recorded, lock)
     shutil.copy2(logged / "dvc.lock", workdir / "dvc.lock")
     if (logged / "params.yaml").exists():
-        check_params_match(lock, yaml.safe_load((logged / "params.yaml").read_text("utf-8")) or {})
+        check_params_match(lock, logged_mapping(logged / "params.yaml", recorded))
         committed = workdir / "params.yaml"
         if not committed.exists() or committed.read_bytes() != (logged / "params.yaml").read_bytes():
             notes.append("params.yaml differs from the commit's (a run with -S overrides): using the one logged with the version")
@@ -492,6 +491,62 @@ def restore_lineage(client: Any, recorded: RecordedVersion, workdir: Path) -> li
         notes.append("the version was built from a work tree with uncommitted changes; only params.yaml is restored, "
                      "other uncommitted edits cannot be")
     return notes
+
+
+YAML_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _damaged(recorded: RecordedVersion, name: str, problem: str) -> PipelineError:
+    return PipelineError(f"the {name} logged with version {recorded.version} {problem}: the version's record is damaged and it "
+                         f"cannot be rebuilt from it (the file is {LINEAGE_ARTIFACTS}/{name} among register run "
+                         f"{recorded.run_id}'s artifacts)")
+
+
+def logged_mapping(path: Path, recorded: RecordedVersion) -> dict[str, Any]:
+    """A file of the version's logged lineage (dvc.lock, params.yaml) as the YAML mapping it must be."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(recorded, path.name, "is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise _damaged(recorded, path.name, f"is not valid YAML ({problem}{where})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _damaged(recorded, path.name, f"is a YAML {YAML_TYPES.get(type(data), type(data).__name__)}, not a mapping")
+    return data
+
+
+def check_lock_shape(lock: dict[str, Any], recorded: RecordedVersion) -> None:
+    """The parts of a dvc.lock this module reads, in the shapes DVC writes them: a record that parses but holds
+    something else is as damaged as one that does not parse."""
+    stages = lock.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise _damaged(recorded, "dvc.lock", "has `stages` that is not a mapping of stage names")
+    for name, stage in stages.items():
+        if not isinstance(stage, dict):
+            raise _damaged(recorded, "dvc.lock", f"has stage `{name}` that is not a mapping")
+        outs = stage.get("outs") or []
+        if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("path"), str) for o in outs):
+            raise _damaged(recorded, "dvc.lock", f"has `stages.{name}.outs` that is not a list of entries with a path")
+        params = stage.get("params") or {}
+        if not isinstance(params, dict) or not all(v is None or isinstance(v, dict) for v in params.values()):
+            raise _damaged(recorded, "dvc.lock", f"has `stages.{name}.params` that is not a mapping of files to values")
+
+
+def check_workdir(workdir: Path) -> None:
+    """--workdir must be a new or empty folder: checked before anything is looked up or cloned."""
+    existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+    if not existing.is_dir():
+        raise PipelineError(f"--workdir {workdir}: {existing} is a file, not a folder; name a new or empty folder, or leave "
+                            "--workdir out for a new one under .cache/reproduce")
+    if existing == workdir and any(workdir.iterdir()):
+        raise PipelineError(f"--workdir {workdir}: exists and is not empty; name a new or empty folder")
 
 
 def persistent_outs(workdir: Path, stages: Iterable[str]) -> list[Path]:

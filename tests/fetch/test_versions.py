@@ -1,6 +1,7 @@
 """Upstream source versions, for skipping unchanged scheduled runs."""
 
 import hashlib
+import os
 
 from bayling.config.fetch import FetchParams
 from bayling.fetch.versions import changed_sources, current_versions, recorded_versions
@@ -51,3 +52,37 @@ def test_s3_versions_are_etags_without_downloading(s3_env, tmp_path):
     s3.put_object(Bucket="upstream-versions", Key="c.tsv", Body=b"hello\tsalut\n")
     after = current_versions(fetch, tmp_path)["s3://upstream-versions/c.tsv"]
     assert changed_sources({"s3://upstream-versions/c.tsv": after}, recorded) == ["s3://upstream-versions/c.tsv"]
+
+
+def test_s3_versions_without_credentials_are_one_line_naming_the_source(s3_endpoint, tmp_path, monkeypatch):
+    import boto3
+    import pytest
+
+    from bayling.core.errors import PipelineError
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="upstream-no-credentials")
+    s3.put_object(Bucket="upstream-no-credentials", Key="c.tsv", Body=b"hello\tbonjour\n")
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    # nor from ~/.aws or the instance metadata service: botocore would look there next
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials an earlier test's client found
+    fetch = FetchParams.model_validate(
+        {
+            "s3_endpoint_url": s3_endpoint,
+            "sources": [{"name": "upstream", "format": "tsv", "uri": "s3://upstream-no-credentials/c.tsv",
+                         "columns": ["eng_Latn", "fra_Latn"]}],
+        }
+    )
+    with pytest.raises(PipelineError) as raised:
+        current_versions(fetch, tmp_path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "fetch.sources 'upstream'" in message and "s3://upstream-no-credentials/c.tsv" in message
+    assert "Unable to locate credentials" in message and "AWS_ACCESS_KEY_ID" in message and "AWS_PROFILE" in message

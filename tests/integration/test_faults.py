@@ -75,7 +75,7 @@ def test_fetch_without_s3_credentials_is_one_line(project_copy: Path, tmp_path: 
     result = subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=project_copy, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (error,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
-    assert f"cannot read {SOURCE}" in error and "Unable to locate credentials" in error
+    assert f"cannot read {SOURCE}" in error and "Unable to locate credentials" in error and "AWS_ACCESS_KEY_ID" in error
 
 
 def fetch_is_intact(project: Path, env: dict) -> bool:

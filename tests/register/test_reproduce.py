@@ -240,3 +240,69 @@ def test_a_logged_params_yaml_must_hold_what_the_logged_lock_says_was_read():
         check_params_match(lock, {"synthesize": {"seed": 3, "teacher": {"enabled": True, "base_url": "https://evil"}}})
     with pytest.raises(PipelineError, match=r"synthesize: synthesize.seed"):
         check_params_match(lock, {"synthesize": {"teacher": {"enabled": False, "base_url": None}}})
+
+
+class LoggedLineage:
+    """The register run's artifacts as `MlflowClient.download_artifacts` hands them over: files under lineage/."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
+        folder = Path(dst) / path
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            (folder / name).write_bytes(data)
+        return str(folder)
+
+
+GOOD_LOCK = b"schema: '2.0'\nstages:\n  fetch:\n    outs:\n    - path: data/raw\n      md5: r.dir\n"
+DAMAGED_LINEAGE = {
+    "lock not UTF-8": ({"dvc.lock": b"stages:\n  fetch: \xff\xfe\n"}, "the dvc.lock .* is not UTF-8 text"),
+    "lock not YAML": ({"dvc.lock": b"stages: {fetch: [outs\n"}, r"the dvc.lock .* is not valid YAML \(.* at line 2, column 1\)"),
+    "lock a list": ({"dvc.lock": b"- stages\n- outs\n"}, "the dvc.lock .* is a YAML list, not a mapping"),
+    "lock a string": ({"dvc.lock": b"just words\n"}, "the dvc.lock .* is a YAML string, not a mapping"),
+    "stages a list": ({"dvc.lock": b"stages: [fetch, train]\n"}, "has `stages` that is not a mapping"),
+    "a stage a list": ({"dvc.lock": b"stages:\n  fetch: [data/raw]\n"}, "has stage `fetch` that is not a mapping"),
+    "outs of strings": ({"dvc.lock": b"stages:\n  fetch:\n    outs: [data/raw]\n"}, r"`stages.fetch.outs` that is not a list"),
+    "params a list": ({"dvc.lock": GOOD_LOCK + b"    params: [seed]\n"}, r"`stages.fetch.params` that is not a mapping"),
+    "params.yaml a list": ({"dvc.lock": GOOD_LOCK, "params.yaml": b"- fetch\n"}, "the params.yaml .* is a YAML list"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_LINEAGE, ids=list(DAMAGED_LINEAGE))
+def test_a_damaged_logged_lineage_is_a_pipeline_error_naming_the_file(damage: str, tmp_path: Path):
+    from bayling.register.reproduce import restore_lineage
+
+    files, message = DAMAGED_LINEAGE[damage]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "dvc.lock").write_text("the commit's own\n")
+    with pytest.raises(PipelineError, match=message) as raised:
+        restore_lineage(LoggedLineage(files), recorded({"data/raw": "r.dir"}), workdir)
+    assert "version 3" in str(raised.value) and "lineage/" in str(raised.value) and "run-1" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    if "params.yaml" not in damage:
+        assert (workdir / "dvc.lock").read_text() == "the commit's own\n"  # nothing damaged reaches the work tree
+    # a whole record restores
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert restore_lineage(LoggedLineage({"dvc.lock": GOOD_LOCK}), recorded({"data/raw": "r.dir"}), whole) == []
+    assert (whole / "dvc.lock").read_bytes() == GOOD_LOCK
+
+
+def test_a_workdir_must_be_a_new_or_empty_folder(tmp_path: Path):
+    from bayling.register.reproduce import check_workdir
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a file\n")
+    for path in (readme, readme / "under"):
+        with pytest.raises(PipelineError, match=f"--workdir {path}: {readme} is a file, not a folder"):
+            check_workdir(path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(PipelineError, match="exists and is not empty"):
+        check_workdir(tmp_path / "full")
+    (tmp_path / "empty").mkdir()
+    check_workdir(tmp_path / "empty")
+    check_workdir(tmp_path / "new" / "deeper")
