@@ -145,10 +145,18 @@ def check_lock_matches(recorded: RecordedVersion, lock: dict[str, Any]) -> None:
 MISSING = object()
 
 
-def check_params_match(lock: dict[str, Any], params: dict[str, Any]) -> None:
+LOGGING_STAGE = "register"  # logs dvc.lock and params.yaml while it runs; never re-run by a rebuild
+
+
+def check_params_match(lock: dict[str, Any], params: dict[str, Any], logged_by: str = LOGGING_STAGE) -> None:
     """The logged params.yaml must hold every value the logged dvc.lock says its stages read: otherwise the
     rebuild would run settings (a teacher endpoint, a key's variable) that the version was never built with.
-    Only the lock's outs are tagged on the version, so this is what vouches for the logged params."""
+    Only the lock's outs are tagged on the version, so this is what vouches for the logged params.
+
+    The stage that logged the lock (`logged_by`) is left out: it logs dvc.lock while it runs, and DVC writes that
+    stage's own entry only after it has finished, so the logged entry is the previous run's (after a run that changed
+    only register.gate, it holds the old gate). A rebuild never re-runs that stage, so its params cannot change what
+    is rebuilt."""
     def lookup(key: str) -> Any:
         node: Any = params
         for part in key.split("."):
@@ -157,7 +165,7 @@ def check_params_match(lock: dict[str, Any], params: dict[str, Any]) -> None:
             node = node[part]
         return node
 
-    altered = sorted({f"{name}: {key}" for name, stage in (lock.get("stages") or {}).items()
+    altered = sorted({f"{name}: {key}" for name, stage in (lock.get("stages") or {}).items() if name != logged_by
                       for file, values in (stage.get("params") or {}).items() if Path(file).name == "params.yaml"
                       for key, value in (values or {}).items() if lookup(key) != value})
     if altered:
