@@ -309,3 +309,9 @@ def test_a_version_registered_after_a_register_only_change_restores_cleanly_and_
     tampered.mkdir()
     with pytest.raises(PipelineError, match=r"for train: train.seed: the record was altered after registration"):
         restore_lineage(LineageClient(logged), version, tampered)
+    (logged / "params.yaml").write_text((logged / "params.yaml").read_text().replace("seed: 8", "seed: 7"))
+    (tampered / "lock").mkdir()
+    model_md5 = lock["stages"]["train"]["outs"][0]["md5"]
+    (logged / "dvc.lock").write_text((logged / "dvc.lock").read_text().replace(model_md5, "0" * 32))
+    with pytest.raises(PipelineError, match=r"does not match its dvc.\*.md5 tags for model.txt: the record was altered"):
+        restore_lineage(LineageClient(logged), version, tampered / "lock")
