@@ -464,6 +464,46 @@ def copy_local_config(source: Path, dest: Path) -> None:
     config.write()
 
 
+# The settings of a remote that a kept work tree's .dvc/config.local may still hold: where the remote is, never
+# how to log in to it. An allowlist, so that a credential option this list does not know is removed too.
+KEPT_REMOTE_SETTINGS = frozenset({"url", "endpointurl", "region", "profile", "ssl_verify", "version_aware"})
+KEPT_SECTIONS = frozenset({"core", "cache"})  # the default remote's name, a shared cache folder
+COPIED_CREDENTIALS = "the DVC credentials copied into its .dvc/config.local"  # "its": the work tree's, in messages
+
+
+def remove_credentials(workdir: Path) -> None:
+    """Take out of the work tree's .dvc/config.local what copy_local_config carried in to log in to a remote (keys,
+    tokens, passwords, credential files, a user and token inside a URL), once the pull no longer needs them: a work
+    tree kept for inspection must not be a second copy of the project's credentials."""
+    from configobj import ConfigObj, ConfigObjError
+
+    path = workdir / ".dvc" / "config.local"
+    if not path.exists():
+        return
+    try:
+        config = ConfigObj(str(path), encoding="utf-8", interpolation=False, write_empty_values=True)
+    except (ConfigObjError, UnicodeDecodeError):  # what cannot be read cannot be sorted into secret and not
+        path.unlink()
+        return
+    for name in list(config):
+        section = config[name]
+        if name in KEPT_SECTIONS:
+            continue
+        if not (name.startswith("remote ") and hasattr(section, "items")):
+            del config[name]
+            continue
+        for key in list(section):
+            if key not in KEPT_REMOTE_SETTINGS:
+                del section[key]
+            elif key == "url" and isinstance(section[key], str) and "://" in section[key]:
+                public = public_url(section[key])
+                if public is None:
+                    del section[key]
+                else:
+                    section[key] = public
+    config.write()
+
+
 def dvc_cache_dir(repo_root: Path) -> Path:
     """Where a DVC project keeps its cache: .dvc/cache unless cache.dir says otherwise."""
     from dvc.repo import Repo

@@ -315,3 +315,13 @@ def test_a_version_registered_after_a_register_only_change_restores_cleanly_and_
     (logged / "dvc.lock").write_text((logged / "dvc.lock").read_text().replace(model_md5, "0" * 32))
     with pytest.raises(PipelineError, match=r"does not match its dvc.\*.md5 tags for model.txt: the record was altered"):
         restore_lineage(LineageClient(logged), version, tampered / "lock")
+
+
+def test_a_config_local_that_cannot_be_read_is_removed_whole_rather_than_kept_with_its_credentials(tmp_path: Path):
+    from bayling.register.reproduce import remove_credentials
+
+    remove_credentials(tmp_path)  # no .dvc/config.local: nothing to do
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config.local").write_text("['remote \"s3\"'\n    secret_access_key = s3cr3t\n")
+    remove_credentials(tmp_path)
+    assert not (tmp_path / ".dvc" / "config.local").exists()
