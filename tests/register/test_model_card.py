@@ -286,10 +286,11 @@ def test_the_license_must_be_one_the_hub_knows_and_other_must_name_and_link_it(r
     base = (repo_root / "params.yaml").read_text()
 
     def problems(card_lines: str) -> str:
-        """The params validation errors with register.card's license line replaced by `card_lines`."""
+        """The params validation errors with register.card's three license lines replaced by `card_lines`."""
         lines = base.splitlines(keepends=True)
         (at,) = [i for i, line in enumerate(lines) if line.startswith("    license: null")]
-        text = "".join([*lines[:at], card_lines + "\n", *lines[at + 1:]])
+        assert lines[at + 1].startswith("    license_name: null") and lines[at + 2].startswith("    license_link: null")
+        text = "".join([*lines[:at], card_lines + "\n", *lines[at + 3:]])
         with pytest.raises(PipelineError) as caught:
             validate_sections(yaml.safe_load(text), ["register"], text=text, root=repo_root)
         return str(caught.value)
