@@ -10,7 +10,7 @@
    read as YAML 1.2, refused before anything is written unless every section with them merged in is valid).
 3. `dvc pull` from the commit's default DVC remote (or --remote; .dvc/config.local is carried over for
    credentials and endpoints), or, with no remote, from this checkout's own DVC cache. That brings back
-   every recorded output.
+   every recorded output. The credentials are then taken out of the work tree's config.local.
 4. Clears the re-run stages' persistent outs (train's checkpoints: a pulled one would let train resume),
    then re-runs the stages with `dvc repro --single-item --force`, from the first stage or from --from
    STAGE (the stages before it keep their pulled outputs). Register is never re-run: it would write to
@@ -53,6 +53,10 @@ def task_result(state: State) -> Any:
         return state.result()
     except FailedRun:
         raise PipelineError(state.message or "failed") from None
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that stopped the flow at once, carrying what became of the work tree for main() to say."""
 
 
 @task(task_run_name="work-tree")
@@ -131,6 +135,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
     from bayling.config.loader import load_all
     from bayling.core.tracking import PARENT_RUN_ENV, configure, tracking_uri
     from bayling.register.reproduce import (
+        COPIED_CREDENTIALS,
         PROJECT_CACHE_REMOTE,
         Verdict,
         check_overrides_rerun,
@@ -142,6 +147,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
         parse_model_uri,
         pipeline_order,
         recorded_version,
+        remove_credentials,
         render,
         stage_results,
         stages_from,
@@ -161,9 +167,10 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
             raise PipelineError(f"--workdir {workdir}: cannot create it ({exc.strerror or exc})") from None
     else:
         workdir = new_work_tree(ROOT / ".cache" / "reproduce", recorded)
+    ours = not any(workdir.iterdir())  # a folder that already held files is refused by the clone, and left alone
     logger.info("rebuilding %s (version %s, commit %s) in %s", ref, recorded.version, recorded.commit[:12], workdir)
     # until the stages run, a failure (a bad --from or -S, a failed pull, Ctrl-C, the registry gone) leaves nothing
-    # worth keeping, only a clone holding the copied DVC credentials
+    # worth keeping, only a clone holding the copied DVC credentials; the message says what became of it
     try:
         notes = task_result(prepare_work_tree(recorded, client, workdir, overrides, return_state=True))
         for note in notes:
@@ -176,6 +183,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
         env = stage_env()
         env.update(BAYLING_ROOT=str(workdir), MLFLOW_TRACKING_URI=uri)
         pulled = task_result(pull(workdir, env, remote, return_state=True))
+        remove_credentials(workdir)  # nothing after the pull logs in to the remote, and the work tree may be kept
         if INTERRUPTION.requested:
             raise PipelineError("interrupted during dvc pull")
         if recorded.remote and pulled != PROJECT_CACHE_REMOTE and remote is None:
@@ -187,10 +195,23 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
             "pipeline.flow": "reproduce", "reproduces": str(ref), "reproduces.version": recorded.version,
             "git_commit": recorded.commit, **{f"override.{k}"[:250]: str(v)[:5000] for k, v in overrides.items()},
         })
-    except BaseException:
-        if not workdir_arg:
+    except BaseException as exc:
+        if not ours:
+            raise
+        if workdir_arg:
+            remove_credentials(workdir)
+            fate = f"the work tree {workdir} is kept (--workdir), without {COPIED_CREDENTIALS}"
+        else:
             shutil.rmtree(workdir, ignore_errors=True)
+            fate = f"the work tree {workdir} was removed"
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted before the stages ran; {fate}") from None
+        if INTERRUPTION.requested:  # the first Ctrl-C, which let the running DVC command stop by itself
+            raise PipelineError(f"interrupted before the stages ran; {fate}") from None
+        if isinstance(exc, PipelineError):
+            raise PipelineError(f"{exc}\n{fate}") from None
         raise
+    kept = f"the work tree is kept at {workdir}; {COPIED_CREDENTIALS} were removed after the pull"
     env[PARENT_RUN_ENV] = parent.info.run_id
     ran: list[dict] = []
     status = "KILLED"  # unless the loop ends by itself: Ctrl-C or a crash of this process
@@ -199,7 +220,7 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
             state = rerun(workdir, stage, env, return_state=True)
             if state.is_failed():
                 status = "KILLED" if INTERRUPTION.requested else "FAILED"
-                return Failed(message=f"{state.message}\nthe work tree is kept at {workdir}")
+                return Failed(message=f"{state.message}\n{kept}")
             ran.append(state.result())
         stage_outs, rebuilt = dvc_stage_outs(workdir)
         verdict = Verdict(stage_results(order, stage_outs, recorded.outs, rebuilt), wanted)
@@ -220,6 +241,8 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
         }
         client.log_dict(parent.info.run_id, result, "reproduce.json")
         status = "FINISHED"
+    except KeyboardInterrupt:  # a second Ctrl-C, or one between two stages
+        raise Interrupted(f"interrupted during the stages; {kept}") from None
     finally:
         client.set_terminated(parent.info.run_id, status)
     if remove:
@@ -260,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; the work tree is left where it was", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"error: {exc}" if isinstance(exc, Interrupted) else "error: interrupted", file=sys.stderr)
         return 130
     if state.is_failed():
         print(f"error: {state.message}", file=sys.stderr)

@@ -37,12 +37,16 @@ def main(fetch: FetchParams, tracking: TrackingParams) -> None:
         quarantined += 1
 
     manifest = build_corpus(fetch, ROOT, OUT, show)
-    if quarantined > SHOW_QUARANTINED:
-        log.warning("%d more quarantined rows are listed in data/raw/quarantine.jsonl", quarantined - SHOW_QUARANTINED)
     sources = {i["name"]: {k: i[k] for k in ("rows_in", "rows_kept", "rows_quarantined")} for i in manifest["inputs"]}
     try:
         publish(OUT, manifest, fetch.max_quarantine_fraction)
     finally:
+        if quarantined > SHOW_QUARANTINED:
+            # only publish knows where the rows went: beside the corpus, or into failed/ when it refused them
+            listed = OUT / "failed" / "quarantine.jsonl"
+            if not listed.exists():
+                listed = OUT / "quarantine.jsonl"
+            log.warning("%d more quarantined rows are listed in %s", quarantined - SHOW_QUARANTINED, listed.relative_to(ROOT).as_posix())
         report = OUT / "manifest.json" if (OUT / "manifest.json").exists() else OUT / "failed" / "manifest.json"
         track_stage("fetch", tracking.experiment, fetch.model_dump(mode="json"), {"rows": manifest["totals"], "sources": sources}, [report])
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section
+from bayling.config.types import Direction, EndpointParams, NonNegativeInt, PositiveInt, Section, archive_escape
 from bayling.core.metric_keys import MODEL_LABELS, REPORT_NAMES
 
 KeyPart = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no dots: it is part of the metric keys
@@ -47,6 +47,10 @@ class EvalTestSet(Section):
             raise ValueError("a flores test set needs dir and a list of directions")
         if "{code}" not in self.pattern:
             raise ValueError("pattern must contain {code}")
+        if self.archive:  # a test set inside an archive reads nothing outside it
+            for field, path in (("dir", self.dir or ""), ("pattern", self.pattern)):
+                if problem := archive_escape(field, path, self.archive):
+                    raise ValueError(problem)
         return self
 
 

@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from difflib import get_close_matches
+from importlib import resources
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from bayling.config.types import PositiveInt, Section, UnitFloat
 
 Alias = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+
+HUB_LICENSES_URL = "https://huggingface.co/docs/hub/repositories-licenses"
+
+
+@functools.cache
+def hub_license_ids() -> frozenset[str]:
+    """The license ids the Hugging Face Hub accepts, as bayling/core/resources/hub_licenses.tsv keeps them."""
+    text = resources.files("bayling.core.resources").joinpath("hub_licenses.tsv").read_text("utf-8")
+    return frozenset(line.split("\t", 1)[0] for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def _check_license(value: str) -> str:
+    ids = hub_license_ids()
+    if value not in ids:
+        close = get_close_matches(value.lower(), sorted(ids), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"'{value}' is not a license id the Hugging Face Hub knows{hint} (the list: {HUB_LICENSES_URL}, kept in "
+                         "bayling/core/resources/hub_licenses.tsv); for a license not on it, use other with license_name and license_link")
+    return value
+
+
+def _check_license_name(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value):
+        raise ValueError(f"'{value}' must be short, lowercase, without spaces (like my-license-1.0), as the Hub asks of license_name")
+    return value
+
+
+def _check_license_link(value: str) -> str:
+    # the Hub takes a URL, or the name of a file inside the model's own folder (LICENSE, LICENSE.md)
+    if re.fullmatch(r"https?://\S+", value):
+        return value
+    relative = PurePosixPath(value)
+    if not value.strip() or relative.is_absolute() or ".." in relative.parts or "://" in value:
+        raise ValueError(f"'{value}' must be an http(s) URL to the license text, or a file inside the model's folder such as LICENSE")
+    return value
 
 
 class DropRule(Section):
@@ -44,7 +84,11 @@ class ApprovalParams(Section):
 class CardParams(Section):
     """What the Hugging Face model card (models/final/README.md) says beyond what the pipeline measured."""
 
-    license: str | None = None  # a Hub license id; null: the base model's (known for SmolLM2 and Llama 2/3), else "other"
+    # a Hub license id (HUB_LICENSES_URL); null: the base model's (known for SmolLM2 and Llama 2/3), else "other"
+    license: Annotated[str, AfterValidator(_check_license)] | None = None
+    # license: other only, both required then: a short lowercase id for it, and a URL (or a file in the model's folder)
+    license_name: Annotated[str, AfterValidator(_check_license_name)] | None = None
+    license_link: Annotated[str, AfterValidator(_check_license_link)] | None = None
     base_model: str | None = None  # the Hub id the card names; null: base_model.hf_id, or the packaged GGUF's upstream model
     datasets: list[str] = []  # Hub ids of the training data; empty: the names of fetch.sources and synthesize.general.sources
     tags: list[str] = ["translation", "bayling", "instruction-tuning", "multilingual"]
@@ -57,6 +101,17 @@ class CardParams(Section):
         "output. Scores come from a few segments per direction. Not for production, for safety-critical or medical "
         "translation, or for languages it was not trained on. Training data keeps its sources' licenses (see the data card)."
     )
+
+    @model_validator(mode="after")
+    def _other_license(self) -> CardParams:
+        missing = [k for k in ("license_name", "license_link") if getattr(self, k) is None]
+        if self.license == "other" and missing:
+            raise ValueError(f"license: other needs license_name and license_link, as the Hub asks (missing: {', '.join(missing)}): "
+                             "a short lowercase id for the license, and a URL to its text or a LICENSE file in the model's folder")
+        if self.license != "other" and len(missing) < 2:
+            raise ValueError(f"license_name and license_link go with license: other only, and license is {self.license or 'null'}: "
+                             "drop them, or set license: other")
+        return self
 
 
 class RegisterParams(Section):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from bayling.config.types import Direction, EndpointParams, LangCode, PositiveInt, Section, Slug, UnitFloat
+from bayling.config.types import Direction, EndpointParams, LangCode, PositiveInt, Section, Slug, UnitFloat, archive_escape
 
 # The interactive-translation follow-up tasks params may weigh (bayling.synthesize.followups implements
 # exactly these). Nine derive their reply from the multi-parallel data; the last three need the teacher.
@@ -100,6 +100,13 @@ class EvalSetParams(Section):
     paths: Annotated[list[str], Field(min_length=1)]  # globs, inside `archive` when given
     archive: str | None = None  # a .tar.gz unpacked on demand into .cache/unpacked
     fields: list[str] = ["text", "messages", "prompt", "question", "instruction"]
+
+    @model_validator(mode="after")
+    def _inside_archive(self) -> EvalSetParams:
+        for i, path in enumerate(self.paths if self.archive else []):
+            if problem := archive_escape(f"paths[{i}]", path, self.archive):
+                raise ValueError(problem)
+        return self
 
 
 class DecontaminationParams(Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath, PureWindowsPath
+from posixpath import normpath
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -31,6 +33,16 @@ def _check_direction(direction: str) -> str:
     if parts[0] == parts[1]:
         raise ValueError(f"direction '{direction}' translates a language into itself")
     return direction
+
+
+def archive_escape(field: str, path: str, archive: str) -> str | None:
+    """Why `path`, read inside the unpacked `archive`, would reach outside it (absolute, or climbing above its top
+    with '..'), or None when it stays inside. Lexical, as the unpacked folder holds no links out of it (archives.py)."""
+    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute():
+        return f"{field} '{path}' leaves the archive {archive}: it is absolute; give a path inside the archive"
+    if normpath(path).split("/")[0] == "..":
+        return f"{field} '{path}' leaves the archive {archive}: it climbs above the archive's top with '..'; give a path inside it"
+    return None
 
 
 LangCode = Annotated[str, AfterValidator(_check_code)]

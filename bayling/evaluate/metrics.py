@@ -103,9 +103,16 @@ def read_segments(path: str | Path, role: str = "file", warnings: list[str] | No
     file of blank lines is read as that many empty segments instead of refused.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise PipelineError(f"{role} {path}: is a folder, not a file: name the file itself (one segment per line)")
+    if not path.exists():
         raise PipelineError(f"{role} {path}: file not found")
-    data = path.read_bytes()
+    if not path.is_file():  # a FIFO or device: reading it could block or never end
+        raise PipelineError(f"{role} {path}: not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PipelineError(f"{role} {path}: cannot be read ({exc.strerror or exc})") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
         if warnings is not None:

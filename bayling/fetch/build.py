@@ -114,7 +114,8 @@ def publish(out: Path, manifest: dict[str, Any], max_fraction: float) -> None:
         shutil.rmtree(failed, ignore_errors=True)
         failed.mkdir(parents=True)
         (staging / "quarantine.jsonl").replace(failed / "quarantine.jsonl")
-        write_json(failed / "manifest.json", {**manifest, "refused": reason})
+        write_json(failed / "manifest.json", {**manifest, "refused": reason,
+                                              "quarantine": {**manifest["quarantine"], "path": f"data/raw/{FAILED}/quarantine.jsonl"}})
         shutil.rmtree(staging)
         kept = "the previous corpus stays in place" if (out / "corpus.jsonl").exists() else "no corpus was written"
         raise PipelineError(f"{reason}; {kept}; see data/raw/{FAILED}/quarantine.jsonl and manifest.json")

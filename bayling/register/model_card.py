@@ -198,6 +198,8 @@ def card_data(inputs: CardInputs) -> Any:
         language=iso639_codes(flores),
         language_details=", ".join(flores),
         license=model_license(inputs.card, base),
+        license_name=inputs.card.license_name,  # set only with license: other (the params model sees to that)
+        license_link=inputs.card.license_link,
         base_model=base,
         datasets=training_datasets(inputs.card, inputs.params) or None,
         tags=list(inputs.card.tags),
@@ -399,7 +401,8 @@ def lineage_section(lineage: Lineage) -> str:
 
 
 def intended_use_section(card: CardParams, license_id: str) -> str:
-    return "\n".join(["## Intended use and limits", "", card.intended_use, "", card.limitations, "", f"License: {license_id}."])
+    named = f" ({card.license_name}, {card.license_link})" if card.license_name and card.license_link else ""
+    return "\n".join(["## Intended use and limits", "", card.intended_use, "", card.limitations, "", f"License: {license_id}{named}."])
 
 
 def base_model_summary(base_model: dict[str, Any], hub_id: str | None) -> str:

@@ -145,10 +145,18 @@ def check_lock_matches(recorded: RecordedVersion, lock: dict[str, Any]) -> None:
 MISSING = object()
 
 
-def check_params_match(lock: dict[str, Any], params: dict[str, Any]) -> None:
+LOGGING_STAGE = "register"  # logs dvc.lock and params.yaml while it runs; never re-run by a rebuild
+
+
+def check_params_match(lock: dict[str, Any], params: dict[str, Any], logged_by: str = LOGGING_STAGE) -> None:
     """The logged params.yaml must hold every value the logged dvc.lock says its stages read: otherwise the
     rebuild would run settings (a teacher endpoint, a key's variable) that the version was never built with.
-    Only the lock's outs are tagged on the version, so this is what vouches for the logged params."""
+    Only the lock's outs are tagged on the version, so this is what vouches for the logged params.
+
+    The stage that logged the lock (`logged_by`) is left out: it logs dvc.lock while it runs, and DVC writes that
+    stage's own entry only after it has finished, so the logged entry is the previous run's (after a run that changed
+    only register.gate, it holds the old gate). A rebuild never re-runs that stage, so its params cannot change what
+    is rebuilt."""
     def lookup(key: str) -> Any:
         node: Any = params
         for part in key.split("."):
@@ -157,7 +165,7 @@ def check_params_match(lock: dict[str, Any], params: dict[str, Any]) -> None:
             node = node[part]
         return node
 
-    altered = sorted({f"{name}: {key}" for name, stage in (lock.get("stages") or {}).items()
+    altered = sorted({f"{name}: {key}" for name, stage in (lock.get("stages") or {}).items() if name != logged_by
                       for file, values in (stage.get("params") or {}).items() if Path(file).name == "params.yaml"
                       for key, value in (values or {}).items() if lookup(key) != value})
     if altered:
@@ -453,6 +461,46 @@ def copy_local_config(source: Path, dest: Path) -> None:
             if path_like and isinstance(value, str) and value and _is_local_path(value):
                 section[key] = str((source / value).resolve())
     config.filename = str(dest / "config.local")
+    config.write()
+
+
+# The settings of a remote that a kept work tree's .dvc/config.local may still hold: where the remote is, never
+# how to log in to it. An allowlist, so that a credential option this list does not know is removed too.
+KEPT_REMOTE_SETTINGS = frozenset({"url", "endpointurl", "region", "profile", "ssl_verify", "version_aware"})
+KEPT_SECTIONS = frozenset({"core", "cache"})  # the default remote's name, a shared cache folder
+COPIED_CREDENTIALS = "the DVC credentials copied into its .dvc/config.local"  # "its": the work tree's, in messages
+
+
+def remove_credentials(workdir: Path) -> None:
+    """Take out of the work tree's .dvc/config.local what copy_local_config carried in to log in to a remote (keys,
+    tokens, passwords, credential files, a user and token inside a URL), once the pull no longer needs them: a work
+    tree kept for inspection must not be a second copy of the project's credentials."""
+    from configobj import ConfigObj, ConfigObjError
+
+    path = workdir / ".dvc" / "config.local"
+    if not path.exists():
+        return
+    try:
+        config = ConfigObj(str(path), encoding="utf-8", interpolation=False, write_empty_values=True)
+    except (ConfigObjError, UnicodeDecodeError):  # what cannot be read cannot be sorted into secret and not
+        path.unlink()
+        return
+    for name in list(config):
+        section = config[name]
+        if name in KEPT_SECTIONS:
+            continue
+        if not (name.startswith("remote ") and hasattr(section, "items")):
+            del config[name]
+            continue
+        for key in list(section):
+            if key not in KEPT_REMOTE_SETTINGS:
+                del section[key]
+            elif key == "url" and isinstance(section[key], str) and "://" in section[key]:
+                public = public_url(section[key])
+                if public is None:
+                    del section[key]
+                else:
+                    section[key] = public
     config.write()
 
 

@@ -120,3 +120,27 @@ def test_repeated_keys_loose_types_and_other_encodings_are_errors(repo_root, tmp
     assert "fetch.dedupe: Input should be a valid boolean" in edited("  dedupe: true\n", "  dedupe: 1\n")
     latin1 = base.replace("# Defaults:", "# Défauts:").encode("latin-1")
     assert "params.yaml:3: not UTF-8" in _problems(tmp_path, latin1)
+
+
+def test_a_path_inside_an_archive_cannot_leave_it(repo_root):
+    base = (repo_root / "params.yaml").read_text()
+
+    def validated(old: str, new: str) -> None:
+        assert base.count(old) == 1
+        text = base.replace(old, new)
+        validate_sections(yaml.safe_load(text), ["evaluate", "synthesize"], text=text, root=repo_root)
+
+    def refused(old: str, new: str) -> str:
+        with pytest.raises(PipelineError) as caught:
+            validated(old, new)
+        return str(caught.value)
+
+    climbed = refused("      dir: devtest\n", "      dir: ../../../../etc\n")
+    assert "params.yaml:137: evaluate.test_sets[0]: dir '../../../../etc' leaves the archive " \
+           "data/sample/flores200/flores200-devtest.tar.gz" in climbed
+    assert "dir '/etc' leaves the archive" in refused("      dir: devtest\n", "      dir: /etc\n")
+    assert "pattern '../../{code}.devtest' leaves the archive" in refused(
+        '      pattern: "{code}.devtest"\n', '      pattern: "../../{code}.devtest"\n')
+    assert "paths[0] '../../../*' leaves the archive" in refused('paths: ["devtest/*.devtest"]', 'paths: ["../../../*"]')
+    # a '..' that stays inside the archive is no escape
+    validated("      dir: devtest\n", "      dir: devtest/../devtest\n")

@@ -209,3 +209,12 @@ def test_chrf_and_chrf_pp_equal_sacrebleus_own_to_the_last_bit_with_their_signat
         direct = sacrebleu.metrics.CHRF(word_order=word_order)
         assert getattr(scores, metric) == direct.corpus_score(hyps, refs).score, metric
         assert scores.signatures[metric] == str(direct.get_signature()), metric
+
+
+def test_score_command_names_a_folder_given_as_a_file(tmp_path: Path):
+    (tmp_path / "hyp.txt").write_text("a\n")
+    (tmp_path / "refs").mkdir()
+    bad = run_score("--hyp", str(tmp_path / "hyp.txt"), "--ref", str(tmp_path / "refs"), "--target-lang", "eng_Latn")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert f"reference {tmp_path / 'refs'}: is a folder, not a file" in bad.stderr
+    assert "file not found" not in bad.stderr

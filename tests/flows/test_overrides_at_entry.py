@@ -118,8 +118,10 @@ def work_tree(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("overrides", [{"train.max_steps": -3}, {"train.max_stepz": 3}, {"train.lora": {"r": 8}},
                                        {"evaluate.evaluate_base": False}])
 def test_reproduce_leaves_the_restored_params_as_they_were_when_an_override_is_refused(work_tree: Path, repo_root: Path, overrides):
+    # the task hands a user error back as a failed state (so Prefect logs no traceback); task_result raises it
+    refused = flows.reproduce.prepare_work_tree.fn(RECORDED, None, work_tree, overrides)
     with pytest.raises(PipelineError, match="unchanged"):
-        flows.reproduce.prepare_work_tree.fn(RECORDED, None, work_tree, overrides)
+        flows.reproduce.task_result(refused)
     assert (work_tree / "params.yaml").read_bytes() == (repo_root / "params.yaml").read_bytes()
 
 

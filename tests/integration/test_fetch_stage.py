@@ -79,6 +79,28 @@ def test_too_much_quarantine_keeps_the_previous_corpus_and_reports_beside_it(pro
     assert not (good / ".incoming").exists()
 
 
+
+def test_the_log_names_where_quarantined_rows_are_when_the_fetch_is_refused_and_when_not(project_copy: Path):
+    """More quarantined rows than the log shows one by one: the log points at the file that holds them, which a
+    refused fetch writes into data/raw/failed/."""
+    rows = [f'{{"id": {i}, "texts": {{"eng_Latn": "Yes {i}.", "eng_Latn": "No.", "fra_Latn": "Oui."}}}}' for i in range(8)]
+    rows.append('{"id": "ok", "texts": {"eng_Latn": "Maybe.", "fra_Latn": "Peut-etre."}}')
+    (project_copy / "data" / "rep.jsonl").write_text("\n".join(rows) + "\n")
+    raw = project_copy / "data" / "raw"
+    set_sources(project_copy, [{"name": "rep", "format": "jsonl", "uri": "data/rep.jsonl"}], max_quarantine_fraction=0.5)
+    refused = run_fetch(project_copy)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert len((raw / "failed" / "quarantine.jsonl").read_text().splitlines()) == 8 and not (raw / "quarantine.jsonl").exists()
+    assert "3 more quarantined rows are listed in data/raw/failed/quarantine.jsonl" in refused.stderr
+    assert "listed in data/raw/quarantine.jsonl" not in refused.stderr
+    assert json.loads((raw / "failed" / "manifest.json").read_text())["quarantine"]["path"] == "data/raw/failed/quarantine.jsonl"
+    set_sources(project_copy, [{"name": "rep", "format": "jsonl", "uri": "data/rep.jsonl"}], max_quarantine_fraction=0.95)
+    accepted = run_fetch(project_copy)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "3 more quarantined rows are listed in data/raw/quarantine.jsonl" in accepted.stderr
+    assert len((raw / "quarantine.jsonl").read_text().splitlines()) == 8 and not (raw / "failed").exists()
+    assert json.loads((raw / "manifest.json").read_text())["quarantine"]["path"] == "data/raw/quarantine.jsonl"
+
 HOSTILE = {
     "nul": "Wash\x00your hands.",
     "bell": "Wash your\x07 hands.",

@@ -276,3 +276,43 @@ def test_the_card_and_the_summary_state_the_mix_as_synthesized_tokenized_and_dra
     assert "warning: off the requested mix by more than 3.0 points" in summary
     # data tokenized before the composition report existed: no mix section, no error
     assert mix_report({}, {}, 3.0) is None and "### What training saw" not in render_body(inputs)
+
+
+def test_the_license_must_be_one_the_hub_knows_and_other_must_name_and_link_it(repo_root, inputs, tmp_path):
+    import yaml
+
+    from bayling.config.loader import validate_sections
+
+    base = (repo_root / "params.yaml").read_text()
+
+    def problems(card_lines: str) -> str:
+        """The params validation errors with register.card's three license lines replaced by `card_lines`."""
+        lines = base.splitlines(keepends=True)
+        (at,) = [i for i, line in enumerate(lines) if line.startswith("    license: null")]
+        assert lines[at + 1].startswith("    license_name: null") and lines[at + 2].startswith("    license_link: null")
+        text = "".join([*lines[:at], card_lines + "\n", *lines[at + 3:]])
+        with pytest.raises(PipelineError) as caught:
+            validate_sections(yaml.safe_load(text), ["register"], text=text, root=repo_root)
+        return str(caught.value)
+
+    bad = problems("    license: not a license")
+    assert "params.yaml:203: register.card.license: 'not a license' is not a license id the Hugging Face Hub knows" in bad
+    assert "https://huggingface.co/docs/hub/repositories-licenses" in bad and "\n" not in bad.split("\n", 1)[1].strip()
+    assert "did you mean 'apache-2.0'?" in problems("    license: Apache-2.0")
+    missing = problems("    license: other")
+    assert "register.card: license: other needs license_name and license_link" in missing
+    assert "(missing: license_link)" in problems("    license: other\n    license_name: coqui-public-model-license")
+    assert "license_name and license_link go with license: other" in problems(
+        "    license: mit\n    license_name: mit-ish\n    license_link: https://example.org/LICENSE")
+    assert "register.card.license_name: 'My License' must be short, lowercase" in problems(
+        "    license: other\n    license_name: My License\n    license_link: https://example.org/l")
+    assert "register.card.license_link: '../LICENSE' must be" in problems(
+        "    license: other\n    license_name: mine-1.0\n    license_link: ../LICENSE")
+    for known in ("apache-2.0", "llama3.1", "cc-by-sa-4.0", "unknown"):
+        assert CardParams(license=known).license == known
+
+    card = CardParams(license="other", license_name="coqui-public-model-license", license_link="https://coqui.ai/cpml")
+    loaded = saved(render_card(replace(inputs, card=card)), tmp_path)
+    assert (loaded.data.license, loaded.data.license_name, loaded.data.license_link) == (
+        "other", "coqui-public-model-license", "https://coqui.ai/cpml")
+    assert "License: other (coqui-public-model-license, https://coqui.ai/cpml)." in loaded.text

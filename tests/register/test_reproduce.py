@@ -306,3 +306,88 @@ def test_a_workdir_must_be_a_new_or_empty_folder(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     check_workdir(tmp_path / "empty")
     check_workdir(tmp_path / "new" / "deeper")
+
+
+def _dvc(project: Path, *args: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# What register does while `dvc repro` runs it: log dvc.lock and params.yaml (its lineage) before DVC writes
+# register's own entry into dvc.lock, which DVC does only once the command has finished.
+LOG_LINEAGE = ("python -c \"import shutil, os; os.makedirs('lineage', exist_ok=True); "
+               "[shutil.copy(f, 'lineage/' + f) for f in ('dvc.lock', 'params.yaml')]; open('register.json', 'w').write('{}')\"")
+
+
+class LineageClient:
+    """The register run's artifacts, as MlflowClient.download_artifacts hands them over."""
+
+    def __init__(self, logged: Path) -> None:
+        self.logged = logged
+
+    def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
+        import shutil
+
+        return shutil.copytree(self.logged, Path(dst) / path)
+
+
+def test_a_version_registered_after_a_register_only_change_restores_cleanly_and_a_tampered_record_does_not(tmp_path: Path):
+    """Run 1 with register.gate.min_scores {chrf: 50}, run 2 with {}: only register re-runs, and the lock it logs still
+    holds run 1's register entry. Reproduce never re-runs register, so that entry is no evidence of tampering; a changed
+    value of a stage it does re-run still is."""
+    from dvc.repo import Repo
+
+    from bayling.register.reproduce import lock_outs, restore_lineage
+
+    project = tmp_path / "project"
+    project.mkdir()
+    Repo.init(str(project), no_scm=True).close()
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "train": {"cmd": "python -c \"open('model.txt', 'w').write('weights')\"", "params": ["train.seed"], "outs": ["model.txt"]},
+        "register": {"cmd": LOG_LINEAGE, "deps": ["model.txt"], "params": ["register.gate"],
+                     "outs": [{"register.json": {"cache": False}}]},
+    }}))
+
+    def params(min_scores: dict) -> None:
+        (project / "params.yaml").write_text(yaml.safe_dump({"train": {"seed": 7}, "register": {"gate": {"min_scores": min_scores}}}))
+
+    params({"chrf": 50})
+    _dvc(project, "repro")
+    params({})
+    _dvc(project, "repro")
+    logged = project / "lineage"
+    lock = yaml.safe_load((logged / "dvc.lock").read_text())
+    assert lock["stages"]["register"]["params"]["params.yaml"]["register.gate"] == {"min_scores": {"chrf": 50}}  # run 1's
+    version = RecordedVersion("m", "2", "abc123def456", False, lock_outs(lock), "run-2")
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    restore_lineage(LineageClient(logged), version, workdir)
+    assert yaml.safe_load((workdir / "params.yaml").read_text())["register"]["gate"] == {"min_scores": {}}
+
+    (logged / "params.yaml").write_text((logged / "params.yaml").read_text().replace("seed: 7", "seed: 8"))
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    with pytest.raises(PipelineError, match=r"for train: train.seed: the record was altered after registration"):
+        restore_lineage(LineageClient(logged), version, tampered)
+    (logged / "params.yaml").write_text((logged / "params.yaml").read_text().replace("seed: 8", "seed: 7"))
+    (tampered / "lock").mkdir()
+    model_md5 = lock["stages"]["train"]["outs"][0]["md5"]
+    (logged / "dvc.lock").write_text((logged / "dvc.lock").read_text().replace(model_md5, "0" * 32))
+    with pytest.raises(PipelineError, match=r"does not match its dvc.\*.md5 tags for model.txt: the record was altered"):
+        restore_lineage(LineageClient(logged), version, tampered / "lock")
+
+
+def test_a_config_local_that_cannot_be_read_is_removed_whole_rather_than_kept_with_its_credentials(tmp_path: Path):
+    from bayling.register.reproduce import remove_credentials
+
+    remove_credentials(tmp_path)  # no .dvc/config.local: nothing to do
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config.local").write_text("['remote \"s3\"'\n    secret_access_key = s3cr3t\n")
+    remove_credentials(tmp_path)
+    assert not (tmp_path / ".dvc" / "config.local").exists()
