@@ -262,7 +262,7 @@ def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | 
 
     from bayling.config.overrides import apply_overrides
     from bayling.core.lineage import dvc_lock_outs, git_state
-    from bayling.core.tracking import configure, tracking_uri
+    from bayling.core.tracking import close_orphaned_runs, configure, process_tags, tracking_uri
 
     logger = get_run_logger()
     started = time.perf_counter()
@@ -289,9 +289,11 @@ def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | 
         changed = []
     experiment_id = configure(ROOT, params["tracking"].experiment)
     client = mlflow.MlflowClient()
+    for orphan in close_orphaned_runs(client, experiment_id):
+        logger.warning("MLflow run %s was left RUNNING by a process that is gone (killed?): ended as KILLED", orphan)
     git = git_state(ROOT)
     parent = client.create_run(experiment_id, run_name="retrain", tags={
-        "pipeline.flow": "retrain", "prefect.flow_run_id": flow_run_id, "git_commit": git["commit"],
+        **process_tags(), "pipeline.flow": "retrain", "prefect.flow_run_id": flow_run_id, "git_commit": git["commit"],
         "git_dirty": str(git["dirty"]).lower(), **{f"override.{k}": str(v) for k, v in (overrides or {}).items()},
     })
     results: list[dict] = []

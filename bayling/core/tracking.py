@@ -82,6 +82,45 @@ def stringify_params(params: dict[str, Any]) -> dict[str, str]:
     return {k[:250]: (str(v) if len(str(v)) <= MAX_PARAM_CHARS else str(v)[: MAX_PARAM_CHARS - 1] + "…") for k, v in params.items()}
 
 
+def process_tags() -> dict[str, str]:
+    """Where the process that owns a run lives, so that a later run can tell the process died: a kill -9, or a
+    machine that went down, leaves the run RUNNING with nobody to end it."""
+    import socket
+
+    import psutil
+
+    me = psutil.Process()
+    return {"bayling.host": socket.gethostname(), "bayling.pid": str(me.pid), "bayling.pid_started": f"{me.create_time():.3f}"}
+
+
+def _alive(pid: str, started: str) -> bool:
+    import psutil
+
+    try:
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0  # not a later process given the same pid
+    except (psutil.Error, ValueError):
+        return False
+
+
+def close_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
+    """End as KILLED the runs of the experiment still RUNNING whose process, on this host, is gone, with a tag
+    saying why; returns their ids. Runs of other hosts, and of live processes, are left alone."""
+    import socket
+
+    host = socket.gethostname()
+    found = client.search_runs([experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`bayling.host` = '{host}'",
+                               max_results=1000)
+    closed = []
+    for run in found:
+        tags = run.data.tags or {}
+        if _alive(tags.get("bayling.pid", ""), tags.get("bayling.pid_started", "")):
+            continue
+        client.set_tag(run.info.run_id, "bayling.ended_by", f"a later run on {host}: process {tags.get('bayling.pid')} was gone")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    return closed
+
+
 @contextlib.contextmanager
 def stage_run(
     root: Path, stage: str, experiment: str, tags: dict[str, str] | None = None, log_system_metrics: bool = False
@@ -91,7 +130,7 @@ def stage_run(
 
     configure(root, experiment)
     parent = _active_parent()
-    all_tags = {"pipeline.stage": stage, **(tags or {})}
+    all_tags = {"pipeline.stage": stage, **process_tags(), **(tags or {})}
     with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=all_tags, log_system_metrics=log_system_metrics or None) as run:
         yield run
 

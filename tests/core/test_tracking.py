@@ -65,3 +65,31 @@ def test_unreachable_server_is_reported_not_raised(tmp_path: Path, monkeypatch: 
     import mlflow
 
     mlflow.set_tracking_uri(None)
+
+
+def test_runs_whose_process_is_gone_are_ended_as_killed_and_live_ones_are_left(local_store: Path):
+    """kill -9 of a retrain leaves its parent and stage runs RUNNING: the next retrain on the host ends them, and
+    only them (a live process's run, and another host's, stay RUNNING)."""
+    import subprocess
+    import sys
+
+    import mlflow
+    import psutil
+
+    from bayling.core.tracking import close_orphaned_runs, process_tags
+
+    experiment_id = configure(local_store, "orphans")
+    client = mlflow.MlflowClient()
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead_tags = {**process_tags(), "bayling.pid": str(dead.pid), "bayling.pid_started": f"{psutil.Process(dead.pid).create_time():.3f}"}
+    dead.kill()
+    dead.wait()
+    killed = client.create_run(experiment_id, tags=dead_tags).info.run_id
+    live = client.create_run(experiment_id, tags=process_tags()).info.run_id
+    reused_pid = client.create_run(experiment_id, tags={**process_tags(), "bayling.pid_started": "1.0"}).info.run_id
+    elsewhere = client.create_run(experiment_id, tags={**dead_tags, "bayling.host": "another-host"}).info.run_id
+    assert sorted(close_orphaned_runs(client, experiment_id)) == sorted([killed, reused_pid])
+    status = {run_id: client.get_run(run_id).info.status for run_id in (killed, live, reused_pid, elsewhere)}
+    assert status == {killed: "KILLED", live: "RUNNING", reused_pid: "KILLED", elsewhere: "RUNNING"}
+    assert "was gone" in client.get_run(killed).data.tags["bayling.ended_by"]
+    assert close_orphaned_runs(client, experiment_id) == []
