@@ -377,6 +377,7 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
         logger.info("no Prefect server (PREFECT_API_URL) to pause on; decide later with: %s", approve_later)
         return None
     own = current_identity(uri).name  # the run's own account: its records go into its own ledger
+    experiment = params["tracking"].experiment if "tracking" in params else None
     table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
     report = str(ROOT / "reports" / "eval" / "report.html")
     description = review_markdown(registration, collected.get("eval") or {}, table, report, uri, collected.get("review"))
@@ -395,7 +396,8 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
         except FlowPauseTimeout:
             apply_decision(client, model, version, "timeout", Identity("nobody", authenticated=False), settings.approval,
                            note=f"no decision within {settings.approval.timeout_s}s", flow_run_id=flow_run_id,
-                           champion_alias=settings.champion_alias, path="paused-run", recorder=own, tracking_uri=uri)
+                           champion_alias=settings.champion_alias, path="paused-run", recorder=own, tracking_uri=uri,
+                           experiment=experiment)
             logger.warning("no decision before the timeout: the champion stays")
             return {"decision": "timeout"}
         identity, request = None, None
@@ -413,7 +415,7 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
             record = apply_decision(client, model, version, request["decision"], identity, settings.approval,
                                     display_name=request.get("display_name", ""), note=request.get("note", ""), flow_run_id=flow_run_id,
                                     champion_alias=settings.champion_alias, override_gate=bool(request.get("override_gate")),
-                                    path="paused-run", request=answer.request, recorder=own, tracking_uri=uri)
+                                    path="paused-run", request=answer.request, recorder=own, tracking_uri=uri, experiment=experiment)
         except PipelineError as exc:
             record_refusal(client, model, version, identity.name, str(exc), flow_run_id, own, answer.request)
             logger.warning("refused %s's decision: %s; waiting again", identity.name, exc)

@@ -7,7 +7,7 @@ The reviewer is the identity the MLflow server authenticates (MLFLOW_TRACKING_US
 MLFLOW_TRACKING_PASSWORD), or, on a server without users, the OS user, recorded as unauthenticated.
 `--by` only adds a display name. Deciding needs MANAGE on the registered model, as the server's
 permissions say. With a Prefect server (PREFECT_API_URL) and a retrain run paused for VERSION, this
-command writes the decision as a request into your own approval ledger, which only you can write, and
+command writes the decision as a request into your own approval ledger (see README: who can write it), and
 resumes the run with its hash. The run verifies the request and the identity before it moves the
 champion, and this command waits (BAYLING_APPROVAL_WAIT_S, 120 s) to report what the run did.
 Otherwise the decision is applied to the registry directly and recorded in your ledger. `--history`
@@ -35,10 +35,14 @@ async def paused_run_for(key: str):  # type: ignore[no-untyped-def]
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
-    async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
-        )
+    try:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+            )
+    except Exception as exc:  # httpx's and Prefect's own errors alike: the server is not there
+        raise PipelineError(f"cannot ask the Prefect server at {os.environ.get('PREFECT_API_URL')} for paused runs "
+                            f"({type(exc).__name__}); unset PREFECT_API_URL to decide on the registry directly") from None
     for run in runs:
         pause = run.state.state_details.pause_key if run.state and run.state.state_details else None
         if pause and (pause == key or pause.startswith(f"{key}-")):
@@ -52,8 +56,9 @@ def wait_for_outcome(client, model_name: str, uri: str, request: str, timeout_s:
 
     deadline = time.monotonic() + timeout_s
     while True:
-        answer = next((r for r in trail(client, model_name, uri, check_ownership=False)
-                       if r.get("request") == request and r.get("kind") in ("applied", "refused")), None)
+        # a refusal is reported whoever wrote it (it moves nothing); an application only if it verifies
+        answer = next((r for r in trail(client, model_name, uri, check_ownership=False) if r.get("request") == request
+                       and (r.get("kind") == "refused" or (r.get("kind") == "applied" and not r["flags"]))), None)
         if answer is not None or time.monotonic() > deadline:
             return answer
         time.sleep(1.0)
@@ -71,6 +76,7 @@ def approve(version: str, decision: str, display_name: str = "", note: str = "",
 
     version_number(version)
     register = load_section("register", ROOT / "params.yaml")
+    experiment = load_section("tracking", ROOT / "params.yaml").experiment
     uri = tracking_uri(ROOT)
     client = mlflow.MlflowClient(uri)
     display_name = clean_text(display_name, "--by", MAX_DISPLAY_NAME, one_line=True)
@@ -106,7 +112,8 @@ def approve(version: str, decision: str, display_name: str = "", note: str = "",
                      if outcome.get("previous_champion") != outcome.get("champion_after") else f"'{register.champion_alias}' unchanged")
             return f"flow run {run.name} ({run.id}) verified and applied {decision} by {identity.describe()}; {moved}"
     record = apply_decision(client, register.model_name, number, decision, identity, register.approval, display_name=display_name,
-                            note=note, champion_alias=register.champion_alias, override_gate=override_gate, tracking_uri=uri)
+                            note=note, champion_alias=register.champion_alias, override_gate=override_gate, tracking_uri=uri,
+                            experiment=experiment)
     moved = (f"'{register.champion_alias}' now points to version {record.champion_after}" if record.champion_moved
              else f"'{register.champion_alias}' unchanged")
     return f"no paused run for version {number}: recorded {decision} by {identity.describe()} on the registry; {moved}"
@@ -124,17 +131,18 @@ def show_history(version: str) -> str:
     version_number(version)
     register = load_section("register", ROOT / "params.yaml")
     uri = tracking_uri(ROOT)
-    identity = current_identity(uri)  # a clear line when the server is down or wants credentials
+    current_identity(uri)  # a clear line when the server is down or wants credentials
     records = history(mlflow.MlflowClient(uri), register.model_name, version, uri)
     if not records:
         return f"no decisions recorded on {register.model_name} version {version}"
     lines = []
     for r in records:
-        flags = r.pop("flags", [])
+        flags, checked = r.pop("flags", []), r.pop("checked", True)
         text = json.dumps({k: v for k, v in r.items() if k not in ("key",)}, ensure_ascii=False)
-        lines.append(f"FLAGGED ({'; '.join(flags)}): {text}" if flags else text)
-    if identity.authenticated and not identity.is_admin:
-        lines.append(f"(ledger ownership checked for {identity.name}'s own ledger only; an admin's --history checks every ledger)")
+        if flags:
+            lines.append(f"FLAGGED ({'; '.join(flags)}): {text}")
+        else:
+            lines.append(text if checked else f"UNCHECKED (only an admin may ask whether this ledger is its owner's alone): {text}")
     return "\n".join(lines)
 
 
@@ -147,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override-gate", action="store_true", help="approve a version whose gate verdict is failed (recorded)")
     parser.add_argument("--history", metavar="VERSION", help="list every decision recorded on VERSION")
     args = parser.parse_args(argv)
+    from mlflow.exceptions import MlflowException
+
     try:
         if args.history:
             print(show_history(args.history))
@@ -156,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("give VERSION --decision approve|reject, or --history VERSION")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MlflowException as exc:  # a server error the steps above did not name
+        print(f"error: MLflow failed: {getattr(exc, 'error_code', '')} {exc.message}".replace("\n", " ")[:2000], file=sys.stderr)
         return 2
     return 0
 

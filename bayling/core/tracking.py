@@ -98,6 +98,8 @@ def _alive(pid: str, started: str) -> bool:
 
     try:
         return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0  # not a later process given the same pid
+    except psutil.AccessDenied:
+        return True  # another user's live process: not ours to call dead
     except (psutil.Error, ValueError):
         return False
 

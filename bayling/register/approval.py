@@ -83,25 +83,64 @@ def _source_run(client: Any, found: Any) -> Any | None:
         return None
 
 
-def gate_verdict(client: Any, model_name: str, found: Any) -> dict[str, Any]:
+def _binding_problem(client: Any, model_name: str, found: Any, source: Any, experiment: str | None) -> str | None:
+    """Why the version's register run cannot vouch for it, or None: the run must be in the tracking experiment,
+    be a register run of this model, and have logged the very model the version serves."""
+    from mlflow.exceptions import MlflowException
+
+    if experiment is not None:
+        tracking = client.get_experiment_by_name(experiment)
+        if tracking is None or source.info.experiment_id != tracking.experiment_id:
+            return f"its register run {source.info.run_id} is not in the tracking experiment {experiment!r}"
+    if (source.data.params or {}).get("model_name") != model_name:
+        return f"its register run {source.info.run_id} registered another model"
+    uri = str(found.source or "")
+    if uri.startswith("models:/"):
+        try:
+            logged = client.get_logged_model(uri.removeprefix("models:/").split("/")[0])
+        except MlflowException:
+            return f"the model it serves ({uri}) cannot be read"
+        bound = logged.source_run_id == source.info.run_id
+    elif uri.startswith("runs:/"):
+        bound = uri.removeprefix("runs:/").split("/")[0] == source.info.run_id
+    else:
+        bound = uri.startswith(str(source.info.artifact_uri).rstrip("/") + "/")
+    return None if bound else f"the model it serves ({uri}) was not logged by its register run {source.info.run_id}"
+
+
+def gate_verdict(client: Any, model_name: str, found: Any, experiment: str | None = None) -> dict[str, Any]:
     """The version's gate verdict, from the `gate_passed` param of every register run of its files.
 
-    Params cannot be changed once logged, and a deleted run still counts. A version with no verdict at all
-    (its register run stopped before the gate, or it was not made by the register stage) has not passed.
-    One failure stands, whatever later runs say: a looser gate, or a re-run of evaluate on the same files,
-    does not clear it. Approving such a version needs --override-gate, which is recorded.
+    The version's own register run must vouch for it (see _binding_problem), and the runs searched are those
+    of the tracking experiment (`experiment`, by name) with the same model and model hash, deleted ones
+    included. Params cannot be changed once logged. A version with no verdict at all (its register run
+    stopped before the gate, or it was not made by the register stage) has not passed. One failure stands,
+    whatever later runs say: a looser gate, or a re-run of evaluate on the same files, does not clear it.
+    Approving such a version needs --override-gate, which is recorded.
     """
     from mlflow.entities import ViewType
 
     source = _source_run(client, found)
     sha = (source.data.params or {}).get("model_sha256") if source is not None else None
-    if not sha:
+    if source is None or not sha:
         return {"passed": False, "evaluations": 0,
                 "reason": f"{model_name} version {found.version} has no register run with a model hash, so no gate verdict"}
-    runs = client.search_runs([source.info.experiment_id],
-                              filter_string=f"params.model_sha256 = '{sha}' and params.model_name = '{model_name}'",
-                              run_view_type=ViewType.ALL, max_results=1000)
-    judged = [r for r in runs if "gate_passed" in (r.data.params or {})]
+    problem = _binding_problem(client, model_name, found, source, experiment)
+    if problem:
+        return {"passed": False, "evaluations": 0, "reason": f"{model_name} version {found.version} has no gate verdict: {problem}"}
+    same_files = f"params.model_sha256 = '{sha}' and params.model_name = '{model_name}'"
+
+    def every(filter_string: str) -> list[Any]:
+        found_runs, token = [], None
+        while True:
+            page = client.search_runs([source.info.experiment_id], filter_string=filter_string, run_view_type=ViewType.ALL,
+                                      max_results=1000, page_token=token)
+            found_runs += list(page)
+            token = page.token
+            if not token:
+                return found_runs
+
+    judged = [r for r in every(same_files) if "gate_passed" in (r.data.params or {})]
     if not judged:
         return {"passed": False, "evaluations": 0,
                 "reason": f"no gate verdict was recorded for {model_name} version {found.version} (its register run stopped first)"}
@@ -113,10 +152,13 @@ def gate_verdict(client: Any, model_name: str, found: Any) -> dict[str, Any]:
     return verdict
 
 
-def registered_by(client: Any, found: Any) -> str | None:
-    """Who registered the version, from its register run's `registered_by` param (the tag is display only)."""
+def registered_by(client: Any, model_name: str, found: Any, experiment: str | None = None) -> str | None:
+    """Who registered the version, from its register run's `registered_by` param (the tag is display only); None
+    when that run does not vouch for the version."""
     source = _source_run(client, found)
-    return (source.data.params or {}).get("registered_by") if source is not None else None
+    if source is None or _binding_problem(client, model_name, found, source, experiment):
+        return None
+    return (source.data.params or {}).get("registered_by")
 
 
 # ---------------------------------------------------------------- the trail
@@ -138,9 +180,9 @@ def _check_applied(entry: ledger.Entry, entries: list[ledger.Entry]) -> list[str
     """An `applied` record must answer a verified request, for the same version and decision, in the
     decider's own ledger."""
     record = entry.record
-    request = ledger.find(entries, str(record.get("request", "")))
+    request = ledger.find(entries, str(record.get("request", "")), owner=str(record.get("identity", "")))
     if request is None:
-        return [f"it applies a request {str(record.get('request'))[:12]}… that is in no ledger"]
+        return [f"it applies a request {str(record.get('request'))[:12]}… that is not in {record.get('identity')!r}'s ledger"]
     problems = [] if request.verified else ["the request it applies does not verify"]
     if request.owner != record.get("identity"):
         problems.append(f"the request it applies is in {request.owner!r}'s ledger, not {record.get('identity')!r}'s")
@@ -175,29 +217,54 @@ def _unentitled_deciders(model_name: str, tracking_uri: str, entries: list[ledge
     return found
 
 
+RUN_RECORDS = ("applied", "refused", "timeout")  # what only a retrain run writes, under its (admin) account
+
+
 def trail(client: Any, model_name: str, tracking_uri: str, version: str | None = None, check_ownership: bool = True
           ) -> list[dict[str, Any]]:
-    """The records on the model (or one version), oldest first, each with `ledger`, `sha256` and `flags`
-    (empty when it verified); decision tags on the version that no ledger holds are listed, flagged."""
+    """The records on the model (or one version), oldest first, each with `ledger`, `sha256`, `flags` (empty
+    when it verified) and `checked` (False where the caller may not ask the server whether the ledger is its
+    owner's alone and the decider may decide: only an admin may ask about others); decision tags on the
+    version that no ledger holds are listed, flagged."""
+    from bayling.register.identity import current_identity, list_usernames
+
     entries = ledger.read_all(client, model_name, tracking_uri, check_ownership=check_ownership)
-    number = str(version_number(version)) if version is not None else None
     unentitled = _unentitled_deciders(model_name, tracking_uri, entries) if check_ownership else {}
-    rows, applied = [], set()
+    users_server = tracking_uri.startswith(("http://", "https://")) and current_identity(tracking_uri).authenticated
+    me = current_identity(tracking_uri) if users_server else None
+    admins = {u for u, admin in list_usernames(tracking_uri) if admin} if users_server else set()
+    number = str(version_number(version)) if version is not None else None
+    applications: dict[str, int] = {}
+    for entry in entries:
+        if entry.record.get("kind") == "applied" and not entry.problems:
+            applications[str(entry.record.get("request"))] = applications.get(str(entry.record.get("request")), 0) + 1
+    rows = []
     for entry in entries:
         if number is not None and str(entry.record.get("version")) != number:
             continue
         flags = list(entry.problems)
-        if entry.record.get("kind") in ("decision", "request", "applied") and entry.record.get("identity") in unentitled:
-            flags.append(unentitled[entry.record["identity"]])
-        if entry.record.get("kind") == "applied":
+        kind = entry.record.get("kind")
+        if not entry.owner.isascii():
+            flags.append(f"its ledger's owner {entry.owner.encode('ascii', 'backslashreplace').decode()} is not plain ASCII "
+                         "(it may imitate another user's name)")
+        if kind in ("decision", "request", "applied") and str(entry.record.get("identity")) in unentitled:
+            flags.append(unentitled[str(entry.record["identity"])])
+        if kind in RUN_RECORDS and users_server and entry.owner not in admins:
+            flags.append(f"only a retrain run's admin account records {kind} decisions, and {entry.owner} is not an admin")
+        if kind == "applied":
             flags += _check_applied(entry, entries)
-            if entry.record.get("request") in applied:
-                flags.append("the request it applies was applied before")
-            applied.add(entry.record.get("request"))
-        rows.append({**entry.record, "ledger": entry.owner, "sha256": entry.sha256, "flags": flags})
+            if applications.get(str(entry.record.get("request")), 0) > 1:
+                flags.append("the request it applies was applied more than once")
+        checked = not users_server or (me is not None and (me.is_admin or (me.name == entry.owner and kind in ("decision", "request"))))
+        rows.append({**entry.record, "ledger": entry.owner, "sha256": entry.sha256, "flags": flags, "checked": checked})
     if number is not None:
-        rows += _legacy_tag_records(dict(canonical_version(client, model_name, number).tags or {}))
+        rows += [{**r, "checked": True} for r in _legacy_tag_records(dict(canonical_version(client, model_name, number).tags or {}))]
     return rows
+
+
+def trusted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that verified, as far as the caller could check."""
+    return [r for r in rows if not r.get("flags")]
 
 
 def history(client: Any, model_name: str, version: str, tracking_uri: str = "") -> list[dict[str, Any]]:
@@ -207,7 +274,7 @@ def history(client: Any, model_name: str, version: str, tracking_uri: str = "") 
 
 
 def _decided(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if not r.get("flags") and r.get("kind") in ("decision", "applied")]
+    return [r for r in trusted(rows) if r.get("kind") in ("decision", "applied")]
 
 
 # ---------------------------------------------------------------- decisions
@@ -257,16 +324,20 @@ def record_decision(client: Any, model_name: str, version: Any, record: Decision
 
 @contextmanager
 def alias_lock(client: Any, model_name: str, holder: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Hold the model's approval lock while the champion is read and moved, so two approvals never both
-    read the same champion. The lock is a registered model, `<model>.approval-lock`, which the server
-    creates for one caller only; whoever created it deletes it."""
+    """Hold the model's approval lock while the champion is read and moved and its tags written, so two
+    approvals never both read the same champion. The lock is a registered model, `<model>.approval-lock`,
+    which the server creates for one caller only; its `token` tag tells the holder's own lock from another's."""
+    import logging
+    import secrets
+
     from mlflow.exceptions import MlflowException
 
     name = model_name + LOCK_SUFFIX
+    token = secrets.token_hex(8)
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            client.create_registered_model(name, tags={"holder": holder, "since": now()},
+            client.create_registered_model(name, tags={"holder": holder, "since": now(), "token": token},
                                            description="held while an approval moves the champion alias; deleted right after")
             break
         except MlflowException as exc:
@@ -285,14 +356,16 @@ def alias_lock(client: Any, model_name: str, holder: str, wait_s: float = LOCK_W
     finally:
         try:
             client.delete_registered_model(name)
-        except MlflowException:
-            pass
+        except MlflowException as exc:  # the next approval would wait on it: say so, do not hide it
+            logging.getLogger(__name__).warning("could not release the approval lock %s (%s); an admin deletes it", name,
+                                                getattr(exc, "error_code", exc))
 
 
 def apply_decision(
     client: Any, model_name: str, version: str, decision: Literal["approve", "reject", "timeout"], identity: Identity,
     settings: ApprovalParams, *, display_name: str = "", note: str = "", flow_run_id: str = "none", champion_alias: str = "champion",
     override_gate: bool = False, path: str = "direct", request: str = "", recorder: str | None = None, tracking_uri: str = "",
+    experiment: str | None = None,
 ) -> DecisionRecord:
     """Record a decision on the version and move the champion alias as it says.
 
@@ -312,14 +385,14 @@ def apply_decision(
     recorder = recorder or identity.name
     try:
         if settings.separation_of_duties and decision != "timeout":
-            registrant = registered_by(client, found)
+            registrant = registered_by(client, model_name, found, experiment)
             if registrant is None:
                 raise PipelineError(f"cannot tell who registered {model_name} version {number} (its register run records no "
                                     "registered_by), so register.approval.separation_of_duties refuses the decision")
             if registrant == identity.name:
                 raise PipelineError(f"{identity.name} registered {model_name} version {number} and may not decide on it "
                                     "(register.approval.separation_of_duties)")
-        verdict = gate_verdict(client, model_name, found) if decision == "approve" else {"passed": True}
+        verdict = gate_verdict(client, model_name, found, experiment) if decision == "approve" else {"passed": True}
         if decision == "approve" and not verdict["passed"] and not override_gate:
             raise PipelineError(f"{verdict['reason']}; approving it anyway needs --override-gate")
         with alias_lock(client, model_name, identity.name):
@@ -337,10 +410,13 @@ def apply_decision(
                     raise PipelineError(f"{model_name} version {number} is the current '{champion_alias}'; rejecting it would leave the "
                                         "registry inconsistent (register.approval.reject_champion: refuse). Approve another version, "
                                         "or set reject_champion to clear or previous")
-                decided = _decided(trail(client, model_name, tracking_uri, number, check_ownership=False))
-                displaced = next((r.get("previous_champion") for r in reversed(decided)
+                decided = _decided(trail(client, model_name, tracking_uri, number))
+                displaced = next((str(r.get("previous_champion")) for r in reversed(decided)
                                   if r.get("decision") == "approve" and r.get("champion_after") == number), "none")
-                if settings.reject_champion == "previous" and displaced not in (None, "none") and _exists(client, model_name, displaced):
+                if displaced != "none" and (not _exists(client, model_name, displaced) or not gate_verdict(
+                        client, model_name, canonical_version(client, model_name, displaced), experiment)["passed"]):
+                    displaced = "none"  # gone, or never passed its gate: no champion rather than that one
+                if settings.reject_champion == "previous" and displaced != "none":
                     client.set_registered_model_alias(model_name, champion_alias, displaced)
                     after = displaced
                 else:
@@ -357,13 +433,13 @@ def apply_decision(
                     else:
                         client.set_registered_model_alias(model_name, champion_alias, previous)
                 raise
-        if after != previous:
-            if after != "none":
-                client.set_model_version_tag(model_name, after, f"{champion_alias}_since", at)
-            if previous != "none":
-                client.set_model_version_tag(model_name, previous, f"{champion_alias}_until", at)
+            if after != previous:  # inside the lock, so the next approval's tags come after these
                 if after != "none":
-                    client.set_model_version_tag(model_name, previous, "superseded_by", after)
+                    client.set_model_version_tag(model_name, after, f"{champion_alias}_since", at)
+                if previous != "none":
+                    client.set_model_version_tag(model_name, previous, f"{champion_alias}_until", at)
+                    if after != "none":
+                        client.set_model_version_tag(model_name, previous, "superseded_by", after)
         if record.gate_overridden:
             client.set_model_version_tag(model_name, number, "gate_overridden_by", identity.name)
     except MlflowException as exc:
@@ -407,8 +483,8 @@ def verify_request(client: Any, model_name: str, tracking_uri: str, claimed: str
     """The request a pause input points at, if it is in the claimed user's own ledger, verifies, and
     answers this pause (its challenge and version); else (None, why not)."""
     entries = ledger.read_all(client, model_name, tracking_uri, owners={claimed})
-    entry = ledger.find(entries, sha256)
-    if entry is None or entry.owner != claimed:
+    entry = ledger.find(entries, sha256, owner=claimed)
+    if entry is None:
         return None, f"no request {sha256[:12]}… in {claimed}'s own ledger (only {claimed} can write it)"
     if entry.problems:
         return None, f"{claimed}'s request does not verify: {'; '.join(entry.problems)}"

@@ -6,7 +6,8 @@ records into its own experiment, `bayling-approvals/<model>/<identity>`:
 - The identity creates that experiment on its first record. The basic-auth app then gives the creator
   MANAGE, and everyone else the server's default permission (READ in infra/mlflow/basic_auth.ini).
   Nobody else can add a record there, so a record can only be written by the identity whose ledger
-  holds it.
+  holds it, provided the ledger was created by its owner (or an admin): MLflow does not record who created
+  an experiment, so a ledger someone else created first and handed over cannot be told apart.
 - A record is one run. Its content is logged as params, which MLflow never lets anyone change:
   `record` (canonical JSON), `prev` (the previous record's hash) and `sha256`, the hash of `prev` and
   `record` together. The records of one ledger therefore form a chain.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bayling.core.errors import PipelineError
@@ -45,8 +46,9 @@ def canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def chain_hash(prev: str, text: str) -> str:
-    return hashlib.sha256(f"{prev}\n{text}".encode()).hexdigest()
+def chain_hash(owner: str, prev: str, text: str) -> str:
+    """A record's hash covers its ledger's owner, so a copy in another ledger is another record."""
+    return hashlib.sha256(f"{owner}\n{prev}\n{text}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Entry:
     record: dict[str, Any]
     sha256: str
     problems: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    linked: bool = True  # on the ledger's chain from its first record (a new record follows the last of these)
 
     @property
     def verified(self) -> bool:
@@ -92,34 +94,52 @@ def _runs(client: Any, experiment_id: str) -> list[Any]:
 
 
 def _read(client: Any, experiment: Any, owner: str, ownership: tuple[str, ...]) -> list[Entry]:
-    entries, expected = [], GENESIS
+    """The ledger's records in chain order (each `prev` the hash of the one before), then any that are off the
+    chain, each with its problems."""
     deleted_experiment = experiment.lifecycle_stage != "active"
+    readable: list[tuple[Any, dict[str, Any], str, str, list[str]]] = []
+    entries = []
     for run in _runs(client, experiment.experiment_id):
         params = run.data.params or {}
         text, prev, stored = params.get("record"), params.get("prev"), params.get("sha256")
-        problems = list(ownership)
-        if deleted_experiment:
-            problems.append("its whole ledger was deleted")
+        problems = list(ownership) + (["its whole ledger was deleted"] if deleted_experiment else [])
         if text is None or prev is None or stored is None:
             entries.append(Entry(owner, run.info.run_id, {}, "", (*problems, "a run in the ledger that is not a record")))
             continue
         try:
             record = json.loads(text)
         except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not all(isinstance(record.get(k, ""), str) for k in ("at", "identity", "request", "kind")):
             record = {"unreadable": text[:200]}
-            problems.append("its record is not JSON")
-        if chain_hash(prev, text) != stored:
+            problems.append("its record is not a readable record")
+        if chain_hash(owner, prev, text) != stored:
             problems.append("its hash does not match its content")
-        if prev != expected:
-            problems.append("the chain is broken before it (a record was removed or reordered)")
         if run.info.lifecycle_stage != "active":
             problems.append("it was deleted (an erased record)")
         if record.get("kind") in ("decision", "request") and record.get("identity") != owner:
             problems.append(f"it is a decision by {record.get('identity')!r} but sits in {owner!r}'s ledger")
         elif record.get("recorded_by", owner) != owner:
             problems.append(f"it says {record.get('recorded_by')!r} recorded it but sits in {owner!r}'s ledger")
-        entries.append(Entry(owner, run.info.run_id, record, stored, tuple(problems)))
-        expected = stored
+        readable.append((run, record, stored, prev, problems))
+    # follow the chain from its start; start times are the writers' clocks, so they only break ties
+    following: dict[str, list[int]] = {}
+    for index, (_, _, _, prev, _) in enumerate(readable):
+        following.setdefault(prev, []).append(index)
+    chain: list[int] = []
+    current = GENESIS
+    while following.get(current) and len(chain) < len(readable):
+        first, *forks = following[current]
+        for index in forks:
+            readable[index][4].append("a fork: another record of the ledger follows the same record")
+        chain.append(first)
+        current = readable[first][2]
+    off_chain = [i for i in range(len(readable)) if i not in set(chain)]
+    for index in chain + off_chain:
+        run, record, stored, _, problems = readable[index]
+        if index in off_chain and not any(p.startswith("a fork") for p in problems):
+            problems.append("the chain is broken before it (a record was removed or reordered)")
+        entries.append(Entry(owner, run.info.run_id, record, stored, tuple(problems), linked=index in chain))
     return entries
 
 
@@ -138,13 +158,16 @@ def ownership_problems(tracking_uri: str, owner: str, experiment_id: str, me: An
     if me.name != owner and not me.is_admin:
         return ()  # only the owner or an admin may ask; history says so
     problems = []
-    if permission_on(tracking_uri, owner, "experiment", experiment_id) not in WRITE_LEVELS:
-        problems.append(f"{owner} cannot write the ledger named for them (someone else created it)")
-    if me.is_admin:
-        others = [u for u, admin in (users if users is not None else list_usernames(tracking_uri)) if u != owner and not admin]
-        writers = [u for u in others if permission_on(tracking_uri, u, "experiment", experiment_id) in WRITE_LEVELS]
-        if writers:
-            problems.append(f"others can write {owner}'s ledger too: {', '.join(sorted(writers))}")
+    try:
+        if permission_on(tracking_uri, owner, "experiment", experiment_id) not in WRITE_LEVELS:
+            problems.append(f"{owner} cannot write the ledger named for them (someone else created it)")
+        if me.is_admin:
+            others = [u for u, admin in (users if users is not None else list_usernames(tracking_uri)) if u != owner and not admin]
+            writers = [u for u in others if permission_on(tracking_uri, u, "experiment", experiment_id) in WRITE_LEVELS]
+            if writers:
+                problems.append(f"others can write {owner}'s ledger too: {', '.join(sorted(writers))}")
+    except PipelineError as exc:  # e.g. a ledger named for a user the server does not know
+        problems.append(f"its owner cannot be checked: {exc}")
     return tuple(problems)
 
 
@@ -164,7 +187,7 @@ def read_all(client: Any, model_name: str, tracking_uri: str, owners: set[str] |
             continue
         ownership = ownership_problems(tracking_uri, owner, experiment.experiment_id, me, users) if me is not None else ()
         entries += _read(client, experiment, owner, ownership)
-    return sorted(entries, key=lambda e: (e.record.get("at", ""), e.owner, e.run_id))
+    return sorted(entries, key=lambda e: (str(e.record.get("at", "")), e.owner, e.run_id))
 
 
 def append(client: Any, model_name: str, owner: str, record: dict[str, Any]) -> Entry:
@@ -185,10 +208,10 @@ def append(client: Any, model_name: str, owner: str, record: dict[str, Any]) -> 
             experiment = client.get_experiment_by_name(name)
         if experiment.lifecycle_stage != "active":
             raise PipelineError(f"the ledger {name} was deleted; an admin must restore it before {owner} can record decisions")
-        earlier = _read(client, experiment, owner, ())
-        prev = earlier[-1].sha256 if earlier else GENESIS
+        chained = [e for e in _read(client, experiment, owner, ()) if e.linked]
+        prev = chained[-1].sha256 if chained else GENESIS
         text = canonical(record)
-        sha = chain_hash(prev, text)
+        sha = chain_hash(owner, prev, text)
         run = client.create_run(experiment.experiment_id, run_name=f"{record.get('kind', 'record')}-v{record.get('version', '')}")
         client.log_batch(run.info.run_id, params=[Param("record", text), Param("prev", prev), Param("sha256", sha)])
         client.set_terminated(run.info.run_id)
@@ -200,5 +223,5 @@ def append(client: Any, model_name: str, owner: str, record: dict[str, Any]) -> 
     return Entry(owner, run.info.run_id, record, sha)
 
 
-def find(entries: list[Entry], sha256: str) -> Entry | None:
-    return next((e for e in entries if e.sha256 == sha256), None)
+def find(entries: list[Entry], sha256: str, owner: str | None = None) -> Entry | None:
+    return next((e for e in entries if e.sha256 == sha256 and owner in (None, e.owner)), None)

@@ -166,7 +166,8 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
                                              model_sha256=model_sha256, run_id=run.info.run_id, tags=tags,
                                              creation_tags={"registered_by": identity.name,
                                                             "registered_by_authenticated": str(identity.authenticated).lower()})
-            verdict = gate_verdict(client, register.model_name, canonical_version(client, register.model_name, registration.version))
+            verdict = gate_verdict(client, register.model_name, canonical_version(client, register.model_name, registration.version),
+                                   tracking.experiment)
             client.set_model_version_tag(register.model_name, registration.version, "gate", "passed" if verdict["passed"] else "failed")
             if verdict["passed"]:
                 client.set_registered_model_alias(register.model_name, register.alias, registration.version)

@@ -18,11 +18,13 @@ ALICE, BOB = Identity("alice", authenticated=False), Identity("bob", authenticat
 SETTINGS = ApprovalParams()
 
 
-def register_run(client, experiment_id: str, sha: str, passed: bool | None, registered_by: str = "pipeline") -> str:
+def register_run(client, experiment_id: str, sha: str, passed: bool | None, registered_by: str = "pipeline",
+                 model_name: str = "approval-gate-model") -> str:
     """A run as the register stage logs one: the model hash, and the gate verdict as an immutable param
     (None: the run stopped before the gate)."""
     run = client.create_run(experiment_id)
-    params = {"model_sha256": sha, "registered_by": registered_by, **({} if passed is None else {"gate_passed": str(passed).lower()})}
+    params = {"model_sha256": sha, "model_name": model_name, "registered_by": registered_by,
+              **({} if passed is None else {"gate_passed": str(passed).lower()})}
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     client.log_text(run.info.run_id, "weights", "model/weights.txt")
@@ -35,7 +37,7 @@ def make_versions(client, name: str, count: int, passed: bool | None = True) -> 
     client.create_registered_model(name)
     versions = []
     for i in range(count):
-        run_id = register_run(client, experiment.experiment_id, f"{name}-files-{i}", passed)
+        run_id = register_run(client, experiment.experiment_id, f"{name}-files-{i}", passed, model_name=name)
         versions.append(client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id).version)
     return versions
 
@@ -148,7 +150,7 @@ def test_a_gate_failure_stands_whatever_later_runs_or_tags_say(mlflow_uri, repo_
         apply_decision(client, name, unjudged, "approve", BOB, SETTINGS)
 
     (tmp_path / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
-        "model_name: bayling-smollm2-135m", f"model_name: {name}"))
+        "model_name: bayling-smollm2-135m", f"model_name: {name}").replace("experiment: bayling-pipeline", "experiment: approval-test"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(MLFLOW_TRACKING_URI=mlflow_uri, BAYLING_ROOT=str(tmp_path))
     command = [sys.executable, "-m", "tools.approve", failed, "--decision", "approve", "--by", "Bob"]

@@ -65,7 +65,8 @@ def register_version(client, experiment_id: str, sha: str, registered_by: str, p
     """A version as the register stage makes one: its run's immutable params carry the model hash, who
     registered it and the gate verdict (None: the run stopped before the gate)."""
     run = client.create_run(experiment_id)
-    params = {"model_sha256": sha, "registered_by": registered_by, **({} if passed is None else {"gate_passed": str(passed).lower()})}
+    params = {"model_sha256": sha, "model_name": MODEL, "registered_by": registered_by,
+              **({} if passed is None else {"gate_passed": str(passed).lower()})}
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     return client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id,
@@ -98,7 +99,7 @@ def registry(auth_mlflow, repo_root: Path, tmp_path_factory: pytest.TempPathFact
     assert granted.status_code == 200, granted.text
     project = tmp_path_factory.mktemp("authz-project")
     (project / "params.yaml").write_text((repo_root / "params.yaml").read_text().replace(
-        "model_name: bayling-smollm2-135m", f"model_name: {MODEL}"))
+        "model_name: bayling-smollm2-135m", f"model_name: {MODEL}").replace("experiment: bayling-pipeline", "experiment: authz"))
     (project / "dvc.yaml").write_text((repo_root / "dvc.yaml").read_text())
     return {"uri": uri, "admin": admin_password, "versions": versions, "project": project, "experiment": experiment}
 
@@ -187,9 +188,13 @@ def test_separation_of_duties_reads_who_registered_from_the_register_run(registr
     registrant, because the register run's immutable param says so."""
     import mlflow
 
+    granted = httpx.post(f"{registry['uri']}/api/3.0/mlflow/users/permissions/grant", json={
+        "username": "reviewer", "resource_type": "experiment", "resource_id": registry["experiment"], "permission": "EDIT"},
+        auth=("admin", registry["admin"]), timeout=10)  # the reviewer also runs the pipeline
+    assert granted.status_code == 200, granted.text
     with signed_in("reviewer", PASSWORDS["reviewer"]):
         client = mlflow.MlflowClient(registry["uri"])
-        version = register_version(client, client.create_experiment("authz-reviewer"), "reviewer-files", "reviewer")
+        version = register_version(client, registry["experiment"], "reviewer-files", "reviewer")
         client.set_model_version_tag(MODEL, version, "registered_by", "admin")
     params = registry["project"] / "params.yaml"
     original = params.read_text()
@@ -231,9 +236,20 @@ def test_an_edit_holder_can_neither_pass_a_failed_gate_nor_rewrite_the_trail(reg
         # a decision tag in the old format, naming someone important
         client.set_model_version_tag(MODEL, failed, "decision.0001.cafecafe", json.dumps(
             {"decision": "approve", "identity": "ceo", "authenticated": True}))
+        # versions that borrow a passing register run: the failed files served under a passing run of other files
+        # (the server refuses those), and the failed files registered from the editor's own experiment, claiming a pass
+        passing = client.get_model_version(MODEL, registry["versions"][0]).run_id
+        failing_run = client.get_model_version(MODEL, failed).run_id
+        artifacts = client.get_run(failing_run).info.artifact_uri
+        for source in (f"runs:/{failing_run}/model", f"{artifacts}/model"):  # the server itself refuses these
+            with pytest.raises(MlflowException, match="must identify the resource that contains the source"):
+                client.create_model_version(MODEL, source, passing)
+        elsewhere = register_version(client, client.create_experiment("authz-editor-own"), "failed-files", "editor", passed=True)
     before = champion(registry)
     plain = approve(registry, "reviewer", failed, "--decision", "approve")
     assert plain.returncode == 2 and "failed the gate" in plain.stderr and "--override-gate" in plain.stderr
+    refused = approve(registry, "reviewer", elsewhere, "--decision", "approve")
+    assert refused.returncode == 2 and "is not in the tracking experiment" in refused.stderr and "--override-gate" in refused.stderr
     assert champion(registry) == before
 
     # the reviewer's real decision sits in the reviewer's own ledger
@@ -255,20 +271,33 @@ def test_an_edit_holder_can_neither_pass_a_failed_gate_nor_rewrite_the_trail(reg
 
         ledgers.append(client, MODEL, "editor", {"kind": "decision", "version": failed, "decision": "approve", "identity": "ceo",
                                                  "at": "2000-01-01T00:00:00+00:00"})
+        # an `applied` record naming the reviewer, on the reviewer's real record, written by a non-admin
+        reviewer_sha = real.data.params["sha256"]
+        ledgers.append(client, MODEL, "editor", {"kind": "applied", "version": failed, "decision": "reject", "identity": "reviewer",
+                                                 "recorded_by": "editor", "request": reviewer_sha, "at": "2000-01-02T00:00:00+00:00"})
+        # a record that is JSON but not a record, and a ledger named for a user the server does not know
+        junk = client.create_run(client.get_experiment_by_name(ledger_name(MODEL, "editor")).experiment_id)
+        for key, value in {"record": "[]", "prev": "0" * 64, "sha256": "0" * 64}.items():
+            client.log_param(junk.info.run_id, key, value)
+        ledgers.append(client, MODEL, "ghost", {"kind": "decision", "version": failed, "decision": "approve", "identity": "ghost",
+                                                "at": "2000-01-03T00:00:00+00:00"})
     rows = trail_of(registry, failed)
     trusted = [r for r in rows if not r["flags"]]
-    assert [(r["identity"], r["decision"]) for r in trusted] == [("reviewer", "reject")]
-    flagged = {r.get("identity"): r["flags"] for r in rows if r["flags"]}
-    assert any("not in any approver's ledger" in f for f in flagged["ceo"]) or any("sits in 'editor'" in f for f in flagged["ceo"])
-    assert sum("ceo" == r.get("identity") for r in rows) == 2  # the tag and the ledger record, both flagged
+    assert [(r["identity"], r["decision"], r["ledger"]) for r in trusted] == [("reviewer", "reject", "reviewer")]
+    flagged = [r for r in rows if r["flags"]]
+    assert sum("ceo" == r.get("identity") for r in flagged) == 2  # the tag and the ledger record
+    (applied,) = [r for r in flagged if r.get("kind") == "applied"]
+    assert any("admin account records applied" in f for f in applied["flags"])
+    (ghost,) = [r for r in flagged if r.get("ledger") == "ghost"]
+    assert any("owner cannot be checked" in f or "may decide" in f for f in ghost["flags"])
     listing = approve(registry, "reader", "--history", failed)
-    assert listing.returncode == 0, listing.stderr
-    assert listing.stdout.count("FLAGGED") == 2 and '"identity": "reviewer"' in listing.stdout
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert listing.stdout.count("FLAGGED") >= 3 and "UNCHECKED" in listing.stdout and '"identity": "reviewer"' in listing.stdout
 
     # an admin erasing a real record (deleting its run) breaks nothing silently: it is flagged
     with signed_in("admin", registry["admin"]):
         mlflow.MlflowClient(registry["uri"]).delete_run(real.info.run_id)
-    erased = [r for r in trail_of(registry, failed) if r.get("identity") == "reviewer"]
+    erased = [r for r in trail_of(registry, failed) if r.get("ledger") == "reviewer"]
     assert erased and all(any("deleted" in f for f in r["flags"]) for r in erased)
 
     # the override is the approver's explicit, recorded choice
@@ -413,3 +442,29 @@ def test_user_errors_of_the_tool_are_one_line_saying_what_is_wrong(registry):
     done = subprocess.run([sys.executable, "-m", "tools.approve", "--history", "1"], env=down, cwd=Path(__file__).resolve().parents[2],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "cannot reach MLflow" in done.stderr and "has no version" not in done.stderr, done.stderr
+
+
+def test_a_run_under_an_account_below_admin_refuses_and_the_approver_is_told(registry, prefect_api):
+    """The README's table: the flow's account needs admin to verify an approver. A run under the editor (EDIT)
+    refuses the reviewer's decision, records why, and tools.approve reports that refusal instead of success."""
+    import mlflow
+
+    with signed_in("admin", registry["admin"]):
+        version = register_version(mlflow.MlflowClient(registry["uri"]), registry["experiment"], "editor-flow-files", "admin")
+    register = {"model_name": MODEL, "approval": {"required": True, "timeout_s": 300}}
+    registration = {"model_name": MODEL, "version": version, "run_id": "r", "gate": {"passed": True, "rules": []}}
+    env = as_user(registry["uri"], "editor", PASSWORDS["editor"])
+    env.update(PREFECT_API_URL=prefect_api, BAYLING_APPROVAL_POLL_S="1", BAYLING_ROOT=str(registry["project"]))
+    proc = subprocess.Popen([sys.executable, "-c", FLOW, json.dumps(register), json.dumps(registration)],
+                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        wait_for_pause(prefect_api, proc, f"approval-{MODEL}-v{version}", set())
+        told = approve(registry, "reviewer", version, "--decision", "approve", extra_env={"PREFECT_API_URL": prefect_api})
+        assert told.returncode == 2 and "refused the decision" in told.stderr and "not an admin" in told.stderr, (told.stdout, told.stderr)
+        assert "Traceback" not in told.stderr
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    refusal = [r for r in trail_of(registry, version) if r.get("kind") == "refused" and r["ledger"] == "editor"]
+    assert refusal and "not an admin" in refusal[-1]["reason"]

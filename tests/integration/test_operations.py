@@ -161,7 +161,7 @@ def test_approval_through_the_api_makes_the_candidate_champion(ops: Ops):
     assert ops.client().get_model_version_by_alias(MODEL, "candidate").version == "1"
 
     said = approve(ops, "1", "approve", "tester", "looks fine")
-    assert "resumed flow run" in said
+    assert f"verified and applied approve by {getpass.getuser()} (unauthenticated); 'champion' now points to version 1" in said
     output = finish(proc, log)
     assert f"approve by {getpass.getuser()} (unauthenticated): champion moved" in output
 
