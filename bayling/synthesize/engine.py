@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,12 +128,15 @@ def shard_count(rows: int, shard_size: int) -> int:
     return -(-rows // shard_size)
 
 
-def run_blocks(work: Path, flags: Sequence[bool], params: SynthesizeParams, root: Path) -> BlockSummary:
-    """Synthesize every shard of work/rows.jsonl into `work`, on Dask when params say so; the summed counts."""
-    if params.dask.enabled:
-        from bayling.synthesize.dask_executor import run_on_dask
+ShardExecutor = Callable[[Path, Sequence[bool], SynthesizeParams, Path], BlockSummary]
 
-        return run_on_dask(work, flags, params, root)
+
+def run_blocks(work: Path, flags: Sequence[bool], params: SynthesizeParams, root: Path,
+               executor: ShardExecutor | None = None) -> BlockSummary:
+    """Synthesize every shard of work/rows.jsonl into `work`, in this process or with `executor` (the Dask one,
+    bayling.synthesize.dask_executor.run_on_dask, which the caller passes in); the summed counts."""
+    if executor is not None:
+        return executor(work, flags, params, root)
     total = BlockSummary.empty()
     blocks = track(iter_blocks(work / "rows.jsonl", params.shard_size), shard_count(len(flags), params.shard_size), "synthesize", "shard")
     for i, block in enumerate(blocks):

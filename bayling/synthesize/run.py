@@ -71,7 +71,12 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path, fi
     with atomic_writer(out / "quarantine.jsonl") as quarantine:
         screen = screen_file(corpus, work / "rows.jsonl", quarantine, params.filters, decontaminator)
         flags = split_file(work / "rows.jsonl", params.heldout_fraction, params.seed)
-        blocks = engine.run_blocks(work, flags, params, root)
+        executor = None
+        if params.dask.enabled:  # the engine is handed its executor; it never imports the Dask one
+            from bayling.synthesize.dask_executor import run_on_dask
+
+            executor = run_on_dask
+        blocks = engine.run_blocks(work, flags, params, root, executor)
         general = build_general(params, root, decontaminator, fit)
         for record in general.quarantined:
             quarantine.write(dumps_line({"kind": "general", **record.to_json()}))
