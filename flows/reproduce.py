@@ -17,7 +17,8 @@
    the registry. The runs hang under an MLflow parent run named `reproduce`, which gets the report.
 5. Compares each re-run stage's cached outputs (data, weights, predictions) with the recorded md5s in
    pipeline order. Prints "reproduced bit for bit", or names the first stage whose output differs and
-   which files: rows for data, per-tensor norm changes for weights. Exit code 0, 1 (differs) or 2 (error).
+   which files: rows for data, per-tensor norm changes for weights. Exit code 0 (bit for bit), 1 (differs, or a
+   stage failed), 2 (refused) or 130 (Ctrl-C), as flows/runtime/exits.py defines them.
    A bit-for-bit rebuild deletes the work tree unless --keep or --workdir; a different one keeps it.
    Nothing compared (no recorded cached output among the re-run stages) is not a pass.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -39,20 +39,13 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
 from bayling.core.errors import PipelineError
-from flows.retrain import INTERRUPTION, ROOT, dvc, stage_env
+from bayling.core.paths import project_root
+from flows.runtime.dvc_runner import TAIL_LINES, dvc, stage_env, task_result
+from flows.runtime.exits import DONE, FAILED, exit_code, refused
+from flows.runtime.interruption import INTERRUPTION
+from flows.runtime.prefect_server import flow_session
 
-TAIL_LINES = 30
-
-
-def task_result(state: State) -> Any:
-    """What a task returned. A task hands a user error back as a failed state (raised, Prefect would log it with a
-    traceback), which becomes that error again here; a crash re-raises its own exception."""
-    from prefect.exceptions import FailedRun
-
-    try:
-        return state.result()
-    except FailedRun:
-        raise PipelineError(state.message or "failed") from None
+ROOT = project_root()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -123,9 +116,9 @@ def reproduce(model_uri: str, start: str | None = None, overrides: dict[str, Any
     try:
         return _reproduce(model_uri, start, overrides or {}, workdir, remote, keep)
     except PipelineError as exc:
-        return Failed(message=str(exc))
+        return refused(exc)
     except MlflowException as exc:  # the registry unreachable, or a value it refuses
-        return Failed(message=f"MLflow: {exc.message}")
+        return refused(f"MLflow: {exc.message}")
 
 
 def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], workdir_arg: str | None, remote: str | None,
@@ -251,8 +244,6 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bayling.config.overrides import check_overrides, parse_override
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
     parser.add_argument("--from", dest="start", metavar="STAGE", help="re-run from this stage, on the pulled outputs before it")
@@ -262,36 +253,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="rebuild here (kept) instead of a new folder under .cache/reproduce")
     parser.add_argument("--keep", action="store_true", help="keep the work tree even when it reproduces bit for bit")
     args = parser.parse_args(argv)
-    try:
-        from bayling.register.reproduce import check_workdir, parse_model_uri
+    return exit_code(lambda: _run(args), _report)
 
-        parse_model_uri(args.model_uri)
-        if args.workdir:
-            check_workdir(Path(args.workdir).resolve())  # before the registry and a Prefect server are asked anything
-        overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
-        # what the schemas alone refuse, before cloning; the whole of the version's params is checked in the work tree
-        check_overrides(overrides)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from bayling.core.orchestration import prefect_api
 
-    signal.signal(signal.SIGINT, INTERRUPTION.handle)  # the first Ctrl-C lets the running stage stop by itself
-    try:
-        with prefect_api(ROOT / ".bayling" / "prefect-server.log"):
-            state = reproduce(args.model_uri, args.start, overrides, args.workdir, args.remote, args.keep, return_state=True)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print(f"error: {exc}" if isinstance(exc, Interrupted) else "error: interrupted", file=sys.stderr)
-        return 130
-    if state.is_failed():
-        print(f"error: {state.message}", file=sys.stderr)
-        return 130 if INTERRUPTION.requested else 2
+def _run(args: argparse.Namespace) -> State:
+    from bayling.config.overrides import check_overrides, parse_override
+    from bayling.register.reproduce import check_workdir, parse_model_uri
+
+    parse_model_uri(args.model_uri)
+    if args.workdir:
+        check_workdir(Path(args.workdir).resolve())  # before the registry and a Prefect server are asked anything
+    overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
+    # what the schemas alone refuse, before cloning; the whole of the version's params is checked in the work tree
+    check_overrides(overrides)
+    with flow_session(ROOT):  # the first Ctrl-C lets the running stage stop by itself
+        return reproduce(args.model_uri, args.start, overrides, args.workdir, args.remote, args.keep, return_state=True)
+
+
+def _report(state: State) -> int:
     result = state.result()
     print("\n" + result["report"], flush=True)
-    return 0 if result["reproduced"] else 1
+    return DONE if result["reproduced"] else FAILED
 
 
 if __name__ == "__main__":

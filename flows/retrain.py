@@ -17,6 +17,9 @@ parent run, push, then pause for a human decision on a candidate that passed the
    or the Prefect UI resumes it. Approve moves the champion alias; reject and timeout leave it.
    Pausing needs a Prefect server (PREFECT_API_URL); with the ephemeral API the run ends and says
    how to approve later.
+
+Exit code 0 (done, or nothing to do), 1 (a stage or DVC transfer failed), 2 (refused) or 130 (Ctrl-C), as
+flows/runtime/exits.py defines them.
 """
 
 from __future__ import annotations
@@ -25,9 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,10 +39,13 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 
 from bayling.config.loader import load_all
-from bayling.core import progress
 from bayling.core.errors import PipelineError
 from bayling.core.paths import project_root
 from bayling.register import summary as run_summary
+from flows.runtime.dvc_runner import TAIL_LINES, dvc, retry_transient
+from flows.runtime.exits import DONE, exit_code, refused
+from flows.runtime.interruption import INTERRUPTION
+from flows.runtime.prefect_server import flow_session
 
 ROOT = project_root()
 
@@ -53,30 +56,6 @@ def pipeline_stages(root: Path = ROOT) -> list[str]:
 
 
 STAGES = pipeline_stages()
-# Failures worth another attempt, as the tools print them: DVC's held locks, dropped or refused
-# connections, timeouts and throttling from S3 or the tracking server. Matched as whole messages, so a
-# stage that merely logs "503 segments" or "timed out waiting for a reviewer" is not retried.
-TRANSIENT_ERRORS = re.compile("|".join([
-    r"Unable to acquire lock\. Most likely another DVC process",
-    r"'[^']+' is busy, it is being blocked by",
-    r"database is locked",
-    r"Connection reset by peer",
-    r"Connection refused",
-    r"Could not connect to the endpoint URL",
-    r"EndpointConnectionError",
-    r"Max retries exceeded with url",
-    r"Read timed out\.",
-    r"(Connect|Read) timeout on endpoint URL",
-    r"An error occurred \((SlowDown|InternalError|ServiceUnavailable|RequestTimeout|Throttling|50[0234])\) when calling",
-    r"HTTP Error 50[234]",
-    r"\b50[234] (Service Unavailable|Bad Gateway|Gateway Time-?out)\b",
-]))
-TAIL_LINES = 30
-PROGRESS_BAR = re.compile(r"\d+%\|")
-# DVC's git hints are meant for someone at a shell, not for an orchestrated run.
-DVC_HINTS = ("To track the changes with git", "To enable auto staging", "dvc config core.autostage", "git add ", "Use `dvc push`")
-
-
 class ApprovalInput(RunInput):
     """What tools.approve sends a paused run. Nothing here is trusted as it stands: see request_approval."""
 
@@ -88,89 +67,6 @@ class ApprovalInput(RunInput):
     challenge: str = ""  # the challenge tag's value this pause set
     override_gate: bool = False
     request: str = ""  # sha256 of the request record tools.approve wrote into the approver's own ledger
-
-
-def _is_transient(message: str | None) -> bool:
-    return TRANSIENT_ERRORS.search(message or "") is not None
-
-
-def _retry_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
-    return _is_transient(state.message) and not INTERRUPTION.requested
-
-
-def stage_env(parent_run_id: str | None = None) -> dict[str, str]:
-    """The environment DVC runs stage commands in: this interpreter's bin first, so `python` is ours, and
-    this flow run's MLflow parent run, which the stages' own runs hang under."""
-    from bayling.core.tracking import PARENT_RUN_ENV
-
-    env = dict(os.environ)
-    env.pop(PARENT_RUN_ENV, None)
-    if parent_run_id:
-        env[PARENT_RUN_ENV] = parent_run_id
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["BAYLING_ROOT"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"  # stage logs reach the flow's log as they happen
-    env.setdefault("TQDM_DISABLE", "1")
-    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    # Stages report progress as event lines, which dvc() turns into a Prefect progress artifact per stage.
-    env[progress.MODE_ENV] = "off" if os.environ.get(progress.MODE_ENV) == "off" else "events"
-    return env
-
-
-class Interruption:
-    """Ctrl-C, as a terminal sends it: SIGINT to the whole foreground process group, so the DVC command
-    and the stage it runs receive it too. The first one lets the running command stop by itself (the
-    stage ends its MLflow run as failed, DVC keeps what finished) and the flow ends with the run marked
-    KILLED; with no command running, or at a second Ctrl-C, the flow stops at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.child: subprocess.Popen | None = None
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.requested or self.child is None or self.child.poll() is not None:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("interrupted: stopping the running stage (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
-
-INTERRUPTION = Interruption()
-
-
-def dvc(*args: str, log_lines: bool = True, parent_run_id: str | None = None, cwd: Path = ROOT,
-        env: dict[str, str] | None = None) -> tuple[int, list[str]]:
-    """Run a DVC command in the project (or in `cwd` with `env`: flows.reproduce's work tree), streaming its
-    output to the run log; returns (code, lines).
-
-    For `repro --single-item STAGE`, the stage's progress events become the artifact progress-STAGE."""
-    logger = get_run_logger()
-    stage = args[args.index("--single-item") + 1] if args[:1] == ("repro",) and "--single-item" in args else None
-    watch = progress.StageWatch(stage, logger.info, progress.PrefectProgressArtifact(stage) if stage else None)
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env or stage_env(parent_run_id), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    INTERRUPTION.child = proc
-    output: list[str] = []
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            if watch.feed(line):
-                continue
-            if line and not PROGRESS_BAR.search(line) and not line.lstrip().startswith(DVC_HINTS):
-                output.append(line)
-                if log_lines:
-                    logger.info(line)
-        code = proc.wait()
-        watch.finish(succeeded=code == 0 and not INTERRUPTION.requested)
-        return code, output
-    finally:
-        INTERRUPTION.child = None
-        if proc.poll() is None:  # stopped at once: do not leave DVC holding its lock
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def default_remote() -> str | None:
@@ -186,7 +82,7 @@ def _delays(variable: str, default: str) -> list[float]:
 SYNC_RETRY_DELAYS = _delays("BAYLING_SYNC_RETRY_DELAYS", "5,15,45")
 
 
-@task(retries=len(SYNC_RETRY_DELAYS), retry_delay_seconds=SYNC_RETRY_DELAYS or 0, retry_condition_fn=_retry_transient,
+@task(retries=len(SYNC_RETRY_DELAYS), retry_delay_seconds=SYNC_RETRY_DELAYS or 0, retry_condition_fn=retry_transient,
       task_run_name="dvc-{action}")
 def sync(action: Literal["pull", "push"]) -> dict | State:
     """dvc pull (missing cache entries allowed) or dvc push with the run-cache; transient S3 errors are retried."""
@@ -202,7 +98,7 @@ def sync(action: Literal["pull", "push"]) -> dict | State:
     return {"action": action, "seconds": round(time.perf_counter() - started, 2)}
 
 
-@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=_retry_transient, task_run_name="dvc-repro-{stage}")
+@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=retry_transient, task_run_name="dvc-repro-{stage}")
 def repro_stage(stage: str, force: bool = False, parent_run_id: str | None = None) -> dict | State:
     started = time.perf_counter()
     code, output = dvc("repro", "--single-item", stage, *(["--force"] if force else []), parent_run_id=parent_run_id)
@@ -227,7 +123,7 @@ def nothing_changed(params: dict) -> tuple[bool, list[str], str] | State:
     try:
         current = current_versions(params["fetch"], ROOT)
     except PipelineError as exc:
-        return Failed(message=str(exc))
+        return refused(exc)
     recorded = recorded_versions(json.loads(manifest_path.read_text("utf-8"))) if manifest_path.exists() else {}
     changed = changed_sources(current, recorded)
     code, lines = dvc("status", log_lines=False)
@@ -244,17 +140,17 @@ def retrain(stages: list[str] | None = None, force: bool = False, overrides: dic
             wait_for_checkout_s: float = 0.0) -> dict | State:
     """Pull, skip if unchanged, run the stages through DVC under one MLflow parent run, push, ask for approval.
 
-    One run at a time holds the checkout (bayling.core.checkout); another waits `wait_for_checkout_s`
+    One run at a time holds the checkout (flows.runtime.checkout); another waits `wait_for_checkout_s`
     seconds for it, then refuses.
     """
-    from bayling.core.checkout import hold_checkout
+    from flows.runtime.checkout import hold_checkout
 
     flow_run_id = str(runtime.flow_run.id or "none")
     try:
         with hold_checkout(ROOT, flow_run_id, wait_for_checkout_s, on_wait=get_run_logger().warning):
             return _retrain(stages, force, overrides, flow_run_id)
     except PipelineError as exc:
-        return Failed(message=str(exc))
+        return refused(exc)
 
 
 def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | None, flow_run_id: str) -> dict | State:
@@ -278,8 +174,8 @@ def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | 
         logger.info("no default DVC remote: nothing to pull or push (dvc remote add -d NAME s3://bucket/path)")
     if not force and stages is None:
         checked = nothing_changed(params, return_state=True)
-        if checked.is_failed():
-            return Failed(message=checked.message)
+        if checked.is_failed():  # a refusal (a source it cannot read) stays one
+            return Failed(message=checked.message, name=checked.name)
         stop, changed, reason = checked.result()
         if stop:
             logger.info("nothing to do: %s", reason)
@@ -434,8 +330,6 @@ def check_stages(stages: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bayling.config.overrides import apply_overrides, parse_override
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "-S", "--set-param", action="append", default=[], metavar="KEY=VALUE", help="override params.yaml, as dvc exp run -S"
@@ -445,38 +339,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait this long for another run in this checkout to finish, instead of refusing at once")
     args = parser.parse_args(argv)
-    try:
-        overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
-        # refuse bad params, with the overrides merged in, before starting Prefect at all; the flow writes them
-        if overrides:
-            apply_overrides(ROOT / "params.yaml", overrides, dry_run=True)
-        else:
-            load_all(ROOT / "params.yaml")
-        check_stages(args.stage)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from bayling.core.orchestration import prefect_api
+    return exit_code(lambda: _run(args), _report,
+                     interrupted="interrupted; what finished stays in DVC's cache, and the next run resumes from there")
 
-    signal.signal(signal.SIGINT, INTERRUPTION.handle)
-    try:
-        with prefect_api(ROOT / ".bayling" / "prefect-server.log"):
-            state = retrain(stages=args.stage, force=args.force, overrides=overrides or None, wait_for_checkout_s=args.wait,
-                            return_state=True)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; what finished stays in DVC's cache, and the next run resumes from there", file=sys.stderr)
-        return 130
-    if state.is_failed():
-        print(f"error: {state.message}", file=sys.stderr)
-        return 130 if INTERRUPTION.requested else 1
+
+def _run(args: argparse.Namespace) -> State:
+    from bayling.config.overrides import apply_overrides, parse_override
+
+    overrides = {".".join(path): value for path, value in map(parse_override, args.set_param)}
+    # refuse bad params, with the overrides merged in, before starting Prefect at all; the flow writes them
+    if overrides:
+        apply_overrides(ROOT / "params.yaml", overrides, dry_run=True)
+    else:
+        load_all(ROOT / "params.yaml")
+    check_stages(args.stage)
+    with flow_session(ROOT):
+        return retrain(stages=args.stage, force=args.force, overrides=overrides or None, wait_for_checkout_s=args.wait,
+                       return_state=True)
+
+
+def _report(state: State) -> int:
     if state.name == "NothingToDo":
         print(state.message, flush=True)
-        return 0
-    print("\n" + state.result()["summary"], flush=True)
-    return 0
+    else:
+        print("\n" + state.result()["summary"], flush=True)
+    return DONE
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-import bayling.core.orchestration
+import flows.runtime.prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -190,7 +190,7 @@ def test_flow_commands_pass_every_check_before_prefect(command: str, monkeypatch
     def no_prefect(*args, **kwargs):
         raise FlowStarted
 
-    monkeypatch.setattr(bayling.core.orchestration, "prefect_api", no_prefect)
+    monkeypatch.setattr(flows.runtime.prefect_server, "prefect_api", no_prefect)
     before = (ROOT / "params.yaml").read_bytes()
     words = shlex.split(command)
     try:

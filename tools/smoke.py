@@ -23,6 +23,7 @@ import yaml
 
 from bayling.config.loader import parse_yaml, read_params_file
 from bayling.config.overrides import merge
+from flows.runtime.exits import DONE
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout this tool belongs to, whatever the working directory
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"smoke copy kept at {dest}")
         else:
             shutil.rmtree(dest, ignore_errors=True)
-    print(f"smoke run {'passed' if returncode == 0 else 'FAILED'} in {time.perf_counter() - started:.0f}s")
+    print(f"smoke run {'passed' if returncode == DONE else 'FAILED'} in {time.perf_counter() - started:.0f}s")
     return returncode
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import bayling.core.orchestration
 import flows.reproduce
 import flows.retrain
+import flows.runtime.prefect_server
 from bayling.core.errors import PipelineError
 
 
@@ -38,7 +38,7 @@ def checkout(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -
     def no_prefect(*args, **kwargs):
         raise FlowStarted
 
-    monkeypatch.setattr(bayling.core.orchestration, "prefect_api", no_prefect)
+    monkeypatch.setattr(flows.runtime.prefect_server, "prefect_api", no_prefect)
     return tmp_path
 
 
@@ -75,7 +75,7 @@ def no_flow(monkeypatch: pytest.MonkeyPatch) -> dict:
         called["args"] = args
         raise FlowStarted
 
-    monkeypatch.setattr(bayling.core.orchestration, "prefect_api", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(flows.runtime.prefect_server, "prefect_api", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(flows.reproduce, "reproduce", reproduce)
     return called
 

@@ -61,9 +61,9 @@ def project(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
     import mlflow
 
     import bayling.config.loader
-    import bayling.core.orchestration
     import bayling.core.tracking
     import bayling.register.reproduce as reproduce
+    import flows.runtime.prefect_server
 
     checkout = tmp_path / "checkout" / ".dvc"
     checkout.mkdir(parents=True)
@@ -91,7 +91,7 @@ def project(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(reproduce, "clear_persistent_outs", lambda workdir, stages: None)
     monkeypatch.setattr(bayling.config.loader, "load_all", lambda path: {"tracking": SimpleNamespace(experiment="e")})
     monkeypatch.setattr(bayling.core.tracking, "configure", lambda root, experiment: "0")
-    monkeypatch.setattr(bayling.core.orchestration, "prefect_api", lambda log: contextlib.nullcontext("http://prefect"))
+    monkeypatch.setattr(flows.runtime.prefect_server, "prefect_api", lambda log: contextlib.nullcontext("http://prefect"))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # main's Ctrl-C handler stays out of pytest's process
     return SimpleNamespace(trees=trees, tmp=tmp_path)
 

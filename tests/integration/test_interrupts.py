@@ -51,13 +51,13 @@ def runs(dest: Path) -> list:
 
 
 def test_a_second_run_in_the_same_checkout_is_refused_or_waits(project, prefect_api: str, tmp_path: Path):
-    from bayling.core.checkout import hold_checkout
+    from flows.runtime.checkout import hold_checkout
 
     dest, base = project
     session = dict(base, PREFECT_API_URL=prefect_api)  # the lock is the subject here, not the temporary server
     with hold_checkout(dest, "flow-run-held-by-the-test"):
         refused = flow(project, "--stage", "fetch", log=tmp_path / "refused.log", env=session)
-        assert refused.wait(timeout=180) == 1
+        assert refused.wait(timeout=180) == 2  # refused: a user error (flows/runtime/exits.py)
         text = (tmp_path / "refused.log").read_text()
         assert f"another retrain run holds this checkout (pid {os.getpid()}" in text and "flow-run-held-by-the-test" in text
         assert "Traceback" not in text and not (dest / "data" / "raw" / "corpus.jsonl").exists()

@@ -191,7 +191,8 @@ def test_approval_through_the_api_makes_the_candidate_champion(ops: Ops):
 
 
 def test_each_stage_left_a_progress_artifact_at_100_and_the_log_no_raw_events(ops: Ops):
-    from bayling.core.progress import EVENT_PREFIX, artifact_key
+    from bayling.core.progress import EVENT_PREFIX
+    from flows.runtime.stage_watch import artifact_key
 
     run_id = FIRST_RUN["flow_run_id"]
     found = httpx.post(f"{ops.prefect_api}/artifacts/filter", timeout=10, json={

@@ -10,6 +10,8 @@ temporary (ephemeral) server, started here instead of lazily inside the flow for
 
 Prefect finds the running server through SubprocessASGIServer's per-port registry, which is where it
 looks before starting one of its own.
+
+`flow_session` is what a flow command runs its flow in: this API, with Ctrl-C handed to `INTERRUPTION`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bayling.core.errors import PipelineError
+from flows.runtime.interruption import INTERRUPTION
 
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 # The first start in a fresh PREFECT_HOME migrates a new database: 16 s on 2 idle cores, past Prefect's
@@ -66,3 +69,12 @@ def prefect_api(log: Path) -> Iterator[str]:
     # Prefect stops the server at exit, after its log and event workers have sent what they hold
     # (start() registered that with atexit before they registered their own drains).
     yield server.api_url
+
+
+@contextlib.contextmanager
+def flow_session(root: Path) -> Iterator[str]:
+    """Run a flow from the command line: the first Ctrl-C lets the running stage stop by itself, and the API is
+    `prefect_api`'s, a temporary server logging to `.bayling/prefect-server.log` under `root`."""
+    signal.signal(signal.SIGINT, INTERRUPTION.handle)
+    with prefect_api(root / ".bayling" / "prefect-server.log") as url:
+        yield url

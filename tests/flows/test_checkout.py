@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from bayling.core.checkout import hold_checkout
 from bayling.core.errors import PipelineError
+from flows.runtime.checkout import hold_checkout
 
 
 def test_a_waiting_run_says_once_who_holds_the_checkout_then_refuses(tmp_path):

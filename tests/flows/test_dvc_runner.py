@@ -1,8 +1,8 @@
-"""What the retrain flow retries: transient failures as the tools print them, and nothing that merely looks like one."""
+"""What the flows retry: transient failures as the tools print them, and nothing that merely looks like one."""
 
 import pytest
 
-from flows.retrain import _is_transient
+from flows.runtime.dvc_runner import is_transient
 
 TRANSIENT = [
     "ERROR: Unable to acquire lock. Most likely another DVC process is running or was terminated abruptly.",
@@ -25,9 +25,9 @@ NOT_TRANSIENT = [
 
 @pytest.mark.parametrize("message", TRANSIENT)
 def test_transient_failures_are_retried(message):
-    assert _is_transient(message)
+    assert is_transient(message)
 
 
 @pytest.mark.parametrize("message", NOT_TRANSIENT)
 def test_ordinary_failures_are_not(message):
-    assert not _is_transient(message)
+    assert not is_transient(message)
