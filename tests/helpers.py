@@ -140,3 +140,13 @@ def _restore_mlflow_uri(saved: Any) -> None:
     from mlflow.tracking._tracking_service import utils
 
     utils._tracking_uri = saved[1] if saved else None
+
+
+class ManualClock:
+    """A clock the test moves by hand (`clock.now += seconds`), for code that takes a `clock` callable."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
+from helpers import ManualClock
 
 from bayling.core import progress
 from bayling.core.progress import EVENT_PREFIX, Progress, track
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def events(text: str) -> list[dict]:
@@ -33,7 +23,7 @@ def events_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_events_are_throttled_to_each_ten_percent_when_updates_come_quickly(events_mode: None):
-    stream, clock = io.StringIO(), Clock()
+    stream, clock = io.StringIO(), ManualClock()
     with Progress(1000, "work", "row", stream=stream, clock=clock) as bar:
         for _ in range(1000):
             bar.update()
@@ -43,7 +33,7 @@ def test_events_are_throttled_to_each_ten_percent_when_updates_come_quickly(even
 
 
 def test_between_percent_steps_an_event_goes_out_once_the_interval_has_passed(events_mode: None):
-    stream, clock = io.StringIO(), Clock()
+    stream, clock = io.StringIO(), ManualClock()
     bar = Progress(1000, "work", stream=stream, clock=clock)
     bar.update()  # 0.1%: same step, no time passed
     clock.now += progress.EMIT_INTERVAL_S / 2

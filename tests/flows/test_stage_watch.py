@@ -8,20 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import ManualClock
+
 from bayling.core import progress
 from bayling.core.progress import EVENT_PREFIX
 from flows.runtime import stage_watch
 from flows.runtime.stage_watch import StageWatch, artifact_key, parse_event
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_parse_event_finds_the_prefix_after_a_launcher_tag_and_refuses_damaged_lines():
@@ -42,7 +36,7 @@ def event_line(task_id: str, done: int, total: int, end: bool = False, task: str
 
 def test_the_watch_logs_every_ten_percent_and_keeps_events_out_of_the_log():
     logged: list[str] = []
-    watch = StageWatch("evaluate", logged.append, clock=Clock())
+    watch = StageWatch("evaluate", logged.append, clock=ManualClock())
     assert not watch.feed("loading model")
     assert all(watch.feed(event_line("1", done, 40)) for done in range(0, 41))
     assert watch.feed(event_line("1", 40, 40, end=True))
@@ -52,7 +46,7 @@ def test_the_watch_logs_every_ten_percent_and_keeps_events_out_of_the_log():
 
 def test_each_new_loop_logs_its_own_progress():
     logged: list[str] = []
-    watch = StageWatch("evaluate", logged.append, clock=Clock())
+    watch = StageWatch("evaluate", logged.append, clock=ManualClock())
     for task_id in ("1", "2"):
         watch.feed(event_line(task_id, 0, 1))
         watch.feed(event_line(task_id, 1, 1, end=True))
@@ -61,7 +55,7 @@ def test_each_new_loop_logs_its_own_progress():
 
 def test_the_artifact_is_updated_at_most_every_few_seconds_and_ends_at_100():
     published: list[tuple[float, str]] = []
-    clock = Clock()
+    clock = ManualClock()
     watch = StageWatch("train", lambda line: None, lambda percent, text: published.append((percent, text)), clock=clock)
     assert published == [(0.0, "train: started")]
     for step in range(1, 5):
@@ -78,7 +72,7 @@ def test_the_artifact_is_updated_at_most_every_few_seconds_and_ends_at_100():
 
 def test_a_failed_stage_keeps_its_artifact_where_it_stopped():
     published: list[tuple[float, str]] = []
-    watch = StageWatch("tokenize", lambda line: None, lambda percent, text: published.append((percent, text)), clock=Clock())
+    watch = StageWatch("tokenize", lambda line: None, lambda percent, text: published.append((percent, text)), clock=ManualClock())
     watch.feed(event_line("3", 3, 10, task="tokenize train"))
     watch.finish(succeeded=False)
     assert published[-1] == (30.0, "tokenize: tokenize train 30% (3/10 batch) (failed)")
@@ -92,7 +86,7 @@ def test_a_publishing_failure_is_said_once_and_never_stops_the_stage():
         calls.append(percent)
         raise ConnectionError("Prefect API away")
 
-    clock = Clock()
+    clock = ManualClock()
     watch = StageWatch("synthesize", logged.append, unreachable, clock=clock)
     clock.now += stage_watch.PUBLISH_INTERVAL_S
     watch.feed(event_line("1", 1, 2, task="synthesize"))
