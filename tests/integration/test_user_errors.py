@@ -61,7 +61,7 @@ def test_retrain_with_s3_sources_and_no_credentials_is_one_line(project: Path, p
 
     result = subprocess.run([sys.executable, "-m", "flows.retrain"], cwd=project, env=env, capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode != 0
+    assert result.returncode == 2  # refused: a source it cannot read is a user error (flows/runtime/exits.py)
     (error,) = error_lines(result)
     assert f"fetch.sources 'upstream': cannot read the version of {SOURCE}" in error
     assert "Unable to locate credentials" in error and "AWS_ACCESS_KEY_ID" in error and "AWS_PROFILE" in error
