@@ -115,7 +115,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
     from bayling.core.tracking import stage_run, tracking_uri
     from bayling.register import registry
     from bayling.register.approval import canonical_version, gate_verdict
-    from bayling.register.champion import alias_holder
+    from bayling.models.champion import alias_holder
     from bayling.register.identity import current_identity
     from bayling.register.model_card import MODEL_CARD_FILE, render_card
     from bayling.register.reproduce import LINEAGE_ARTIFACTS
