@@ -349,8 +349,8 @@ def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | 
     from prefect.flow_runs import pause_flow_run
 
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import CHALLENGE_TAG, apply_decision, pause_key, record_refusal, review_markdown, verify_request
     from bayling.models.champion import alias_holder
+    from bayling.register.approval import CHALLENGE_TAG, apply_decision, pause_key, record_refusal, review_markdown, verify_request
     from bayling.register.gate import RuleResult, markdown_table
     from bayling.register.identity import Identity, current_identity, verify_claimed
 

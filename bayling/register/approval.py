@@ -24,8 +24,8 @@ from typing import Any, Literal
 from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
 from bayling.core.metric_keys import AVERAGE, averages, changes_vs_base, score_keys
-from bayling.register import ledger
 from bayling.models.champion import alias_holder
+from bayling.register import ledger
 from bayling.register.identity import APPROVER_PERMISSION, MAX_DISPLAY_NAME, MAX_NOTE, Identity, clean_text
 
 Decision = Literal["approve", "reject", "timeout", "refused"]

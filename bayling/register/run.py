@@ -42,7 +42,7 @@ class RegisterInputs:
 def version_tags(inputs: RegisterInputs, root: Path) -> dict[str, str]:
     """Lineage and scores for the model version: git commit, DVC out md5s, params, macro averages."""
     from bayling.core.lineage import default_remote_url, dvc_lock_outs, git_state
-    from bayling.register.reproduce import REMOTE_TAG, public_url
+    from bayling.register.lineage_tags import REMOTE_TAG, public_url
 
     primary = inputs.metrics.get("primary_test_set", "heldout")
     git = git_state(root)
@@ -113,12 +113,12 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
 
     from bayling.core.lineage import directory_sha256
     from bayling.core.tracking import stage_run, tracking_uri
+    from bayling.models.champion import alias_holder
     from bayling.register import registry
     from bayling.register.approval import canonical_version, gate_verdict
-    from bayling.models.champion import alias_holder
     from bayling.register.identity import current_identity
+    from bayling.register.lineage_tags import LINEAGE_ARTIFACTS
     from bayling.register.model_card import MODEL_CARD_FILE, render_card
-    from bayling.register.reproduce import LINEAGE_ARTIFACTS
     from bayling.register.tables import log_review_tables
 
     tags = version_tags(inputs, root)
