@@ -69,7 +69,7 @@ def load(model_path: Path, dtype_name: str = "float32"):  # type: ignore[no-unty
 
 
 def fixed_length_rate(model, tokenizer, prompts, batch_size: int, new_tokens: int) -> float:  # type: ignore[no-untyped-def]
-    from bayling.evaluate.generation import generate
+    from bayling.models.generation import generate
 
     started = time.perf_counter()
     outputs = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
@@ -92,7 +92,7 @@ def evaluation_items(per_direction: int) -> list[tuple[list[dict[str, str]], str
 
 
 def evaluation_run(model, tokenizer, items, batch_size: int, new_tokens: int, first_line_only: bool) -> tuple[float, list[str]]:  # type: ignore[no-untyped-def]
-    from bayling.evaluate.generation import clean_output, generate
+    from bayling.models.generation import clean_output, generate
 
     started = time.perf_counter()
     raw = generate(model, tokenizer, [p for p, _, _ in items], batch_size=batch_size, max_new_tokens=new_tokens,
@@ -129,9 +129,9 @@ def flores_levers(model_path: Path, segments: int, batch_size: int, flat_tokens:
 
     from bayling.config.evaluate import EvaluateParams
     from bayling.evaluate.budgets import budgets_for
-    from bayling.evaluate.generation import clean_output, generate
     from bayling.evaluate.metrics import average_change, paired_bootstrap, score_corpus
     from bayling.evaluate.test_sets import load_test_set
+    from bayling.models.generation import clean_output, generate
 
     params = EvaluateParams.model_validate({"max_new_tokens": 256, "test_sets": [{
         "name": "flores", "kind": "flores", "archive": "data/sample/flores200/flores200-devtest.tar.gz", "dir": "devtest",

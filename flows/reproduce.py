@@ -56,7 +56,8 @@ class Interrupted(KeyboardInterrupt):
 def prepare_work_tree(recorded: Any, client: Any, workdir: Path, overrides: dict[str, Any]) -> list[str] | State:
     """Clone at the recorded commit, restore the logged dvc.lock and params.yaml, apply overrides. Returns notes."""
     from bayling.config.overrides import apply_overrides
-    from bayling.register.reproduce import clone_at, restore_lineage
+    from bayling.reproduce.record import restore_lineage
+    from bayling.reproduce.work_tree import clone_at
 
     try:
         clone_at(ROOT, recorded.commit, workdir)
@@ -80,7 +81,7 @@ def pull(workdir: Path, env: dict[str, str], remote: str | None) -> str | State:
 
 
 def _pull(workdir: Path, env: dict[str, str], remote: str | None) -> str:
-    from bayling.register.reproduce import PROJECT_CACHE_REMOTE, dvc_cache_dir
+    from bayling.reproduce.work_tree import PROJECT_CACHE_REMOTE, dvc_cache_dir
 
     code, lines = dvc("remote", "default", cwd=workdir, env=env, log_lines=False)
     name = remote or (lines[-1].strip() if code == 0 and lines else None)
@@ -127,22 +128,17 @@ def _reproduce(model_uri: str, start: str | None, overrides: dict[str, Any], wor
 
     from bayling.config.loader import load_all
     from bayling.core.tracking import PARENT_RUN_ENV, configure, tracking_uri
-    from bayling.register.reproduce import (
+    from bayling.reproduce.comparison import Verdict, dvc_stage_outs, pipeline_order, render, stage_results
+    from bayling.reproduce.record import parse_model_uri, recorded_version
+    from bayling.reproduce.work_tree import (
         COPIED_CREDENTIALS,
         PROJECT_CACHE_REMOTE,
-        Verdict,
         check_overrides_rerun,
         check_workdir,
         clear_persistent_outs,
         dvc_cache_dir,
-        dvc_stage_outs,
         new_work_tree,
-        parse_model_uri,
-        pipeline_order,
-        recorded_version,
         remove_credentials,
-        render,
-        stage_results,
         stages_from,
     )
 
@@ -258,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> State:
     from bayling.config.overrides import check_overrides, parse_override
-    from bayling.register.reproduce import check_workdir, parse_model_uri
+    from bayling.reproduce.record import parse_model_uri
+    from bayling.reproduce.work_tree import check_workdir
 
     parse_model_uri(args.model_uri)
     if args.workdir:

@@ -57,7 +57,7 @@ def pipeline_stages(root: Path = ROOT) -> list[str]:
 
 STAGES = pipeline_stages()
 class ApprovalInput(RunInput):
-    """What tools.approve sends a paused run. Nothing here is trusted as it stands: see request_approval."""
+    """What tools.approve sends a paused run. Nothing here is trusted as it stands: see bayling/approvals/paused_run.py."""
 
     decision: Literal["approve", "reject"]
     identity: str  # the MLflow user the approver's credentials authenticated as
@@ -227,98 +227,27 @@ def _retrain(stages: list[str] | None, force: bool, overrides: dict[str, Any] | 
 def request_approval(params: dict, collected: dict, flow_run_id: str) -> dict | None:
     """Pause for a reviewer when the candidate passed the gate, and act only on a decision that proves itself.
 
-    Before each pause the run sets a fresh challenge tag on the version. `tools.approve` writes a request
-    record (decision, note, this challenge) into the approver's own ledger, which only the approver can
-    write (bayling/register/ledger.py), and resumes the run with that record's hash. The run then checks,
-    with its own (admin) credentials:
-    - that the record is in the named user's ledger and verifies;
-    - that it answers this pause;
-    - that the ledger is the user's alone;
-    - that the user may decide.
-    Only then does it apply the decision, recorded as `applied` in the run's own ledger. An input that fails
-    any check is refused and recorded, and the run waits again.
+    The pausing is Prefect's and lives here: each wait shows the review and takes an ApprovalInput under a fresh
+    key. What the run proposes, and the checks every answer must pass before anything moves, are
+    bayling/approvals/paused_run.py's (review_candidate).
     """
-    import secrets
-
-    import mlflow
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
 
+    from bayling.approvals.paused_run import review_candidate
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import CHALLENGE_TAG, apply_decision, pause_key, record_refusal, review_markdown, verify_request
-    from bayling.register.champion import alias_holder
-    from bayling.register.gate import RuleResult, markdown_table
-    from bayling.register.identity import Identity, current_identity, verify_claimed
 
-    logger = get_run_logger()
-    registration = collected.get("register") or {}
-    settings = params["register"]
-    if not registration:
-        return None
-    gate = registration.get("gate", {})
-    if not gate.get("passed", True):
-        logger.warning("gate failed: version %s is not proposed; the champion stays", registration["version"])
-        return {"decision": "gate_failed"}
-    version, model = str(registration["version"]), registration["model_name"]
-    approve_later = f"python -m tools.approve {version} --decision approve|reject [--by NAME]"
-    if not settings.approval.required:
-        return None
-    uri = tracking_uri(ROOT)
-    client = mlflow.MlflowClient(uri)
-    champion = alias_holder(client, model, settings.champion_alias)
-    if champion is not None and str(champion.version) == version:
-        logger.info("version %s already holds '%s' (same model files): nothing to decide", version, settings.champion_alias)
-        return {"decision": "already_champion"}
-    if not os.environ.get("PREFECT_API_URL"):
-        logger.info("no Prefect server (PREFECT_API_URL) to pause on; decide later with: %s", approve_later)
-        return None
-    own = current_identity(uri).name  # the run's own account: its records go into its own ledger
-    experiment = params["tracking"].experiment if "tracking" in params else None
-    table = markdown_table([RuleResult(**r) for r in gate.get("rules", [])])
-    report = str(ROOT / "reports" / "eval" / "report.html")
-    description = review_markdown(registration, collected.get("eval") or {}, table, report, uri, collected.get("review"))
-    poll = int(os.environ.get("BAYLING_APPROVAL_POLL_S", "10"))
-    deadline = time.monotonic() + settings.approval.timeout_s
-    attempt = 0
-    while True:
-        attempt += 1
-        challenge = secrets.token_hex(16)
-        client.set_model_version_tag(model, version, CHALLENGE_TAG, challenge)
+    def wait_for_answer(description: str, key: str, timeout_s: int) -> ApprovalInput | None:
         try:
-            answer = pause_flow_run(
-                wait_for_input=ApprovalInput.with_initial_data(description=description, decision="reject", identity=""),
-                timeout=max(1, int(deadline - time.monotonic())), poll_interval=poll, key=f"{pause_key(model, version)}-{attempt}",
-            )
+            return pause_flow_run(wait_for_input=ApprovalInput.with_initial_data(description=description, decision="reject", identity=""),
+                                  timeout=timeout_s, poll_interval=int(os.environ.get("BAYLING_APPROVAL_POLL_S", "10")), key=key)
         except FlowPauseTimeout:
-            apply_decision(client, model, version, "timeout", Identity("nobody", authenticated=False), settings.approval,
-                           note=f"no decision within {settings.approval.timeout_s}s", flow_run_id=flow_run_id,
-                           champion_alias=settings.champion_alias, path="paused-run", recorder=own, tracking_uri=uri,
-                           experiment=experiment)
-            logger.warning("no decision before the timeout: the champion stays")
-            return {"decision": "timeout"}
-        identity, request = None, None
-        if answer.challenge != challenge:
-            reason = "the input does not carry this pause's challenge (resume with tools.approve)"
-        else:
-            request, reason = verify_request(client, model, uri, answer.identity, answer.request, challenge, version)
-            if request is not None:
-                identity, reason = verify_claimed(uri, answer.identity, answer.authenticated, model)
-        if identity is None or request is None:
-            record_refusal(client, model, version, answer.identity or "unknown", reason, flow_run_id, own, answer.request)
-            logger.warning("refused a decision claimed by %r: %s; waiting again", answer.identity, reason)
-            continue
-        try:  # the decision, note and override are the ledger's, never the resume input's
-            record = apply_decision(client, model, version, request["decision"], identity, settings.approval,
-                                    display_name=request.get("display_name", ""), note=request.get("note", ""), flow_run_id=flow_run_id,
-                                    champion_alias=settings.champion_alias, override_gate=bool(request.get("override_gate")),
-                                    path="paused-run", request=answer.request, recorder=own, tracking_uri=uri, experiment=experiment)
-        except PipelineError as exc:
-            record_refusal(client, model, version, identity.name, str(exc), flow_run_id, own, answer.request)
-            logger.warning("refused %s's decision: %s; waiting again", identity.name, exc)
-            continue
-        moved = "champion moved" if record.champion_moved else "champion unchanged"
-        logger.info("%s by %s: %s", record.decision, identity.describe(), moved)
-        return {"decision": record.decision, "reviewer": identity.name, "previous_champion": record.previous_champion}
+            return None
+
+    return review_candidate(params["register"], collected, tracking_uri(ROOT), wait_for_answer, get_run_logger(), flow_run_id=flow_run_id,
+                            experiment=params["tracking"].experiment if "tracking" in params else None,
+                            report=str(ROOT / "reports" / "eval" / "report.html"),
+                            cannot_pause=None if os.environ.get("PREFECT_API_URL") else "no Prefect server (PREFECT_API_URL) to pause on")
 
 
 def check_stages(stages: list[str] | None) -> list[str]:

@@ -44,7 +44,8 @@ def main(register: RegisterParams, tracking: TrackingParams) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
     from bayling.core.tracking import fail_fast, tracking_uri
     from bayling.register import gate
-    from bayling.register.run import RegisterInputs, register_model, registration_report
+    from bayling.register.report import registration_report
+    from bayling.register.run import RegisterInputs, register_model
 
     fail_fast()  # a re-run after an outage finds the version by its model hash instead of registering it twice
     if not FINAL.exists():

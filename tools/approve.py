@@ -11,7 +11,7 @@ command writes the decision as a request into your own approval ledger (see READ
 resumes the run with its hash. The run verifies the request and the identity before it moves the
 champion, and this command waits (BAYLING_APPROVAL_WAIT_S, 120 s) to report what the run did.
 Otherwise the decision is applied to the registry directly and recorded in your ledger. `--history`
-lists every record on the version, and flags any that fails a check (bayling/register/ledger.py).
+lists every record on the version, and flags any that fails a check (bayling/approvals/ledger.py).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def paused_run_for(key: str):  # type: ignore[no-untyped-def]
 
 def wait_for_outcome(client, model_name: str, uri: str, request: str, timeout_s: float) -> dict | None:  # type: ignore[no-untyped-def]
     """The paused run's answer to this request (an `applied` or `refused` record in its ledger), if it comes in time."""
-    from bayling.register.approval import trail
+    from bayling.approvals.trail import trail
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -68,11 +68,14 @@ def approve(version: str, decision: str, display_name: str = "", note: str = "",
     """Resume the run paused for `version` with this decision, or apply it to the registry; says which."""
     import mlflow
 
+    from bayling.approvals import ledger
+    from bayling.approvals.decisions import apply_decision
+    from bayling.approvals.identity import MAX_DISPLAY_NAME, MAX_NOTE, clean_text, may_approve
+    from bayling.approvals.paused_run import CHALLENGE_TAG, pause_key, request_record
     from bayling.config.loader import load_section
     from bayling.core.tracking import tracking_uri
-    from bayling.register import ledger
-    from bayling.register.approval import CHALLENGE_TAG, apply_decision, canonical_version, pause_key, request_record, version_number
-    from bayling.register.identity import MAX_DISPLAY_NAME, MAX_NOTE, clean_text, current_identity, may_approve
+    from bayling.register.mlflow_user import current_identity
+    from bayling.register.verdict import canonical_version, version_number
 
     version_number(version)
     register = load_section("register", ROOT / "params.yaml")
@@ -123,10 +126,11 @@ def show_history(version: str) -> str:
     """One JSON line per record on the version; a record that fails a check is prefixed FLAGGED with why."""
     import mlflow
 
+    from bayling.approvals.trail import history
     from bayling.config.loader import load_section
     from bayling.core.tracking import tracking_uri
-    from bayling.register.approval import history, version_number
-    from bayling.register.identity import current_identity
+    from bayling.register.mlflow_user import current_identity
+    from bayling.register.verdict import version_number
 
     version_number(version)
     register = load_section("register", ROOT / "params.yaml")

@@ -203,7 +203,7 @@ def check_generation(model_dir: Path, tokenizer: Any, chats: list, dry_run: bool
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bayling.evaluate.generation import generate
+    from bayling.models.generation import generate
 
     device = "cuda" if torch.cuda.is_available() and not dry_run else "cpu"
     dtype = torch.float32 if dry_run else torch.bfloat16

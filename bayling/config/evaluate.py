@@ -156,7 +156,7 @@ class EvaluateParams(Section):
     # a row caught repeating a unit of tokens stops, and the loop is written on to its limit (hf engine, greedy)
     stop_loops: bool = True
     # a batch whose rows still going fall to this share of it stops, and they carry on in a later batch with the rows
-    # other batches left (hf engine, greedy; bayling/evaluate/generation.py Regroup); 0: every batch runs to its last row
+    # other batches left (hf engine, greedy; bayling/models/generation.py Regroup); 0: every batch runs to its last row
     regroup_below: Annotated[float, Field(ge=0, lt=1)] = 0.0625
     # the weights' dtype: auto is bf16 where bf16 runs natively (a GPU that has it, a CPU with AVX512-BF16 or AMX),
     # else fp32; bf16 changes some greedy outputs (benchmarks/README.md measures what that does to the scores)

@@ -120,9 +120,9 @@ def _champion_outputs(params: EvaluateParams, model_name: str, version: str, ite
 
     from bayling.evaluate.budgets import budgets_for
     from bayling.evaluate.engines import local_replier
-    from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
-    from bayling.register.champion import champion_model
+    from bayling.models.champion import champion_model
+    from bayling.models.generation import clean_output
 
     folder = champion_model(model_name, version, dest)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -172,7 +172,7 @@ def against_champion(params: EvaluateParams, register: RegisterParams, test_sets
     from botocore.exceptions import BotoCoreError, ClientError
     from mlflow.exceptions import MlflowException
 
-    from bayling.register.champion import champion_predictions
+    from bayling.models.champion import champion_predictions
 
     out = Comparison()
     if not params.compare_with_champion:

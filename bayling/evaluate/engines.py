@@ -45,7 +45,7 @@ class LazyModel:
     """A model loaded on first use: a run whose outputs all come from the generation cache never loads it."""
 
     def __init__(self, path: Path, precision: str) -> None:
-        from bayling.evaluate.generation import resolved_precision
+        from bayling.models.generation import resolved_precision
 
         # resolved here: the generation cache's key must name the dtype the outputs came from, not `auto`
         self.path, self.precision, self.model = path, resolved_precision(precision), None
@@ -54,7 +54,7 @@ class LazyModel:
         if self.model is None:
             from transformers import AutoModelForCausalLM
 
-            from bayling.evaluate.generation import weights_dtype
+            from bayling.models.generation import weights_dtype
 
             self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=weights_dtype(self.precision))
         return self.model
@@ -73,7 +73,7 @@ class LocalReplier:
 
     def __call__(self, conversations: Sequence[Sequence[Message]], *, max_new_tokens: int | Sequence[int],
                  first_line_only: bool = False) -> list[str]:
-        from bayling.evaluate.generation import generate
+        from bayling.models.generation import generate
 
         return generate(self.model(), self.tokenizer, conversations, batch_size=self.batch_size, max_new_tokens=max_new_tokens,
                         num_beams=self.num_beams, first_line_only=first_line_only, stop_loops=self.stop_loops and self.num_beams == 1,

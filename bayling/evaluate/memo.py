@@ -40,7 +40,8 @@ def generation_key(model_dir: Path, conversations: Sequence[Sequence[Message]], 
     import torch
     import transformers
 
-    from bayling.evaluate import engines, generation
+    from bayling.evaluate import engines
+    from bayling.models import generation
 
     parts = {
         "model": _model_digest(model_dir),

@@ -93,10 +93,10 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
                metrics: dict[str, Any], notes: list[str], cache_dir: Path | None, tokenizer: Any,
                resolve: Callable[[str], Path]) -> None:
     from bayling.evaluate.budgets import budgets_for
-    from bayling.evaluate.generation import clean_output
     from bayling.evaluate.memo import translations
     from bayling.evaluate.metrics import score_corpus
     from bayling.evaluate.target_language import in_source_language
+    from bayling.models.generation import clean_output
 
     # every test set's prompts in one call: batches fill across sets, and the token rates are computed once
     items = [item for by_direction in test_sets.values() for group in by_direction.values() for item in group]
@@ -216,7 +216,7 @@ def evaluate_models(
         notes.extend(identical_directions(label, run.hypotheses()))
     notes.extend(source_language_notes(runs))
     if params.engine == "hf" and params.precision == "auto":
-        from bayling.evaluate.generation import resolved_precision
+        from bayling.models.generation import resolved_precision
 
         notes.append(f"generated with {resolved_precision('auto')} weights (evaluate.precision: auto on this machine)")
     metrics["notes"] = notes

@@ -19,6 +19,8 @@ from bayling.config.register import CardParams
 from bayling.core.errors import PipelineError
 from bayling.core.languages import get_language, is_known
 from bayling.core.metric_keys import ScoreKey, score_key, score_keys
+from bayling.register.card_markdown import direction_label, language_label, number, table
+from bayling.register.card_training import source_names, training_data_section, training_settings_section
 
 MODEL_CARD_FILE = "README.md"  # at the top of models/final; DVC ignores it and the model hash leaves it out
 HEADINGS = ("## Training data", "## Training settings", "## Evaluation", "## Lineage", "## Intended use and limits")
@@ -131,13 +133,6 @@ def model_license(card: CardParams, base_model: str | None) -> str:
     return "other"
 
 
-def source_names(params: dict[str, Any]) -> list[str]:
-    """The names of the corpus sources (fetch) and the general-chat sources (synthesize)."""
-    names = [s.get("name") for s in (params.get("fetch") or {}).get("sources") or []]
-    names += [s.get("name") for s in ((params.get("synthesize") or {}).get("general") or {}).get("sources") or []]
-    return [n for n in names if n]
-
-
 def training_datasets(card: CardParams, params: dict[str, Any]) -> list[str]:
     """register.card.datasets, else the names of the corpus and general-chat sources."""
     return list(card.datasets) if card.datasets else source_names(params)
@@ -210,114 +205,7 @@ def card_data(inputs: CardInputs) -> Any:
     )
 
 
-# ---------------------------------------------------------------- body
-
-
-def language_label(code: str) -> str:
-    return f"{get_language(code).name} (`{code}`)" if is_known(code) else f"`{code}`"
-
-
-def direction_label(direction: str) -> str:
-    if direction == "avg":
-        return "macro average"
-    return " → ".join(get_language(c).name if is_known(c) else c for c in direction.split("-"))
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def counts(mapping: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
-
-
-def number(value: Any, signed: bool = False) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return "–"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
-
-
-def training_data_section(data_card: dict[str, Any], params: dict[str, Any], trained_mix: dict[str, Any] | None = None) -> str:
-    splits = data_card.get("splits") or {}
-    train, heldout = splits.get("train") or {}, splits.get("heldout") or {}
-    mix = data_card.get("mix") or {}
-    filters = data_card.get("filters") or {}
-    decontam = data_card.get("decontamination") or {}
-    settings = data_card.get("params") or {}
-    parts = ["## Training data", "",
-             "Instructions synthesized from parallel text by the BayLing recipe (data card: `data/synth/card.md`).", ""]
-    parts.append(f"- **Sources**: {', '.join(source_names(params)) or 'none recorded'}")
-    parts.append(f"- **Conversations**: {train.get('conversations', '–')} for training "
-                 f"({train.get('assistant_turns', '–')} assistant turns from {train.get('source_rows', '–')} source rows), "
-                 f"{heldout.get('conversations', '–')} held out")
-    parts.append(f"- **Task families**: {counts(train.get('per_family') or {})}")
-    parts.append(f"- **Tasks**: {counts(train.get('per_task') or {})}")
-    parts.append(f"- **Instruction languages**: {counts(train.get('per_instruction_language') or {})}")
-    if mix:
-        requested, achieved = mix.get("requested") or {}, mix.get("achieved") or {}
-        shares = ", ".join(f"{cell} {number(100 * achieved[cell]) if cell in achieved else '–'}% "
-                           f"(requested {number(100 * share)}%)" for cell, share in requested.items())
-        unit = str(mix.get("unit", "conversations")).replace("_", " ")
-        parts.append(f"- **Mix as synthesized, in {unit}** ({mix.get('mode', '–')}, temperature {mix.get('temperature', '–')}, "
-                     f"at most {mix.get('max_repeat', '–')} copies): {shares or 'as the data came'}")
-    filter_settings = settings.get("filters") or {}
-    if filters or filter_settings:
-        parts.append(f"- **Filters**: dedup {filter_settings.get('dedupe', '–')}, script share ≥ "
-                     f"{filter_settings.get('min_script_share', '–')}, length ratio ≤ {filter_settings.get('max_length_ratio', '–')}, "
-                     f"language ID {'on' if filter_settings.get('langid') else 'off'}; corpus rows "
-                     f"{filters.get('rows_in', '–')} in, {filters.get('rows_kept', '–')} kept, "
-                     f"{filters.get('rows_quarantined', '–')} quarantined")
-    if decontam:
-        removed = sum((decontam.get("corpus_rows_removed") or {}).values()) + sum((decontam.get("general_chats_removed") or {}).values())
-        sets = counts(decontam.get("eval_set_segments") or {})
-        parts.append(f"- **Decontamination**: {decontam.get('ngram', '–')}-gram overlap with {sets} segments; "
-                     f"{removed} corpus rows or chats removed")
-    per_language = train.get("per_language") or {}
-    used = mix.get("languages") or {}
-    if per_language:
-        parts += ["", table(["Language", "Training conversations", "Rows available", "Rows used", "Repetition"],
-                            [[language_label(code), n, (used.get(code) or {}).get("available", "–"),
-                              (used.get(code) or {}).get("used", "–"), (used.get(code) or {}).get("repeat", "–")]
-                             for code, n in sorted(per_language.items())])]
-    if trained_mix:
-        from bayling.register.training_mix import mix_tables, summary_line
-
-        parts += ["", "### What training saw", "",
-                  "Shares (%) of the training conversations and of their supervised tokens (the tokens the loss is computed "
-                  "on): as synthesized (every conversation whole), as tokenized (what fits `tokenize.max_seq_len`, cut at "
-                  f"turn boundaries), and in the rows the {trained_mix.get('steps') or '–'} train steps drew.", "",
-                  f"{summary_line(trained_mix)}." + (f" **Off by more than {trained_mix['tolerance_points']} points: "
-                                                    f"{'; '.join(trained_mix['misses'])}.**" if trained_mix["misses"] else ""),
-                  "", *mix_tables(trained_mix)]
-    return "\n".join(parts).rstrip("\n")
-
-
-def training_settings_section(params: dict[str, Any], train_metrics: dict[str, Any], base_summary: str) -> str:
-    train = params.get("train") or {}
-    tokenize = params.get("tokenize") or {}
-    steps = f"{train.get('epochs')} epochs" if train.get("epochs") else f"{train.get('max_steps', '–')} steps"
-    rows = [
-        ["Base model", base_summary],
-        ["Method", train.get("method", "–") + (f" (LoRA r={train['lora'].get('r')}, merged)" if train.get("method") == "lora"
-                                               and isinstance(train.get("lora"), dict) else "")],
-        ["Schedule", f"{steps}, learning rate {train.get('learning_rate', '–')} ({train.get('lr_scheduler', '–')}, "
-                     f"warm-up {train.get('warmup_ratio', '–')}), weight decay {train.get('weight_decay', '–')}, "
-                     f"gradient clip {train.get('max_grad_norm', '–')}"],
-        ["Batch", f"{train.get('per_device_batch_size', '–')} rows per device × {train.get('gradient_accumulation_steps', '–')} "
-                  f"accumulation × {train.get('num_gpus', '–')} GPUs × {train.get('num_nodes', '–')} nodes"],
-        ["Sequences", f"{tokenize.get('max_seq_len', '–')} tokens, template {tokenize.get('template', '–')}, loss on "
-                      f"{tokenize.get('loss_on', '–')} assistant turns, packing {'on' if tokenize.get('packing') else 'off'}"],
-        ["Precision", f"{train.get('precision', '–')}, DeepSpeed {train.get('deepspeed') or 'off'}, seed {train.get('seed', '–')}"],
-    ]
-    if train_metrics:
-        rows.append(["Run", f"{train_metrics.get('steps', '–')} steps, final loss {number(train_metrics.get('final_loss'))}, "
-                            f"{train_metrics.get('tokens_seen', '–')} tokens seen in {train_metrics.get('runtime_s', '–')} s "
-                            f"on {train_metrics.get('world_size', '–')} process(es)"])
-    return "\n".join(["## Training settings", "", table(["Setting", "Value"], rows)])
-
-
+# ---------------------------------------------------------------- body (training data and settings: card_training.py)
 def scores_table(metrics: dict[str, Any], test_set: str) -> str:
     keys = [k for k in score_keys(metrics) if k.test_set == test_set and k.model == "final"]
     directions = sorted({k.direction for k in keys if not k.is_average}) + (["avg"] if any(k.is_average for k in keys) else [])

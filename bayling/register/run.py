@@ -39,10 +39,10 @@ class RegisterInputs:
     drawn: dict[str, Any] = field(default_factory=dict)  # reports/train/drawn.json
 
 
-def version_tags(inputs: RegisterInputs, root: Path) -> dict[str, str]:
+def _version_tags(inputs: RegisterInputs, root: Path) -> dict[str, str]:
     """Lineage and scores for the model version: git commit, DVC out md5s, params, macro averages."""
     from bayling.core.lineage import default_remote_url, dvc_lock_outs, git_state
-    from bayling.register.reproduce import REMOTE_TAG, public_url
+    from bayling.register.lineage_tags import REMOTE_TAG, public_url
 
     primary = inputs.metrics.get("primary_test_set", "heldout")
     git = git_state(root)
@@ -62,7 +62,7 @@ def version_tags(inputs: RegisterInputs, root: Path) -> dict[str, str]:
 CARD_ARTIFACT = "model_card/README.md"  # the model card in the register run's artifacts
 
 
-def model_card_inputs(register: RegisterParams, inputs: RegisterInputs, tags: dict[str, str], model_sha256: str,
+def _model_card_inputs(register: RegisterParams, inputs: RegisterInputs, tags: dict[str, str], model_sha256: str,
                       run_id: str | None, gate_passed: bool | None) -> CardInputs:
     """What the model card says, from what register read and the lineage tags it put on the version."""
     from bayling.register.model_card import CardInputs, Lineage
@@ -82,7 +82,7 @@ def model_card_inputs(register: RegisterParams, inputs: RegisterInputs, tags: di
                       mix=mix_report(inputs.composition, inputs.drawn, register.mix_tolerance_points))
 
 
-def publish_model_card(client: Any, card_inputs: CardInputs, final: Path) -> None:
+def _publish_model_card(client: Any, card_inputs: CardInputs, final: Path) -> None:
     """Write the card of a registered version into `final`, log it to the active run as CARD_ARTIFACT and
     show its body (trimmed to what the registry stores) as the version's description."""
     import mlflow
@@ -113,15 +113,15 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
 
     from bayling.core.lineage import directory_sha256
     from bayling.core.tracking import stage_run, tracking_uri
+    from bayling.models.champion import alias_holder
     from bayling.register import registry
-    from bayling.register.approval import canonical_version, gate_verdict
-    from bayling.register.champion import alias_holder
-    from bayling.register.identity import current_identity
+    from bayling.register.lineage_tags import LINEAGE_ARTIFACTS
+    from bayling.register.mlflow_user import current_identity
     from bayling.register.model_card import MODEL_CARD_FILE, render_card
-    from bayling.register.reproduce import LINEAGE_ARTIFACTS
     from bayling.register.tables import log_review_tables
+    from bayling.register.verdict import canonical_version, gate_verdict
 
-    tags = version_tags(inputs, root)
+    tags = _version_tags(inputs, root)
     model_sha256 = directory_sha256(final)
     uri = tracking_uri(root)
     evaluation = f"{inputs.eval_run.get('run_id') or 'untracked'}:" + hashlib.sha256(
@@ -141,7 +141,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
             this_passed = gate.passed(results)
             tags["gate.results"] = gate.summary_tag(results)
             # params, which nobody can change once logged, carry what approval relies on: the verdict, the policy
-            # that gave it, and who registered (bayling/register/approval.py); all before the version exists
+            # that gave it, and who registered (bayling/register/verdict.py); all before the version exists
             policy = json.dumps(register.gate.model_dump(mode="json"), sort_keys=True)
             mlflow.log_params({"model_name": register.model_name, "alias": register.alias, "model_sha256": model_sha256,
                                "gate_passed": str(this_passed).lower(), "gate_policy_sha256": hashlib.sha256(policy.encode()).hexdigest(),
@@ -160,7 +160,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
                     mlflow.log_artifact(str(root / name), LINEAGE_ARTIFACTS)
             # the card logged inside a new version's files; its number is the registry's to assign, so the card
             # published below (file, run artifact, version description) is the one that names it
-            card_inputs = model_card_inputs(register, inputs, tags, model_sha256, run.info.run_id, this_passed)
+            card_inputs = _model_card_inputs(register, inputs, tags, model_sha256, run.info.run_id, this_passed)
             render_card(card_inputs).save(final / MODEL_CARD_FILE)
             registration = registry.register(model_dir=final, code_dir=root / "bayling", model_name=register.model_name,
                                              model_sha256=model_sha256, run_id=run.info.run_id, tags=tags,
@@ -175,28 +175,7 @@ def register_model(register: RegisterParams, tracking: TrackingParams, inputs: R
                                              datetime.now(UTC).isoformat(timespec="seconds"))
                 registration = replace(registration, alias=register.alias)
             lineage = replace(card_inputs.lineage, version=registration.version, alias=registration.alias or None)
-            publish_model_card(client, replace(card_inputs, lineage=lineage, gate_passed=verdict["passed"]), final)
+            _publish_model_card(client, replace(card_inputs, lineage=lineage, gate_passed=verdict["passed"]), final)
     except (MlflowException, OSError, BotoCoreError, ClientError) as exc:  # the server or its artifact store failed
         raise PipelineError(f"could not register the model with MLflow at {uri}: {type(exc).__name__}: {exc}") from exc
     return registration, results, verdict, model_sha256
-
-
-def registration_report(registration: Registration, results: list[gate.RuleResult], verdict: dict[str, Any], model_sha256: str,
-                        tracking_uri: str, mix: dict[str, Any] | None = None) -> dict[str, Any]:
-    """reports/register.json: the version, its alias (none when the gate failed), and the gate's rules, with the
-    ones that failed named; and the training mix three ways (register.training_mix)."""
-    return {
-        "mix": mix,
-        "model_name": registration.model_name,
-        "version": registration.version,
-        "alias": registration.alias,
-        "run_id": registration.run_id,
-        "created": registration.created,
-        "model_uri": registration.model_uri,
-        "model_sha256": model_sha256,
-        "tracking_uri": tracking_uri,
-        "gate": {"passed": verdict["passed"], "this_evaluation_passed": gate.passed(results), "evaluations": verdict["evaluations"],
-                 "failed_evaluations": verdict.get("failed_evaluations", 0),
-                 "failed": [f"{r.rule} {r.target}" for r in results if not r.passed],
-                 "rules": gate.as_records(results)},
-    }

@@ -12,7 +12,7 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow.models import set_model
 
-from bayling.register.champion import HF_ARTIFACT
+from bayling.models.champion import HF_ARTIFACT
 
 
 class TranslationModel(mlflow.pyfunc.PythonModel):
@@ -30,7 +30,7 @@ class TranslationModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads type hints as a schema
         from bayling.core.prompts import translation_prompt
-        from bayling.evaluate.generation import clean_output, generate
+        from bayling.models.generation import clean_output, generate
 
         params = params or {}
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)

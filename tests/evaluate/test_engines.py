@@ -56,7 +56,7 @@ def test_precision_auto_is_bf16_where_bf16_is_native_and_the_cache_key_names_the
     import torch
 
     from bayling.core import hardware
-    from bayling.evaluate.generation import weights_dtype
+    from bayling.models.generation import weights_dtype
 
     monkeypatch.setattr(hardware, "native_bf16", lambda: native)
     auto = replier_for(EvaluateParams(precision="auto"), "final", tmp_path, tokenizer=None)

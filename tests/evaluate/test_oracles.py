@@ -223,7 +223,7 @@ def test_item_ids_name_their_direction_and_a_repeated_id_is_refused(world: World
 def test_the_summary_the_pause_and_the_report_show_the_change_its_interval_and_p(tagged_run: Evaluation):
     import re
 
-    from bayling.register.approval import review_markdown
+    from bayling.approvals.review import review_markdown
     from bayling.register.summary import render
 
     metrics = tagged_run.metrics
@@ -298,7 +298,7 @@ def test_two_directions_with_the_same_outputs_get_a_note(tagged_run: Evaluation)
 
 
 def test_p_values_from_too_few_segments_are_marked_as_noise(tagged_run: Evaluation):
-    from bayling.register.approval import base_change_table
+    from bayling.approvals.review import base_change_table
     from bayling.register.summary import change_lines
 
     metrics = tagged_run.metrics

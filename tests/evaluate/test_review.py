@@ -8,10 +8,10 @@ import random
 
 import pytest
 
+from bayling.approvals.review import MAX_CELL, markdown_cell, review_markdown
 from bayling.evaluate.report import render_html
 from bayling.evaluate.review import build_review, rank_segments, review_direction, sentence_chrf_pp, write_review
 from bayling.evaluate.test_sets import TestItem as Segment  # not Test*: pytest would try to collect it
-from bayling.register.approval import MAX_CELL, markdown_cell, review_markdown
 from bayling.register.tables import directions_table, segments_table
 
 DIRECTION = "eng_Latn-fra_Latn"
@@ -195,7 +195,7 @@ def test_ranking_is_stable_under_input_order():
 
 
 def test_the_pause_form_lists_segments_only_for_the_directions_that_lost_most():
-    from bayling.register.approval import MAX_SEGMENT_DIRECTIONS, review_tables
+    from bayling.approvals.review import MAX_SEGMENT_DIRECTIONS, review_tables
 
     def direction(i: int) -> dict:
         segment = {"delta": -float(i), "source": f"src {i}", "reference": "ref", "comparator_output": "a", "candidate_output": "b",

@@ -103,15 +103,16 @@ RECORDED = types.SimpleNamespace(commit="0" * 40)
 @pytest.fixture
 def work_tree(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """prepare_work_tree's clone and restored lineage: the committed params.yaml in a fresh folder."""
-    import bayling.register.reproduce
+    import bayling.reproduce.record
+    import bayling.reproduce.work_tree
 
     def clone_at(root: Path, commit: str, workdir: Path) -> None:
         workdir.mkdir(parents=True)
         (workdir / "data").symlink_to(repo_root / "data", target_is_directory=True)
         (workdir / "params.yaml").write_bytes((repo_root / "params.yaml").read_bytes())
 
-    monkeypatch.setattr(bayling.register.reproduce, "clone_at", clone_at)
-    monkeypatch.setattr(bayling.register.reproduce, "restore_lineage", lambda client, recorded, workdir: [])
+    monkeypatch.setattr(bayling.reproduce.work_tree, "clone_at", clone_at)
+    monkeypatch.setattr(bayling.reproduce.record, "restore_lineage", lambda client, recorded, workdir: [])
     return tmp_path / "rebuild"
 
 

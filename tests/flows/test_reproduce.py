@@ -21,7 +21,8 @@ from dvc.config import Config
 from prefect.states import Completed, Failed
 
 import flows.reproduce as flow
-from bayling.register.reproduce import RecordedVersion, copy_local_config
+from bayling.reproduce.record import RecordedVersion
+from bayling.reproduce.work_tree import copy_local_config
 
 SECRETS = ("AKIAEXAMPLE", "s3cr3t-key", "session-tok", "hunter2", "url-token")
 CONFIG_LOCAL = """\
@@ -62,7 +63,8 @@ def project(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     import bayling.config.loader
     import bayling.core.tracking
-    import bayling.register.reproduce as reproduce
+    import bayling.reproduce.record
+    import bayling.reproduce.work_tree
     import flows.runtime.prefect_server
 
     checkout = tmp_path / "checkout" / ".dvc"
@@ -86,9 +88,9 @@ def project(tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(flow, "reproduce", lambda *args, return_state=False: flow_function(*args))
     monkeypatch.setattr(flow.INTERRUPTION, "requested", False)
     monkeypatch.setattr(mlflow, "MlflowClient", Client)
-    monkeypatch.setattr(reproduce, "recorded_version", lambda client, ref: VERSION)
-    monkeypatch.setattr(reproduce, "new_work_tree", lambda parent, recorded: Path(tempfile.mkdtemp(dir=trees)))
-    monkeypatch.setattr(reproduce, "clear_persistent_outs", lambda workdir, stages: None)
+    monkeypatch.setattr(bayling.reproduce.record, "recorded_version", lambda client, ref: VERSION)
+    monkeypatch.setattr(bayling.reproduce.work_tree, "new_work_tree", lambda parent, recorded: Path(tempfile.mkdtemp(dir=trees)))
+    monkeypatch.setattr(bayling.reproduce.work_tree, "clear_persistent_outs", lambda workdir, stages: None)
     monkeypatch.setattr(bayling.config.loader, "load_all", lambda path: {"tracking": SimpleNamespace(experiment="e")})
     monkeypatch.setattr(bayling.core.tracking, "configure", lambda root, experiment: "0")
     monkeypatch.setattr(flows.runtime.prefect_server, "prefect_api", lambda log: contextlib.nullcontext("http://prefect"))

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bayling.approvals.decisions import apply_decision
+from bayling.approvals.trail import history
 from bayling.config.register import ApprovalParams
 from bayling.core.errors import PipelineError
-from bayling.register.approval import apply_decision, history
-from bayling.register.identity import Identity
+from bayling.register.mlflow_user import Identity
 
 pytestmark = pytest.mark.integration
 ALICE, BOB = Identity("alice", authenticated=False), Identity("bob", authenticated=False)

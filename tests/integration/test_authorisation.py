@@ -128,7 +128,7 @@ def trail_of(registry: dict, version: str, user: str = "admin") -> list[dict]:
     """Every record on the version as `user` reads it (the admin checks every ledger's ownership), with flags."""
     import mlflow
 
-    from bayling.register.approval import trail
+    from bayling.approvals.trail import trail
 
     with signed_in(user, registry["admin"] if user == "admin" else PASSWORDS[user]):
         return trail(mlflow.MlflowClient(registry["uri"]), MODEL, registry["uri"], version)
@@ -166,10 +166,10 @@ def test_the_registry_itself_refuses_a_reader_who_skips_the_tool(registry):
     which the library reports as one line."""
     import mlflow
 
+    from bayling.approvals.decisions import apply_decision
     from bayling.config.register import ApprovalParams
     from bayling.core.errors import PipelineError
-    from bayling.register.approval import apply_decision
-    from bayling.register.identity import Identity
+    from bayling.register.mlflow_user import Identity
 
     os.environ.update(MLFLOW_TRACKING_USERNAME="reader", MLFLOW_TRACKING_PASSWORD=PASSWORDS["reader"])
     try:
@@ -221,7 +221,7 @@ def test_an_edit_holder_can_neither_pass_a_failed_gate_nor_rewrite_the_trail(reg
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from bayling.register.ledger import ledger_name
+    from bayling.approvals.ledger import ledger_name
 
     with signed_in("editor", PASSWORDS["editor"]):
         client = mlflow.MlflowClient(registry["uri"])
@@ -267,7 +267,7 @@ def test_an_edit_holder_can_neither_pass_a_failed_gate_nor_rewrite_the_trail(reg
         with pytest.raises(MlflowException):
             client.delete_run(real.info.run_id)
         # its own ledger takes a record that names someone else: it is flagged, not trusted
-        from bayling.register import ledger as ledgers
+        from bayling.approvals import ledger as ledgers
 
         ledgers.append(client, MODEL, "editor", {"kind": "decision", "version": failed, "decision": "approve", "identity": "ceo",
                                                  "at": "2000-01-01T00:00:00+00:00"})
@@ -380,9 +380,9 @@ def test_a_paused_run_acts_only_for_a_verified_approver(registry, prefect_api):
         # 3. another MANAGE holder writes a real request into their own ledger, then resumes claiming the reviewer
         import mlflow
 
-        from bayling.register import ledger
-        from bayling.register.approval import request_record
-        from bayling.register.identity import Identity
+        from bayling.approvals import ledger
+        from bayling.approvals.paused_run import request_record
+        from bayling.register.mlflow_user import Identity
 
         challenge = version_tags(registry, version)["approval.challenge"]
         with signed_in("manager", PASSWORDS["manager"]):

@@ -51,7 +51,8 @@ def tracking(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def register(root: Path, evaluation: Evaluation, model_dir: Path, register_params: RegisterParams):
     """The register stage's library call on an evaluation written into root/reports/eval: gate, log, register."""
-    from bayling.register.run import RegisterInputs, register_model, registration_report
+    from bayling.register.report import registration_report
+    from bayling.register.run import RegisterInputs, register_model
 
     final = root / "models" / "final"
     shutil.copytree(model_dir, final, dirs_exist_ok=True)

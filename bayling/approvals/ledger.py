@@ -148,7 +148,8 @@ def ownership_problems(tracking_uri: str, owner: str, experiment_id: str, me: An
     """What the server's permissions say against `owner` being the only writer of the ledger; empty when
     they agree, or when this server has no users to ask about. `me` and `users` (for an admin) are asked
     once per reading, not once per ledger."""
-    from bayling.register.identity import current_identity, list_usernames, permission_on
+    from bayling.approvals.identity import list_usernames, permission_on
+    from bayling.register.mlflow_user import current_identity
 
     if not tracking_uri.startswith(("http://", "https://")):
         return ()
@@ -174,7 +175,8 @@ def ownership_problems(tracking_uri: str, owner: str, experiment_id: str, me: An
 def read_all(client: Any, model_name: str, tracking_uri: str, owners: set[str] | None = None, check_ownership: bool = True) -> list[Entry]:
     """Every record in the model's ledgers (or those of `owners`), each with its problems, oldest first.
     Without `check_ownership` only the records themselves are checked (a reader waiting for an answer)."""
-    from bayling.register.identity import current_identity, list_usernames
+    from bayling.approvals.identity import list_usernames
+    from bayling.register.mlflow_user import current_identity
 
     me, users = None, None
     if check_ownership and tracking_uri.startswith(("http://", "https://")):

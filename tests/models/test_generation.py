@@ -1,6 +1,6 @@
 import pytest
 
-from bayling.evaluate.generation import LINE_BREAK, clean_output, generate
+from bayling.models.generation import LINE_BREAK, clean_output, generate
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def feed(criterion, tokenizer, texts: list[str]) -> list[int]:
 
 
 def test_first_line_stop_ends_a_row_at_the_line_break_after_its_first_text(tokenizer):
-    from bayling.evaluate.generation import first_line_stop
+    from bayling.models.generation import first_line_stop
 
     texts = ["\n\n  Bonjour le monde.\nSecond line that is never kept", "Habari\u2028za asubuhi", "一行\n", "no break at all"]
     stopped = feed(first_line_stop(tokenizer)(), tokenizer, texts)
@@ -104,7 +104,7 @@ def test_a_row_caught_in_a_loop_stops_early_and_only_caught_rows_can_differ(tiny
     one's newlines give way to a word after 73 tokens; benchmarks/generate.py counts it on SmolLM2.)"""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bayling.evaluate import generation
+    from bayling.models import generation
 
     caught: list[dict] = []
 

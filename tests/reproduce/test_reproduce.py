@@ -12,18 +12,9 @@ import yaml
 from safetensors.torch import save_file
 
 from bayling.core.errors import PipelineError
-from bayling.register.reproduce import (
-    ModelRef,
-    RecordedVersion,
-    Verdict,
-    cache_file,
-    check_lock_matches,
-    explain,
-    parse_model_uri,
-    render,
-    stage_results,
-    stages_from,
-)
+from bayling.reproduce.comparison import Verdict, cache_file, explain, render, stage_results
+from bayling.reproduce.record import ModelRef, RecordedVersion, check_lock_matches, parse_model_uri
+from bayling.reproduce.work_tree import stages_from
 
 ORDER = ["base_model", "fetch", "tokenize", "train", "evaluate", "register"]
 STAGE_OUTS = {
@@ -160,7 +151,8 @@ def test_nothing_compared_is_not_a_pass_and_a_missing_rebuild_md5_is_a_differenc
 
 
 def test_registry_values_are_checked_before_they_reach_git_or_a_tag(tmp_path: Path):
-    from bayling.register.reproduce import clone_at, public_url
+    from bayling.register.lineage_tags import public_url
+    from bayling.reproduce.work_tree import clone_at
 
     with pytest.raises(PipelineError, match="is not a commit id"):
         clone_at(tmp_path, "--upload-pack=touch /tmp/x", tmp_path / "w")
@@ -175,7 +167,7 @@ def test_registry_values_are_checked_before_they_reach_git_or_a_tag(tmp_path: Pa
 def test_reports_and_persistent_checkpoints_are_counted_but_not_held_to_bit_equality(tmp_path: Path):
     from dvc.repo import Repo
 
-    from bayling.register.reproduce import dvc_stage_outs
+    from bayling.reproduce.comparison import dvc_stage_outs
 
     Repo.init(str(tmp_path), no_scm=True).close()
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"cmd": "true", "outs": [
@@ -188,7 +180,7 @@ def test_reports_and_persistent_checkpoints_are_counted_but_not_held_to_bit_equa
 
 
 def test_a_planted_change_no_rerun_stage_reads_is_refused_not_reported_as_reproduced():
-    from bayling.register.reproduce import check_overrides_rerun, stage_params
+    from bayling.reproduce.work_tree import check_overrides_rerun, stage_params
 
     dvc_yaml = {"stages": {
         "tokenize": {"params": ["tokenize.max_seq_len"]},
@@ -209,7 +201,7 @@ def test_a_planted_change_no_rerun_stage_reads_is_refused_not_reported_as_reprod
 def test_the_clone_keeps_local_dvc_settings_that_point_where_they_pointed(tmp_path: Path):
     from dvc.repo import Repo
 
-    from bayling.register.reproduce import copy_local_config, dvc_cache_dir
+    from bayling.reproduce.work_tree import copy_local_config, dvc_cache_dir
 
     project, clone = tmp_path / "project", tmp_path / "deep" / "er" / "clone"
     for root in (project, clone):
@@ -231,7 +223,7 @@ def test_the_clone_keeps_local_dvc_settings_that_point_where_they_pointed(tmp_pa
 
 
 def test_a_logged_params_yaml_must_hold_what_the_logged_lock_says_was_read():
-    from bayling.register.reproduce import check_params_match
+    from bayling.reproduce.record import check_params_match
 
     lock = {"stages": {"synthesize": {"params": {"params.yaml": {
         "synthesize.teacher": {"enabled": False, "base_url": None}, "synthesize.seed": 3}}}}}
@@ -272,7 +264,7 @@ DAMAGED_LINEAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGED_LINEAGE, ids=list(DAMAGED_LINEAGE))
 def test_a_damaged_logged_lineage_is_a_pipeline_error_naming_the_file(damage: str, tmp_path: Path):
-    from bayling.register.reproduce import restore_lineage
+    from bayling.reproduce.record import restore_lineage
 
     files, message = DAMAGED_LINEAGE[damage]
     workdir = tmp_path / "work"
@@ -292,7 +284,7 @@ def test_a_damaged_logged_lineage_is_a_pipeline_error_naming_the_file(damage: st
 
 
 def test_a_workdir_must_be_a_new_or_empty_folder(tmp_path: Path):
-    from bayling.register.reproduce import check_workdir
+    from bayling.reproduce.work_tree import check_workdir
 
     readme = tmp_path / "README.md"
     readme.write_text("a file\n")
@@ -342,7 +334,7 @@ def test_a_version_registered_after_a_register_only_change_restores_cleanly_and_
     value of a stage it does re-run still is."""
     from dvc.repo import Repo
 
-    from bayling.register.reproduce import lock_outs, restore_lineage
+    from bayling.reproduce.record import lock_outs, restore_lineage
 
     project = tmp_path / "project"
     project.mkdir()
@@ -384,7 +376,7 @@ def test_a_version_registered_after_a_register_only_change_restores_cleanly_and_
 
 
 def test_a_config_local_that_cannot_be_read_is_removed_whole_rather_than_kept_with_its_credentials(tmp_path: Path):
-    from bayling.register.reproduce import remove_credentials
+    from bayling.reproduce.work_tree import remove_credentials
 
     remove_credentials(tmp_path)  # no .dvc/config.local: nothing to do
     (tmp_path / ".dvc").mkdir()
