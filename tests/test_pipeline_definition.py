@@ -15,7 +15,8 @@ import yaml
 
 from bayling.config.loader import SECTION_SCHEMAS
 
-STAGE_NAMES = ["base_model", "fetch", "synthesize", "tokenize", "train", "evaluate", "register"]
+STAGE_NAMES = ["base_model", "fetch", "synthesize", "tokenize", "audit", "train", "evaluate", "register"]
+STEP_NAMES = [name for name in STAGE_NAMES if name != "audit"]  # the audit runs within the tokenize step
 SHARED_DEPS = {"stages/_common.py", "bayling/__init__.py", "bayling/core", "bayling/config/loader.py", "bayling/config/types.py"}
 
 
@@ -63,12 +64,15 @@ def has_behaviour(module: Path) -> bool:
 
 def test_six_pipeline_stages_and_the_prepare_step(repo_root):
     assert list(stages(repo_root)) == STAGE_NAMES
+    assert {name: stage["meta"] for name, stage in stages(repo_root).items() if "meta" in stage} == {"audit": {"step": "tokenize"}}
 
 
 def test_the_flow_reads_its_stage_list_from_dvc_yaml(repo_root):
-    from flows.retrain import STAGES, pipeline_stages
+    """Six steps and the prepare step, as the user runs and sees them; the tokenize step runs the audit stage after it."""
+    from flows.retrain import STAGES, pipeline_stages, step_stages
 
-    assert STAGES == pipeline_stages(repo_root) == STAGE_NAMES
+    assert STAGES == pipeline_stages(repo_root) == STEP_NAMES
+    assert step_stages(repo_root) == {name: [name, "audit"] if name == "tokenize" else [name] for name in STEP_NAMES}
 
 
 @pytest.mark.parametrize("name", STAGE_NAMES)
@@ -81,12 +85,14 @@ def test_stage_deps_are_its_own_code(repo_root, name):
     missing = sorted(m for m in used if not covered(m, deps) and has_behaviour(repo_root / m))
     assert not missing, f"dvc.yaml stage '{name}' imports {missing} without depending on them"
     code_deps = {d for d in deps if d.startswith(("bayling", "stages"))}
-    own = f"bayling/{name}"
-    assert own in code_deps and SHARED_DEPS <= code_deps and module in code_deps
+    # a stage within another step (the audit) lives in that step's package and names the modules it imports from it
+    within = (stage.get("meta") or {}).get("step")
+    own = f"bayling/{within or name}"
+    assert (within or own in code_deps) and SHARED_DEPS <= code_deps and module in code_deps
     schemas = {f"bayling/config/{section}.py" for section in stage_sections(repo_root / module)}
     config_deps = {d for d in code_deps if d.startswith("bayling/config/")} - SHARED_DEPS
     assert config_deps == schemas, f"'{name}' reads sections {sorted(schemas)} but depends on schemas {sorted(config_deps)}"
-    others = {d for d in code_deps if d.startswith("bayling/") and not d.startswith(("bayling/config/", own))} - SHARED_DEPS
+    others = {d for d in code_deps if d.startswith("bayling/") and not d.startswith("bayling/config/") and d != own} - SHARED_DEPS
     for dep in others:
         assert (repo_root / dep).is_file(), f"'{name}' depends on all of {dep}: name the modules it imports, not another stage's package"
         assert dep in used, f"'{name}' depends on {dep}, which it never imports"
@@ -153,3 +159,12 @@ def test_editing_one_schema_reruns_only_the_stages_that_read_it(repo_root, tmp_p
     library = project / "bayling" / "register" / "gate.py"
     library.write_text(library.read_text() + "\n# edited\n")
     assert _changed_stages(project) == {"register"}
+    library.write_text(library.read_text().removesuffix("\n# edited\n"))
+    # an evaluation setting leaves tokenize up to date; the test sets re-run only what reads them
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    for edit, readers in {"batch_size: 96": {"evaluate"}, "max_segments: 50": {"synthesize", "audit", "evaluate"}}.items():
+        key, value = edit.split(": ")
+        params_file.write_text(original.replace(edit, f"{key}: {int(value) + 1}", 1))
+        assert _changed_stages(project) == readers, edit
+    params_file.write_text(original)

@@ -168,12 +168,30 @@ def _local_path_problems(section: str, model: Any, root: Path) -> list[tuple[tup
 
 def _cross_section_problems(models: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     """Settings of two sections that cannot work together, found before any stage runs."""
-    evaluate, register = models.get("evaluate"), models.get("register")
+    evaluate, register, synthesize = models.get("evaluate"), models.get("register"), models.get("synthesize")
+    problems: list[tuple[tuple[Any, ...], str]] = []
     if evaluate is not None and register is not None and not evaluate.evaluate_base and register.gate.max_drop_vs_base is not None:
-        return [(("register", "gate", "max_drop_vs_base"),
-                 "compares the fine-tuned model with its base, but evaluate.evaluate_base is false: evaluate the base model, "
-                 "or set max_drop_vs_base: null to turn the rule off")]
-    return []
+        problems.append((("register", "gate", "max_drop_vs_base"),
+                         "compares the fine-tuned model with its base, but evaluate.evaluate_base is false: evaluate the base "
+                         "model, or set max_drop_vs_base: null to turn the rule off"))
+    if evaluate is not None and synthesize is not None:
+        problems.extend(_decontamination_problems(synthesize.decontamination.against, evaluate.test_sets))
+    return problems
+
+
+def _decontamination_problems(against: list[str], test_sets: list[Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """synthesize.decontamination.against names test sets of evaluate.test_sets that are files."""
+    kinds = {t.name: t.kind for t in test_sets}
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for i, name in enumerate(against):
+        where = ("synthesize", "decontamination", "against", i)
+        if name not in kinds:
+            problems.append((where, f"'{name}' is not a test set of evaluate.test_sets ({', '.join(kinds)}); name one of them, "
+                                    "or describe a set that is not evaluated under synthesize.decontamination.extra"))
+        elif kinds[name] == "heldout":
+            problems.append((where, f"'{name}' is the held-out split synthesize itself makes, not a test set of files: name "
+                                    "a FLORES- or WMT-style set"))
+    return problems
 
 
 def find_problems(

@@ -94,7 +94,9 @@ class FilterParams(Section):
         return self
 
 
-class EvalSetParams(Section):
+class ExtraSetParams(Section):
+    """A set to decontaminate against that is not one of evaluate.test_sets: files of lines or of JSON rows."""
+
     name: Slug
     format: Literal["lines", "jsonl"]
     paths: Annotated[list[str], Field(min_length=1)]  # globs, inside `archive` when given
@@ -102,7 +104,7 @@ class EvalSetParams(Section):
     fields: list[str] = ["text", "messages", "prompt", "question", "instruction"]
 
     @model_validator(mode="after")
-    def _inside_archive(self) -> EvalSetParams:
+    def _inside_archive(self) -> ExtraSetParams:
         for i, path in enumerate(self.paths if self.archive else []):
             if problem := archive_escape(f"paths[{i}]", path, self.archive):
                 raise ValueError(problem)
@@ -111,11 +113,22 @@ class EvalSetParams(Section):
 
 class DecontaminationParams(Section):
     ngram: PositiveInt = 13
-    eval_sets: list[EvalSetParams] = []
+    # names of file-based evaluate.test_sets: every segment of their files, whatever max_segments evaluates
+    # (bayling.config.loader checks the names against evaluate.test_sets)
+    against: list[str] = []
+    extra: list[ExtraSetParams] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "eval_sets" in data:
+            raise ValueError("eval_sets was replaced: name evaluate.test_sets in `against` (e.g. against: [flores]), "
+                             "and describe any other set, in the same form as before, under `extra`")
+        return data
 
     @model_validator(mode="after")
     def _unique_names(self) -> DecontaminationParams:
-        names = [s.name for s in self.eval_sets]
+        names = [*self.against, *(s.name for s in self.extra)]
         if len(set(names)) != len(names):
             raise ValueError("decontamination set names must be unique: the data card counts removed text per set name")
         return self

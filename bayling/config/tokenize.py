@@ -10,7 +10,7 @@ from bayling.config.types import PositiveInt, Section
 
 
 class AuditParams(Section):
-    """The tokenizer audit (reports/tokenize/audit.*), run with every tokenize and by `--audit` alone."""
+    """The tokenizer audit (reports/tokenize/audit.*): the audit stage, run within the tokenize step."""
 
     max_rows: PositiveInt = 5000  # rows of the corpus, of each test set and of the training chats it reads
     max_premium: Annotated[float, Field(gt=1)] = 2.5  # warn about a language needing more tokens than this x English

@@ -1,1 +1,2 @@
-"""What every stage stands on: errors, languages, storage, lineage, tracking, seeding, records and I/O helpers."""
+"""What every stage stands on: errors, languages, storage, lineage, tracking, seeding, records, test set files and
+I/O helpers."""

@@ -14,7 +14,8 @@ from bayling.config.evaluate import EvaluateParams
 from bayling.config.register import RegisterParams
 from bayling.core.errors import PipelineError
 from bayling.core.metric_keys import AVERAGE, METRICS, score_key
-from bayling.evaluate.metrics import Scores, average_change, capability_ratios, paired_bootstrap, read_segments, score_corpus
+from bayling.core.test_sets import read_segments
+from bayling.evaluate.metrics import Scores, average_change, capability_ratios, paired_bootstrap, score_corpus
 from bayling.evaluate.test_sets import TestItem
 
 TestSets = dict[str, dict[str, list[TestItem]]]  # test set -> direction -> items

@@ -9,6 +9,7 @@ from typing import Any
 
 from bayling.core.errors import PipelineError
 from bayling.core.languages import bleu_tokenizer_for
+from bayling.core.test_sets import read_segments
 
 
 @dataclass(frozen=True)
@@ -94,40 +95,6 @@ def macro_average(scores: Sequence[Scores]) -> dict[str, float]:
         return {}
     keys = ("bleu", "chrf", "chrf_pp")
     return {k: sum(getattr(s, k) for s in scores) / len(scores) for k in keys}
-
-
-def read_segments(path: str | Path, role: str = "file", warnings: list[str] | None = None, allow_blank: bool = False) -> list[str]:
-    """One segment per line, strictly: undecodable bytes and empty files are errors naming the file.
-
-    A UTF-8 byte-order mark is dropped (with a warning in `warnings`, when given); with `allow_blank`, a
-    file of blank lines is read as that many empty segments instead of refused.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise PipelineError(f"{role} {path}: is a folder, not a file: name the file itself (one segment per line)")
-    if not path.exists():
-        raise PipelineError(f"{role} {path}: file not found")
-    if not path.is_file():  # a FIFO or device: reading it could block or never end
-        raise PipelineError(f"{role} {path}: not a regular file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PipelineError(f"{role} {path}: cannot be read ({exc.strerror or exc})") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        if warnings is not None:
-            warnings.append(f"{role} {path} starts with a UTF-8 byte-order mark; it was dropped")
-    if not data.strip() and not (allow_blank and data):
-        raise PipelineError(f"{role} {path}: file is empty")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise PipelineError(f"{role} {path}: line {line} is not valid UTF-8 (byte {exc.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
 
 
 def score_files(hyp_path: str | Path, ref_paths: Sequence[str | Path], target_lang: str) -> Scores:

@@ -2,7 +2,8 @@
 
 Three kinds of translation test set: the synthesized held-out split, WMT-style files (a source file
 and one or more reference files for one direction), and FLORES-style folders (one file per language,
-so any pair of the languages present is a direction). Prompts for file-based sets use BayLing's own
+so any pair of the languages present is a direction); the files are read by bayling.core.test_sets, as
+decontamination and the tokenizer audit read them. Prompts for file-based sets use BayLing's own
 translation prompt.
 
 An item's id is unique within its test set: file-based items are `{test set}:{direction}:{line}`, held-out
@@ -19,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bayling.config.evaluate import EvalTestSet
-from bayling.core.archives import data_root
 from bayling.core.errors import PipelineError
 from bayling.core.prompts import translation_prompt
 from bayling.core.records import Conversation, Message
 from bayling.core.seeding import rank_key
-from bayling.evaluate.metrics import read_segments
+from bayling.core.test_sets import direction_texts
 
 
 @dataclass(frozen=True)
@@ -106,37 +106,9 @@ def _load_items(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation] |
         if heldout is None:
             raise PipelineError("the heldout test set needs data/synth/heldout.jsonl")
         return heldout_items(heldout, directions, spec.max_segments, seed, spec.name)
-    if spec.kind == "wmt":
-        src, tgt = spec.direction.split("-")
-        sources = read_segments(root / spec.src, f"test set {spec.name} source")
-        references = [read_segments(root / ref, f"test set {spec.name} reference") for ref in spec.refs]
-        for ref_path, stream in zip(spec.refs, references):
-            if len(stream) != len(sources):
-                raise PipelineError(f"test set {spec.name}: {spec.src} has {len(sources)} lines but {ref_path} has {len(stream)}")
-        return {spec.direction: file_items(spec.name, sources, references, src, tgt, instruction_language=spec.instruction_language,
-                                           system_prompt=spec.system_prompt, limit=spec.max_segments)}
-    folder = data_root(spec.archive, root) / spec.dir  # an absolute dir stays absolute
-    texts: dict[str, list[str]] = {}
-    for direction in directions or []:
-        for code in direction.split("-"):
-            if code not in texts:
-                texts[code] = read_segments(folder / spec.pattern.format(code=code), f"test set {spec.name} ({code})")
-    lengths = {len(v) for v in texts.values()}
-    if len(lengths) > 1:
-        raise PipelineError(
-            f"test set {spec.name}: files in {folder} differ in length: " + ", ".join(f"{c} {len(v)}" for c, v in texts.items())
-        )
-    out = {}
-    for direction in directions or []:
-        src, tgt = direction.split("-")
-        out[direction] = file_items(
-            spec.name,
-            texts[src],
-            [texts[tgt]],
-            src,
-            tgt,
-            instruction_language=spec.instruction_language,
-            system_prompt=spec.system_prompt,
-            limit=spec.max_segments,
-        )
-    return out
+    return {
+        texts.direction: file_items(spec.name, texts.sources, texts.references, *texts.direction.split("-"),
+                                    instruction_language=spec.instruction_language, system_prompt=spec.system_prompt,
+                                    limit=spec.max_segments)
+        for texts in direction_texts(spec, root)
+    }

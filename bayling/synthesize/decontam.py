@@ -1,5 +1,8 @@
 """Decontamination: find training text that overlaps an evaluation set by n-gram or by whole sentence.
 
+The sets are evaluate.test_sets named in synthesize.decontamination.against, read by bayling.core.test_sets
+as evaluate reads them (every segment of their files), and any `extra` sets of lines or JSON rows.
+
 Spaced scripts are compared on words, scripts written without spaces on characters. Sentences are
 compared after normalisation (case, punctuation, width and spacing folded). The index holds hashes
 only, so large evaluation sets stay small in memory. Written here because the n-gram decontamination
@@ -9,11 +12,20 @@ tools in the ecosystem split on whitespace only, which finds nothing in Chinese,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from glob import glob
 from pathlib import Path
 
+from bayling.config.evaluate import EvalTestSet
+from bayling.config.synthesize import DecontaminationParams
+from bayling.core.archives import data_root
+from bayling.core.errors import PipelineError
+from bayling.core.test_sets import every_segment
 from bayling.synthesize.quality import digest, normalized_key, script_profile
+
+log = logging.getLogger(__name__)
 
 # Character scripts (as script_profile names them) whose text has no spaces between words.
 _UNSPACED_CHARACTER_SCRIPTS = {"Hani", "Hira", "Kana", "Thai", "Laoo", "Khmr", "Mymr", "Tibt"}
@@ -92,3 +104,24 @@ def read_eval_texts(paths: Iterable[Path], fmt: str, fields: tuple[str, ...]) ->
                 else:
                     if line.strip():
                         yield from strings_in(json.loads(line), fields)
+
+
+def load_decontaminator(params: DecontaminationParams, test_sets: Sequence[EvalTestSet], root: Path) -> Decontaminator | None:
+    """The index of the named evaluate.test_sets, then of the extra sets; None when there is none."""
+    if not params.against and not params.extra:
+        return None
+    index = Decontaminator(n=params.ngram)
+    by_name = {spec.name: spec for spec in test_sets}
+    for name in params.against:
+        if name not in by_name:  # the loader refuses such params first; a library caller may not have used it
+            raise PipelineError(f"synthesize.decontamination.against: '{name}' is not a test set of evaluate.test_sets")
+        index.add(name, every_segment(by_name[name], root))
+    for extra in params.extra:
+        base = data_root(extra.archive, root)
+        paths = sorted({p for pattern in extra.paths for p in glob(str(base / pattern), recursive=True)})
+        if not paths:
+            where = f" in {extra.archive}" if extra.archive else ""
+            raise PipelineError(f"decontamination set '{extra.name}': no file matches {extra.paths}{where}")
+        index.add(extra.name, read_eval_texts(map(Path, paths), extra.format, tuple(extra.fields)))
+    log.info("decontamination index: %s", ", ".join(f"{k} ({v} segments)" for k, v in index.sizes.items()))
+    return index

@@ -7,13 +7,12 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Iterator
-from glob import glob
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bayling.config.evaluate import EvalTestSet
 from bayling.config.synthesize import SynthesizeParams
-from bayling.core.archives import data_root
 from bayling.core.composition import cell_label
 from bayling.core.errors import PipelineError
 from bayling.core.jsonl import dumps_line, write_jsonl
@@ -21,7 +20,7 @@ from bayling.core.records import Conversation
 from bayling.core.storage import atomic_writer
 from bayling.synthesize import card as data_card
 from bayling.synthesize import engine
-from bayling.synthesize.decontam import Decontaminator, read_eval_texts
+from bayling.synthesize.decontam import load_decontaminator
 from bayling.synthesize.general import ChatFit, build_general
 from bayling.synthesize.mix import (
     achieved_mix,
@@ -39,34 +38,21 @@ from bayling.synthesize.split import split_file
 log = logging.getLogger(__name__)
 
 
-def load_decontaminator(params: SynthesizeParams, root: Path) -> Decontaminator | None:
-    if not params.decontamination.eval_sets:
-        return None
-    index = Decontaminator(n=params.decontamination.ngram)
-    for eval_set in params.decontamination.eval_sets:
-        base = data_root(eval_set.archive, root)
-        paths = sorted({p for pattern in eval_set.paths for p in glob(str(base / pattern), recursive=True)})
-        if not paths:
-            where = f" in {eval_set.archive}" if eval_set.archive else ""
-            raise PipelineError(f"decontamination set '{eval_set.name}': no file matches {eval_set.paths}{where}")
-        index.add(eval_set.name, read_eval_texts(map(Path, paths), eval_set.format, tuple(eval_set.fields)))
-    log.info("decontamination index: %s", ", ".join(f"{k} ({v} segments)" for k, v in index.sizes.items()))
-    return index
-
-
 def _conversations(path: Path) -> Iterator[Conversation]:
     with open(path, encoding="utf-8") as handle:
         yield from (Conversation.from_json(json.loads(line)) for line in handle)
 
 
-def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path, fit: ChatFit | None = None) -> dict[str, Any]:
+def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path, fit: ChatFit | None = None,
+               test_sets: Sequence[EvalTestSet] = ()) -> dict[str, Any]:
     """Write out/{train,heldout,quarantine}.jsonl from the corpus and return the data card. With `fit`, general
-    chats are cut to (or set aside for) the context tokenize will give them."""
+    chats are cut to (or set aside for) the context tokenize will give them; `test_sets` (evaluate.test_sets) are
+    those synthesize.decontamination.against names."""
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    decontaminator = load_decontaminator(params, root)
+    decontaminator = load_decontaminator(params.decontamination, test_sets, root)
 
     with atomic_writer(out / "quarantine.jsonl") as quarantine:
         screen = screen_file(corpus, work / "rows.jsonl", quarantine, params.filters, decontaminator)

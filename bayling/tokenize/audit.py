@@ -6,6 +6,8 @@ language needs for the content English says in one), the share of tokens that ar
 (byte fallback in SentencePiece vocabularies, split UTF-8 sequences in byte-level BPE) or unknown, and
 the share of training conversations that do not fit in max_seq_len. A language whose premium is above
 the threshold is flagged: it costs more of the context and of the compute for the same content.
+Its own stage (stages/audit.py), so editing evaluation settings re-runs the audit and not tokenize; the
+test sets' texts come from bayling.core.test_sets, as evaluate reads them.
 """
 
 from __future__ import annotations
@@ -202,26 +204,11 @@ def languages_of(rows: Iterable[Mapping[str, str]]) -> Counter:
 
 def evaluation_rows(specs: Sequence[Any], root: Path) -> Iterable[tuple[str, list[dict[str, str]]]]:
     """(test set name, parallel rows) for file-based test sets (FLORES and WMT kinds) of evaluate.test_sets."""
-    from bayling.core.archives import data_root
-    from bayling.core.errors import PipelineError
-
-    def lines(path: Path) -> list[str]:
-        if not path.is_file():
-            raise PipelineError(f"tokenizer audit: test set file {path} not found")
-        return path.read_text("utf-8").splitlines()
+    from bayling.core.test_sets import FILE_KINDS, parallel_rows
 
     for spec in specs:
-        if spec.kind == "flores":
-            folder = data_root(spec.archive, root) / spec.dir
-            codes = sorted({code for direction in spec.directions for code in direction.split("-")})
-            columns = {code: lines(folder / spec.pattern.format(code=code)) for code in codes}
-        elif spec.kind == "wmt":
-            src, tgt = spec.direction.split("-")
-            columns = {src: lines(root / spec.src), tgt: lines(root / spec.refs[0])}
-        else:
-            continue
-        size = min(len(v) for v in columns.values())
-        yield spec.name, [{code: column[i] for code, column in columns.items()} for i in range(size)]
+        if spec.kind in FILE_KINDS:
+            yield spec.name, parallel_rows(spec, root)
 
 
 def audit_tokenizer(tokenizer: Any, renderer_tokenize: Any, *, corpus: Path, train: Path,

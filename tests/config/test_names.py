@@ -44,8 +44,39 @@ def test_the_candidate_alias_is_not_the_champion_alias():
 def test_decontamination_sets_are_named_once():
     """The card counts segments per set name; two sets of one name were added together."""
     with pytest.raises(ValidationError, match="decontamination set names must be unique"):
-        DecontaminationParams.model_validate({"eval_sets": [{"name": "wmt", "format": "lines", "paths": ["a"]},
-                                                            {"name": "wmt", "format": "lines", "paths": ["b"]}]})
+        DecontaminationParams.model_validate({"extra": [{"name": "wmt", "format": "lines", "paths": ["a"]},
+                                                        {"name": "wmt", "format": "lines", "paths": ["b"]}]})
+    with pytest.raises(ValidationError, match="decontamination set names must be unique"):
+        DecontaminationParams.model_validate({"against": ["flores"], "extra": [{"name": "flores", "format": "lines", "paths": ["a"]}]})
+
+
+def _params_with(decontamination: dict) -> dict:
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text("utf-8"))
+    params["synthesize"]["decontamination"] = {"ngram": 13, **decontamination}
+    return params
+
+
+@pytest.mark.parametrize(("against", "message"), [
+    (["flores", "flores200"], r"synthesize.decontamination.against\[1\]: 'flores200' is not a test set of evaluate.test_sets "
+                              r"\(flores, heldout\)"),
+    (["heldout"], r"synthesize.decontamination.against\[0\]: 'heldout' is the held-out split synthesize itself makes"),
+])
+def test_decontamination_names_test_sets_that_are_files(against, message):
+    """Decontamination reads the evaluate.test_sets it names: an unknown name, or the held-out split (synthesize's own
+    output), is a params problem found before any stage runs, at its key."""
+    from bayling.config.loader import validate_sections
+    from bayling.core.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=message):
+        validate_sections(_params_with({"against": against}), ["synthesize", "evaluate"], root=ROOT)
+    assert validate_sections(_params_with({"against": ["flores"]}), ["synthesize", "evaluate"], root=ROOT)
+
+
+def test_the_old_eval_sets_key_says_what_replaced_it():
+    with pytest.raises(ValidationError, match="eval_sets was replaced: name evaluate.test_sets in `against`"):
+        DecontaminationParams.model_validate({"eval_sets": [{"name": "f", "format": "lines", "paths": ["a"]}]})
 
 
 @pytest.mark.parametrize("where", ["test set", "reference system", "multiple-choice set"])

@@ -11,12 +11,12 @@ import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF
 
 from bayling.core.errors import PipelineError
+from bayling.core.test_sets import read_segments
 from bayling.evaluate.metrics import (
     ReferenceScorer,
     capability_ratios,
     macro_average,
     paired_bootstrap,
-    read_segments,
     score_corpus,
     score_files,
 )

@@ -71,3 +71,20 @@ def test_the_default_headline_is_flores_from_the_shipped_archive(tmp_path: Path)
     assert items["swh_Latn-eng_Latn"][0].reference == first.source
     assert (root / ".cache/unpacked").is_dir()  # unpacked into the ignored cache, never next to the archive
     assert not list((root / "data/sample/flores200").glob("*.devtest")) and not (root / "data/sample/flores200/devtest").exists()
+
+
+def test_evaluate_scores_the_segments_the_shared_reader_gives():
+    """Evaluate, decontamination and the tokenizer audit read test sets through bayling.core.test_sets: evaluate's
+    items are the reader's segments, line for line, up to max_segments."""
+    from bayling.config.loader import load_section
+    from bayling.core.test_sets import direction_texts
+
+    root = Path(__file__).resolve().parents[2]
+    headline = load_section("evaluate", root / "params.yaml").test_sets[0]
+    items = load_test_set(headline, root, None, 0)
+    texts = {t.direction: t for t in direction_texts(headline, root)}
+    assert list(items) == list(texts) == list(headline.directions)
+    for direction, direction_items in items.items():
+        assert [i.source for i in direction_items] == texts[direction].sources[: headline.max_segments]
+        assert [i.references for i in direction_items] == [(ref,) for ref in texts[direction].references[0][: headline.max_segments]]
+        assert [i.id for i in direction_items] == [f"flores:{direction}:{n}" for n in range(1, headline.max_segments + 1)]

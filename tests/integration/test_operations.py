@@ -184,7 +184,8 @@ def test_approval_through_the_api_makes_the_candidate_champion(ops: Ops):
     lock_md5 = {k.removeprefix("dvc.").removesuffix(".md5"): v for k, v in parent.data.tags.items() if k.startswith("dvc.")}
     assert {"data/raw", "data/synth", "data/tokenized", "models/final"} <= set(lock_md5)
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert {c.data.tags["pipeline.stage"] for c in children} == {"fetch", "synthesize", "tokenize", "train", "evaluate", "register"}
+    assert {c.data.tags["pipeline.stage"] for c in children} == {"fetch", "synthesize", "tokenize", "audit", "train", "evaluate",
+                                                                 "register"}  # the audit, within the tokenize step, logs its own
     # Pushed to the DVC remote: the model weights are in the bucket.
     cloud = dvc(ops, "status", "--cloud")
     assert cloud.returncode == 0 and "Cache and remote 'store' are in sync" in cloud.stdout, cloud.stdout + cloud.stderr

@@ -259,7 +259,7 @@ def test_changing_the_chat_template_reruns_tokenize_and_everything_downstream(sm
     repro = dvc(dest, env, "repro")
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     ran = {line.split("'")[1] for line in repro.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"tokenize", "train", "evaluate", "register"}
+    assert ran == {"tokenize", "audit", "train", "evaluate", "register"}
     from transformers import AutoTokenizer
 
     exported = AutoTokenizer.from_pretrained(dest / "models/final")

@@ -73,7 +73,7 @@ def test_sample_run_produces_every_data_task_and_a_card(sample_corpus: Path):
     assert set(languages) == {"eng_Latn", "fra_Latn", "swh_Latn", "zho_Hans"}
     assert sum(row["used"] for row in languages.values()) == sum(mix["kept"].values()) == sum(mix["kept_by_family"].values())
     assert all(row["repeat"] == round(row["used"] / row["available"], 3) for row in languages.values())
-    assert card["decontamination"]["eval_set_segments"] == {"flores-devtest": 4 * 1012}
+    assert card["decontamination"]["eval_set_segments"] == {"flores": 4 * 1012}  # evaluate's flores: every devtest file
     assert set(card["splits"]["train"]["per_instruction_language"]) == {"en", "zh"}
     assert any("needs the teacher" in k for k in card["interactive"]["skipped_followups"])
     card_md = (sample_corpus / "data/synth/card.md").read_text()
@@ -115,7 +115,7 @@ def test_planted_eval_sentences_are_all_removed(project_copy: Path, flores_dir: 
     assert all(len(eng[i].split()) >= 14 for i in (40,))
     write_corpus(project_copy, clean[:20] + planted + clean[20:])
     flores_glob = str(flores_dir / "devtest" / "*.devtest")
-    set_params(project_copy, decontamination={"ngram": 13, "eval_sets": [
+    set_params(project_copy, decontamination={"ngram": 13, "against": [], "extra": [
         {"name": "flores-devtest", "format": "lines", "paths": [flores_glob]},
     ]})
     result = run(project_copy, "synthesize")

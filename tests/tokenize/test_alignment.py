@@ -57,7 +57,7 @@ def test_training_prompts_are_inference_prompts(repo_root, name, template):
 
 def test_the_tokenize_stage_refuses_a_pair_that_cannot_meet_it(tiny_model_dir, tmp_path):
     from bayling.config.tokenize import TokenizeParams
-    from bayling.tokenize.encode import tokenize_dataset
+    from bayling.tokenize.run import tokenize_dataset
 
     (tmp_path / "synth").mkdir()
     with pytest.raises(PipelineError, match="tokenize.template bayling-3 does not fit the tokenizer .*Ċ Ċ.*ĊĊ"):

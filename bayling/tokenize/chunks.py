@@ -1,4 +1,4 @@
-"""The tokenize stage's engine: conversations in, Arrow rows out, streamed chunk by chunk.
+"""The tokenize stage's engine: conversations in, column chunks out, streamed chunk by chunk.
 
 Each chunk is rendered (compiled template, Jinja-verified), tokenized in one Rust batch call, cut to
 `max_seq_len` at turn boundaries or dropped, labelled (all assistant turns or the last), and, when
@@ -20,11 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from bayling.config.tokenize import TokenizeParams
 from bayling.core.composition import Ratios, Tally, category_of
-from bayling.core.progress import track
 from bayling.core.records import IGNORE_INDEX
-from bayling.tokenize.chat import Renderer, fit, labels_for, prompt_alignment_problem, strip_replies, tokenize_batch
+from bayling.tokenize.chat import Renderer, fit, labels_for, strip_replies, tokenize_batch
 from bayling.tokenize.packing import best_fit_decreasing, pack_rows
 
 
@@ -229,122 +227,3 @@ def iter_chunk_columns(
             chunk, chunk_stats = pending.popleft().get()
             stats.add(chunk_stats)
             yield chunk
-
-
-def parse_size(text: str) -> int:
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
-    upper = text.strip().upper()
-    for unit in sorted(units, key=len, reverse=True):
-        if upper.endswith(unit):
-            return int(float(upper[: -len(unit)]) * units[unit])
-    return int(upper)
-
-
-def write_split(chunks: Iterator[ColumnChunk], split_dir: Path, max_shard_bytes: int, fingerprint: str) -> int:
-    """Write chunks straight into the layout `datasets.load_from_disk` reads (Arrow stream shards plus
-    state.json and dataset_info.json), rotating shards at `max_shard_bytes`; returns rows written.
-
-    Writing the final files directly, rather than building a Dataset and calling save_to_disk, keeps
-    memory flat (nothing is re-read through a memory map) and writes every byte once.
-    """
-    import pyarrow as pa
-    from datasets import DatasetInfo, Features
-
-    split_dir.mkdir(parents=True, exist_ok=True)
-    shards: list[Path] = []
-    writer, sink, schema, rows = None, None, None, 0
-    try:
-        for chunk in chunks:
-            batch = chunk.record_batch()
-            schema = schema or batch.schema
-            if writer is None or sink.tell() >= max_shard_bytes:
-                if writer is not None:
-                    writer.close()
-                    sink.close()
-                shards.append(split_dir / f".shard-{len(shards):05d}.arrow")
-                sink = pa.OSFile(str(shards[-1]), "wb")
-                writer = pa.ipc.new_stream(sink, schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-            sink.close()
-    if not rows:
-        return 0
-    names = []
-    for i, shard in enumerate(shards):
-        name = f"data-{i:05d}-of-{len(shards):05d}.arrow"
-        shard.rename(split_dir / name)
-        names.append({"filename": name})
-    DatasetInfo(features=Features.from_arrow_schema(schema)).write_to_directory(str(split_dir))
-    state = {"_data_files": names, "_fingerprint": fingerprint[:16], "_format_columns": None, "_format_kwargs": {},
-             "_format_type": None, "_output_all_columns": False, "_split": None}
-    (split_dir / "state.json").write_text(json.dumps(state, indent=2) + "\n", "utf-8")
-    return rows
-
-
-def synthesized_mix(synth_dir: Path) -> tuple[Ratios, dict[str, float]]:
-    """synthesize.mix.ratios as data/synth/card.json records them, and the requested share of each cell
-    (nothing when the card is absent: every conversation then counts as not requested)."""
-    card_file = synth_dir / "card.json"
-    card = json.loads(card_file.read_text("utf-8")) if card_file.is_file() else {}
-    ratios = ((card.get("params") or {}).get("mix") or {}).get("ratios") or {}
-    return ratios, (card.get("mix") or {}).get("requested") or {}
-
-
-def tokenize_dataset(params: TokenizeParams, model_dir: Path, synth_dir: Path, out: Path
-                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Tokenize data/synth/{train,heldout}.jsonl into the `datasets` layout under `out`, with the
-    tokenizer actually used; returns (fingerprint, stats per split, composition: the requested cell shares
-    and, per split, conversations and supervised tokens per category as synthesized and as kept)."""
-    import shutil
-
-    from transformers import AutoTokenizer
-
-    from bayling.core.errors import PipelineError
-    from bayling.core.jsonl import write_json
-    from bayling.core.lineage import tokenizer_fingerprint
-    from bayling.tokenize.templates import compile_template, prepare_tokenizer
-
-    if params.packing:
-        from transformers import AutoConfig
-
-        from bayling.tokenize.packing import packing_refusal
-
-        refusal = packing_refusal(AutoConfig.from_pretrained(model_dir))
-        if refusal:
-            raise PipelineError(refusal)
-    prepared = prepare_tokenizer(AutoTokenizer.from_pretrained(model_dir), params.template)
-    tokenizer = prepared.tokenizer
-    renderer = Renderer(tokenizer, prepared.end_of_turn, compile_template(tokenizer, prepared.end_of_turn))
-    misaligned = prompt_alignment_problem(tokenizer, renderer)
-    if misaligned:
-        raise PipelineError(f"tokenize.template {params.template} does not fit the tokenizer of {model_dir.name}: {misaligned}. "
-                            "Choose another tokenize.template (model or bayling-v1)")
-    settings = ChunkSettings(params.max_seq_len, params.overlong, params.loss_on, params.packing)
-    settings_record = {
-        "template": params.template, "end_of_turn": prepared.end_of_turn, "added_tokens": list(prepared.added_tokens),
-        "loss_on": params.loss_on, "overlong": params.overlong, "packing": params.packing,
-        "chunk_size": params.chunk_size if params.packing else None,
-    }
-    fingerprint = tokenizer_fingerprint(model_dir, tokenizer.chat_template, params.max_seq_len, settings_record)
-    if out.exists():
-        shutil.rmtree(out)
-    ratios, requested = synthesized_mix(synth_dir)
-    stats, composition = {}, {"requested": requested}
-    for split in ("train", "heldout"):
-        path = synth_dir / f"{split}.jsonl"
-        if not path.exists():
-            raise PipelineError(f"data/synth/{split}.jsonl not found: run `python -m stages.synthesize` first")
-        counts = TokenizeStats()
-        chunks = iter_chunk_columns(path, tokenizer, renderer, settings, params.chunk_size, params.num_proc, counts, ratios)
-        chunks = track(chunks, chunk_count(path, params.chunk_size), f"tokenize {split}", "chunk")
-        if not write_split(chunks, out / split, parse_size(params.max_shard_size), fingerprint["fingerprint"]):
-            raise PipelineError(f"no {split} conversation fits tokenize.max_seq_len={params.max_seq_len}")
-        stats[split] = counts.as_dict()
-        composition[split] = counts.composition()
-    write_json(out / "dataset_dict.json", {"splits": list(stats)})
-    tokenizer.save_pretrained(out / "tokenizer")
-    write_json(out / "fingerprint.json", fingerprint)
-    return fingerprint, stats, composition

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bayling.tokenize.chat import IGNORE_INDEX, Renderer
-from bayling.tokenize.encode import ChunkSettings, TokenizeStats, iter_chunk_columns, parse_size, write_split
+from bayling.tokenize.chunks import ChunkSettings, TokenizeStats, iter_chunk_columns
+from bayling.tokenize.shards import parse_size, write_split
 from bayling.tokenize.templates import compile_template
 
 
