@@ -37,13 +37,14 @@ TIME_BUDGET_S = 600
 
 def _conversations(count: int) -> list[list[dict[str, str]]]:
     """Translation chats from the embedded TICO-19 sample, as the synthesize stage builds them."""
+    from bayling.core.records import CorpusRow
     from bayling.synthesize.translation import translation_conversations
 
     codes = ["eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn"]
     lines = {c: (ROOT / f"data/sample/tico19/tico19.{c}.txt").read_text("utf-8").splitlines() for c in codes}
     chats: list[list[dict[str, str]]] = []
     for i in range(len(lines["eng_Latn"])):
-        row = {"id": f"gpu-check:{i}", "texts": {c: lines[c][i] for c in codes}}
+        row = CorpusRow(f"gpu-check:{i}", "tico19", {c: lines[c][i] for c in codes})
         chats += [c.messages for c in translation_conversations(row, instruction_language={"en": 1, "zh": 1}, seed=7)]
         if len(chats) >= count:
             break
