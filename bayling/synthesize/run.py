@@ -39,7 +39,7 @@ from bayling.synthesize.split import split_file
 log = logging.getLogger(__name__)
 
 
-def load_decontaminator(params: SynthesizeParams, root: Path) -> Decontaminator | None:
+def _load_decontaminator(params: SynthesizeParams, root: Path) -> Decontaminator | None:
     if not params.decontamination.eval_sets:
         return None
     index = Decontaminator(n=params.decontamination.ngram)
@@ -66,7 +66,7 @@ def synthesize(params: SynthesizeParams, root: Path, corpus: Path, out: Path, fi
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    decontaminator = load_decontaminator(params, root)
+    decontaminator = _load_decontaminator(params, root)
 
     with atomic_writer(out / "quarantine.jsonl") as quarantine:
         screen = screen_file(corpus, work / "rows.jsonl", quarantine, params.filters, decontaminator)
