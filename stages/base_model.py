@@ -22,7 +22,7 @@ log = logging.getLogger("base_model")
 
 
 def main(base_model: BaseModelParams) -> None:
-    from bayling.base_model.materialize import materialize
+    from bayling.base_model.run import materialize
 
     provenance = materialize(base_model, ROOT / base_model.path)
     log.info("wrote %s (%s parameters, vocabulary %d)", base_model.path, f"{provenance['parameters']:,}", provenance["vocabulary"])

@@ -26,7 +26,8 @@ SHOW_QUARANTINED = 5
 
 
 def main(fetch: FetchParams, tracking: TrackingParams) -> None:
-    from bayling.fetch.build import build_corpus, publish
+    from bayling.fetch.publish import publish
+    from bayling.fetch.run import build_corpus
 
     quarantined = 0
 

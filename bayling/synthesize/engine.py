@@ -12,12 +12,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bayling.config.synthesize import SynthesizeParams
 from bayling.core.jsonl import write_jsonl
 from bayling.core.progress import track
-from bayling.core.records import Conversation
+from bayling.core.records import Conversation, CorpusRow
 from bayling.synthesize.followups import Turn
 from bayling.synthesize.interactive import interactive_conversation
 from bayling.synthesize.teacher import ask_teacher, verify_reply
@@ -34,11 +33,11 @@ class BlockResult:
     instruction_fallbacks: int
 
 
-def synthesize_block(block: Sequence[dict[str, Any]], heldout: Sequence[bool], params: SynthesizeParams, root: str) -> BlockResult:
+def synthesize_block(block: Sequence[CorpusRow], heldout: Sequence[bool], params: SynthesizeParams, root: str) -> BlockResult:
     """All conversations of one shard of screened rows. Neighbours for list tasks come from the same
     shard and the same side of the split, so no held-out sentence reaches a training chat."""
     allowed = params.allowed_directions()
-    by_split: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    by_split: dict[bool, list[CorpusRow]] = {True: [], False: []}
     for row, is_heldout in zip(block, heldout):
         by_split[bool(is_heldout)].append(row)
     out: dict[bool, list[Conversation]] = {True: [], False: []}
@@ -112,11 +111,11 @@ def shard_paths(work: Path, split: str) -> list[Path]:
     return sorted(work.glob(f"{split}-[0-9]*.jsonl"))
 
 
-def iter_blocks(path: Path, shard_size: int) -> Iterator[list[dict[str, Any]]]:
-    block: list[dict[str, Any]] = []
+def iter_blocks(path: Path, shard_size: int) -> Iterator[list[CorpusRow]]:
+    block: list[CorpusRow] = []
     with open(path, encoding="utf-8") as handle:
         for line in handle:
-            block.append(json.loads(line))
+            block.append(CorpusRow.from_json(json.loads(line)))
             if len(block) == shard_size:
                 yield block
                 block = []

@@ -21,6 +21,7 @@ import yaml
 from bayling.config.synthesize import INTERACTIVE_TASKS
 from bayling.core.languages import get_language
 from bayling.core.prompts import INSTRUCTION_CODES, language_name
+from bayling.core.records import CorpusRow
 
 
 @cache
@@ -40,17 +41,17 @@ def phrase(instruction_language: str, group: str, key: str, **fields: str) -> st
 
 @dataclass(frozen=True)
 class TaskContext:
-    row: Mapping[str, Any]
+    row: CorpusRow
     src: str
     current: str  # the language of the translation the conversation is working on
     instruction_language: str  # "en" or "zh": which templates the user turns use
     rng: random.Random
-    neighbours: Sequence[Mapping[str, Any]] = ()
+    neighbours: Sequence[CorpusRow] = ()
     teacher_enabled: bool = False
 
     @property
     def texts(self) -> Mapping[str, str]:
-        return self.row["texts"]
+        return self.row.texts
 
     def name(self, code: str) -> str:
         return language_name(code, self.instruction_language)
@@ -243,11 +244,11 @@ def correct_draft(ctx: TaskContext) -> Result:
 NEIGHBOUR_PROBES = 32
 
 
-def _neighbours_with(ctx: TaskContext, *codes: str) -> list[Mapping[str, Any]]:
+def _neighbours_with(ctx: TaskContext, *codes: str) -> list[CorpusRow]:
     """Other rows of the shard that have all `codes`, from a bounded random probe (shards can be large)."""
     pool = ctx.neighbours
     probe = pool if len(pool) <= NEIGHBOUR_PROBES else ctx.rng.sample(list(pool), NEIGHBOUR_PROBES)
-    return [r for r in probe if r["id"] != ctx.row["id"] and all(c in r["texts"] for c in codes)]
+    return [r for r in probe if r.id != ctx.row.id and all(c in r.texts for c in codes)]
 
 
 def translate_list(ctx: TaskContext) -> Result:
@@ -256,10 +257,10 @@ def translate_list(ctx: TaskContext) -> Result:
     if not pool:
         return Skipped("translate_list", "no other rows in this shard share the language pair")
     chosen = ctx.rng.sample(pool, min(len(pool), ctx.rng.randint(2, 3)))
-    sentences = "\n".join(f"{i}. {r['texts'][ctx.src]}" for i, r in enumerate(chosen, 1))
-    answer = "\n".join(f"{i}. {r['texts'][ctx.current]}" for i, r in enumerate(chosen, 1))
+    sentences = "\n".join(f"{i}. {r.texts[ctx.src]}" for i, r in enumerate(chosen, 1))
+    answer = "\n".join(f"{i}. {r.texts[ctx.current]}" for i, r in enumerate(chosen, 1))
     user = pick(ctx.instruction_language, "translate_list", ctx.rng, tgt_lang=ctx.name(ctx.current), sentences=sentences)
-    return Turn("translate_list", user, answer, (ctx.current,), source_ids=tuple(r["id"] for r in chosen))
+    return Turn("translate_list", user, answer, (ctx.current,), source_ids=tuple(r.id for r in chosen))
 
 
 def compare_candidates(ctx: TaskContext) -> Result:
@@ -272,8 +273,8 @@ def compare_candidates(ctx: TaskContext) -> Result:
         worse_text, explanation = corruption.text, explain(corruption, ctx.instruction_language)
     elif others:
         other = ctx.rng.choice(others)
-        worse_text, explanation = other["texts"][ctx.current], None
-        source_ids = (other["id"],)
+        worse_text, explanation = other.texts[ctx.current], None
+        source_ids = (other.id,)
     else:
         return Skipped("compare_candidates", "no second candidate can be built")
     reference_first = ctx.rng.random() < 0.5

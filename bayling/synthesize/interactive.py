@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bayling.core.prompts import translation_prompt
-from bayling.core.records import Conversation
+from bayling.core.records import Conversation, CorpusRow
 from bayling.core.seeding import row_rng
 from bayling.synthesize.followups import TASKS, TaskContext, Turn, pick
 from bayling.synthesize.translation import directions_for, draw_instruction_language
@@ -23,14 +22,14 @@ class InteractiveOutcome:
 
 
 def interactive_conversation(
-    row: dict[str, Any],
+    row: CorpusRow,
     *,
     seed: int,
     index: int,
     instruction_languages: dict[str, float],
     task_weights: dict[str, float],
     max_followups: int,
-    neighbours: Sequence[dict[str, Any]] = (),
+    neighbours: Sequence[CorpusRow] = (),
     allowed_directions: Iterable[str] | None = None,
     system_prompt: str | None = None,
     teacher_enabled: bool = False,
@@ -40,16 +39,16 @@ def interactive_conversation(
     Follow-ups are drawn from the task catalogue by weight without repetition; a task that cannot
     produce a derivable (or teacher-written) reply is skipped and reported, and the next is tried.
     """
-    rng = row_rng(seed, row["id"], f"interactive:{index}")
-    directions = directions_for(row["texts"], allowed_directions)
+    rng = row_rng(seed, row.id, f"interactive:{index}")
+    directions = directions_for(row.texts, allowed_directions)
     if not directions:
         return InteractiveOutcome(None, [("interactive", "no allowed direction in this row")])
     src, tgt = rng.choice(directions)
     lang, fell_back = draw_instruction_language(instruction_languages, src, rng)
-    first_user = translation_prompt(row["texts"][src], tgt, lang, pick(lang, "translate", rng, src="{src}", tgt_lang="{tgt_lang}"))
+    first_user = translation_prompt(row.texts[src], tgt, lang, pick(lang, "translate", rng, src="{src}", tgt_lang="{tgt_lang}"))
     messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-    messages += [{"role": "user", "content": first_user}, {"role": "assistant", "content": row["texts"][tgt]}]
-    turn_tasks, source_ids = ["translate"], [row["id"]]
+    messages += [{"role": "user", "content": first_user}, {"role": "assistant", "content": row.texts[tgt]}]
+    turn_tasks, source_ids = ["translate"], [row.id]
     remaining = [t for t, w in sorted(task_weights.items()) if w > 0 and t in TASKS]
     wanted = rng.randint(1, max_followups)
     current, skipped, teacher_turn = tgt, [], None
@@ -70,7 +69,7 @@ def interactive_conversation(
         source_ids.extend(i for i in result.source_ids if i not in source_ids)
         current = result.new_current or current
     conversation = Conversation(
-        id=f"{row['id']}/interactive-{index}", messages=messages, task="interactive", family="interactive", group="cross",
+        id=f"{row.id}/interactive-{index}", messages=messages, task="interactive", family="interactive", group="cross",
         instruction_language=lang, src_lang=src, tgt_lang=tgt, turn_tasks=turn_tasks, source_ids=source_ids,
     )
     return InteractiveOutcome(conversation, skipped, teacher_turn, fell_back)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from bayling.config.synthesize import FilterParams
 from bayling.core.quarantine import Problem, Quarantined
+from bayling.core.records import CorpusRow
 from bayling.synthesize import quality
 from bayling.synthesize.decontam import Decontaminator
 
@@ -45,12 +46,12 @@ def _median(values: list[int]) -> float:
 
 
 def screen_row(
-    row: dict[str, Any],
+    row: CorpusRow,
     filters: FilterParams,
     decontaminator: Decontaminator | None,
     seen: set[bytes],
     langid_segments: Counter | None = None,
-) -> tuple[dict[str, Any] | None, list[Problem], str | None]:
+) -> tuple[CorpusRow | None, list[Problem], str | None]:
     """Apply the quality filters and decontamination to one corpus row.
 
     Returns the (possibly reduced) row or None, the per-segment problems, and the row's rejection reason.
@@ -62,11 +63,11 @@ def screen_row(
     problems: list[Problem] = []
     if decontaminator is not None:
         # First, on every segment as given: a contaminated row is reported as such, whatever else is wrong with it.
-        for text in row["texts"].values():
+        for text in row.texts.values():
             hit = decontaminator.match(text)
             if hit:
                 return None, problems, f"overlaps evaluation set {hit[0]} ({hit[1]})"
-    texts = dict(row["texts"])
+    texts = dict(row.texts)
     for code, text in list(texts.items()):
         if filters.min_script_share > 0:
             check = quality.check_script(text, code, filters.min_script_share)
@@ -107,38 +108,38 @@ def screen_row(
         if key in seen:
             return None, problems, f"duplicate ({filters.dedupe})"
         seen.add(key)
-    return {**row, "texts": texts}, problems, None
+    return replace(row, texts=texts), problems, None
 
 
 def screen_corpus(
-    rows: Iterator[dict[str, Any]],
+    rows: Iterator[CorpusRow],
     filters: FilterParams,
     decontaminator: Decontaminator | None,
     langid_segments: Counter | None = None,
-) -> Iterator[tuple[dict[str, Any] | None, Quarantined | None, list[Quarantined]]]:
+) -> Iterator[tuple[CorpusRow | None, Quarantined | None, list[Quarantined]]]:
     """Stream (kept row or None, row quarantine record or None, segment quarantine records)."""
     seen: set[bytes] = set()
     for lineno, row in enumerate(rows, start=1):
         kept, problems, reason = screen_row(row, filters, decontaminator, seen, langid_segments)
         segment_records = [
-            Quarantined(row.get("source", ""), f"corpus:{row['id']}", lineno, (p,), _segment_preview(row, p.field)) for p in problems
+            Quarantined(row.source, f"corpus:{row.id}", lineno, (p,), _segment_preview(row, p.field)) for p in problems
         ]
         row_record = None
         if kept is None:
             row_record = Quarantined(
-                row.get("source", ""),
-                f"corpus:{row['id']}",
+                row.source,
+                f"corpus:{row.id}",
                 lineno,
                 (Problem(None, reason or "rejected"),),
-                json.dumps(row["texts"], ensure_ascii=False)[:600],
+                json.dumps(row.texts, ensure_ascii=False)[:600],
             )
         yield kept, row_record, segment_records
 
 
-def _segment_preview(row: dict[str, Any], field: str | None) -> str:
+def _segment_preview(row: CorpusRow, field: str | None) -> str:
     if field and field.startswith("texts."):
-        return row["texts"].get(field.split(".", 1)[1], "")[:300]
-    return json.dumps(row["texts"], ensure_ascii=False)[:600]
+        return row.texts.get(field.split(".", 1)[1], "")[:300]
+    return json.dumps(row.texts, ensure_ascii=False)[:600]
 
 
 def screen_file(
@@ -149,7 +150,8 @@ def screen_file(
     langid_segments: Counter = Counter()
     langid_removed: Counter = Counter()
     with open(corpus, encoding="utf-8") as rows, open(kept_path, "w", encoding="utf-8") as kept_rows:
-        for kept, row_record, segment_records in screen_corpus(map(json.loads, rows), filters, decontaminator, langid_segments):
+        corpus_rows = (CorpusRow.from_json(json.loads(line)) for line in rows)
+        for kept, row_record, segment_records in screen_corpus(corpus_rows, filters, decontaminator, langid_segments):
             stats.rows_in += 1
             for record in segment_records:
                 label = reason_label(record.problems[0].reason)
@@ -159,7 +161,7 @@ def screen_file(
                 quarantine.write(json.dumps({"kind": "segment", **record.to_json()}, ensure_ascii=False) + "\n")
             if kept is not None:
                 stats.rows_kept += 1
-                kept_rows.write(json.dumps(kept, ensure_ascii=False) + "\n")
+                kept_rows.write(json.dumps(kept.to_json(), ensure_ascii=False) + "\n")
                 continue
             reason = row_record.problems[0].reason
             stats.rows_quarantined += 1

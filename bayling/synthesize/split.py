@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bayling.core.records import CorpusRow
 from bayling.core.seeding import rank_key
 
 
@@ -75,4 +76,5 @@ def split_flags(
 def split_file(rows_path: Path, heldout_fraction: float, seed: int) -> np.ndarray:
     """split_flags for the screened rows of a JSONL file, streamed."""
     with open(rows_path, encoding="utf-8") as handle:
-        return split_flags(((r["id"], list(r["texts"].values())) for r in map(json.loads, handle)), heldout_fraction, seed)
+        rows = (CorpusRow.from_json(json.loads(line)) for line in handle)
+        return split_flags(((row.id, list(row.texts.values())) for row in rows), heldout_fraction, seed)

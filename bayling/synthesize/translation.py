@@ -6,10 +6,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from itertools import permutations
-from typing import Any
 
 from bayling.core.prompts import INSTRUCTION_CODES, translation_prompt
-from bayling.core.records import Conversation
+from bayling.core.records import Conversation, CorpusRow
 from bayling.core.seeding import row_rng
 
 
@@ -38,7 +37,7 @@ def draw_instruction_language(weights: dict[str, float], src: str, rng: random.R
 
 
 def translation_conversations(
-    row: dict[str, Any],
+    row: CorpusRow,
     *,
     instruction_language: str | dict[str, float] = "en",
     system_prompt: str | None = None,
@@ -52,13 +51,13 @@ def translation_conversations(
     """
     from bayling.synthesize.followups import phrasings
 
-    texts: dict[str, str] = row["texts"]
+    texts = row.texts
     out = []
     for src, tgt in directions_for(texts, allowed_directions):
         if isinstance(instruction_language, str):
             lang, template = instruction_language, None
         else:
-            rng = row_rng(seed, row["id"], f"translate:{src}-{tgt}")
+            rng = row_rng(seed, row.id, f"translate:{src}-{tgt}")
             lang, _ = draw_instruction_language(instruction_language, src, rng)
             template = rng.choice(phrasings()[lang]["translate"])
         messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
@@ -67,7 +66,7 @@ def translation_conversations(
             {"role": "assistant", "content": texts[tgt]},
         ]
         out.append(Conversation(
-            id=f"{row['id']}/{src}-{tgt}", messages=messages, task="translate", family="translation", group="cross",
-            instruction_language=lang, src_lang=src, tgt_lang=tgt, turn_tasks=["translate"], source_ids=[row["id"]],
+            id=f"{row.id}/{src}-{tgt}", messages=messages, task="translate", family="translation", group="cross",
+            instruction_language=lang, src_lang=src, tgt_lang=tgt, turn_tasks=["translate"], source_ids=[row.id],
         ))
     return out

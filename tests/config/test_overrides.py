@@ -160,7 +160,7 @@ def test_a_list_replacing_a_block_list_is_written_as_a_block_in_its_place(params
 
 
 def test_strings_either_yaml_version_would_read_as_another_type_are_quoted(params_copy: Path):
-    from bayling.config.overrides import Yaml12Loader
+    from bayling.config.yaml_text import Yaml12Loader
 
     # `0o17` is a string to YAML 1.1 (PyYAML writes it bare) and a number to YAML 1.2; `yes` the other way round
     apply_overrides(params_copy, {"register.model_name": "0o17", "tracking.experiment": "yes"})
@@ -173,10 +173,10 @@ def test_strings_either_yaml_version_would_read_as_another_type_are_quoted(param
 def test_a_write_that_would_change_how_a_value_reads_is_refused(params_copy: Path, monkeypatch: pytest.MonkeyPatch):
     """The edited text is read back under YAML 1.1 (the stages' PyYAML) and 1.2 (DVC's) before it is written: a
     rendering that reads back as another value (here a writer that forgot to quote) is refused, the file untouched."""
-    from bayling.config import overrides
+    from bayling.config import yaml_text
 
     before = params_copy.read_bytes()
-    monkeypatch.setattr(overrides, "_flow", str)
+    monkeypatch.setattr(yaml_text, "flow_value", str)
     with pytest.raises(PipelineError, match=r"tracking\.experiment: cannot write .*YAML 1\.1.*unchanged"):
         apply_overrides(params_copy, {"tracking.experiment": "yes"})
     assert params_copy.read_bytes() == before

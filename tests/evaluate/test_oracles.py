@@ -209,7 +209,7 @@ def test_a_broken_pairing_stops_before_anything_is_written(tagged_run: Evaluatio
 
 
 def test_item_ids_name_their_direction_and_a_repeated_id_is_refused(world: World):
-    from bayling.evaluate.run import load_test_sets
+    from bayling.evaluate.evaluation import load_test_sets
 
     sets = load_test_sets(world.params(), world.root, world.heldout)
     ids = [item.id for by_direction in sets.values() for items in by_direction.values() for item in items]
@@ -344,7 +344,7 @@ def test_outputs_in_the_source_language_are_counted_per_direction_and_flagged_wh
     from langid.langid import LanguageIdentifier, model
 
     from bayling.core.languages import get_language
-    from bayling.evaluate.run import ModelRun, source_language_notes
+    from bayling.evaluate.evaluation import ModelRun, source_language_notes
     from bayling.evaluate.target_language import MIN_CHARACTERS, SourceLanguageShare
     from bayling.register.summary import change_lines
 

@@ -212,7 +212,7 @@ def test_configured_sets_give_accuracy_and_acc_norm_keys(tiny, tmp_path):
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert metrics["xcopa.avg.final.accuracy"] == pytest.approx(
         (metrics["xcopa.sw.final.accuracy"] + metrics["xcopa.zh.final.accuracy"]) / 2, abs=1e-4)
-    # the old single-set form still validates, and evaluate.run reads it as a list of one
+    # the old single-set form still validates, and evaluate.evaluation reads it as a list of one
     single = EvaluateParams(xcopa={"dir": "d", "languages": ["sw"], "split": "val", "length_normalized": False})
     assert single.xcopa.name == "xcopa" and single.xcopa.pattern.format(lang="sw", split="val") == "sw/val.sw.jsonl"
     # the old switch to length normalisation would silently change what `.accuracy` means: refused, with the new key

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from bayling.core.errors import PipelineError
+from bayling.core.records import CorpusRow
 from bayling.fetch.ingest import (
     CorpusBuilder,
-    CorpusRow,
     Problem,
     Quarantined,
     check_texts,

@@ -14,7 +14,7 @@ from bayling.config.evaluate import EvaluateParams
 from bayling.config.register import RegisterParams
 from bayling.core.errors import PipelineError
 from bayling.core.records import Conversation
-from bayling.evaluate.run import evaluate_models
+from bayling.evaluate.evaluation import evaluate_models
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,10 @@
+from dataclasses import replace
+
+from bayling.core.records import CorpusRow
 from bayling.synthesize.card import build_card
 from bayling.synthesize.translation import translation_conversations
 
-ROW = {"id": "c:1", "texts": {"eng_Latn": "Wash your hands.", "fra_Latn": "Lavez-vous les mains.", "swh_Latn": "Nawa mikono."}}
+ROW = CorpusRow("c:1", "c", {"eng_Latn": "Wash your hands.", "fra_Latn": "Lavez-vous les mains.", "swh_Latn": "Nawa mikono."})
 
 
 def test_card_counts():
@@ -18,7 +21,7 @@ def test_a_corpus_row_and_a_general_chat_of_one_name_are_two_source_rows():
     """Corpus rows are `{fetch source}:{id}`, general chats `{general source}:{id}`: the two may share a name."""
     from bayling.synthesize.general import monolingual
 
-    row = {**ROW, "id": "mydata:1"}
+    row = replace(ROW, id="mydata:1")
     chat = {"id": "1", "messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
     card = build_card({"train": [*translation_conversations(row), monolingual(chat, "mydata", "eng_Latn")]}, {"seed": 1})
     assert card["splits"]["train"]["source_rows"] == 2

@@ -3,6 +3,7 @@ import random
 import pytest
 
 from bayling.config.synthesize import DATA_TASKS, INTERACTIVE_TASKS, TEACHER_TASKS
+from bayling.core.records import CorpusRow
 from bayling.synthesize.followups import (
     TASKS,
     Skipped,
@@ -23,19 +24,20 @@ from bayling.synthesize.followups import (
     translate_list,
 )
 
-ROW = {
-    "id": "c:1",
-    "texts": {
+ROW = CorpusRow(
+    "c:1",
+    "c",
+    {
         "eng_Latn": "Wash your hands with soap for 20 seconds.",
         "fra_Latn": "Lavez-vous les mains avec du savon pendant 20 secondes.",
         "swh_Latn": "Nawa mikono yako kwa sabuni kwa sekunde 20.",
         "zho_Hans": "用肥皂洗手20秒。",
     },
-}
+)
 NEIGHBOURS = [
     ROW,
-    {"id": "c:2", "texts": {"eng_Latn": "Stay at home.", "fra_Latn": "Restez chez vous.", "zho_Hans": "待在家里。"}},
-    {"id": "c:3", "texts": {"eng_Latn": "Wear a mask.", "fra_Latn": "Portez un masque.", "swh_Latn": "Vaa barakoa."}},
+    CorpusRow("c:2", "c", {"eng_Latn": "Stay at home.", "fra_Latn": "Restez chez vous.", "zho_Hans": "待在家里。"}),
+    CorpusRow("c:3", "c", {"eng_Latn": "Wear a mask.", "fra_Latn": "Portez un masque.", "swh_Latn": "Vaa barakoa."}),
 ]
 
 
@@ -58,14 +60,14 @@ def test_catalogue_has_at_least_eight_data_tasks():
 def test_pivot_answers_with_the_third_languages_reference():
     for turn in turns(pivot):
         assert turn.new_current in ("swh_Latn", "zho_Hans")
-        assert turn.assistant == ROW["texts"][turn.new_current]
+        assert turn.assistant == ROW.texts[turn.new_current]
         assert turn.response_langs == (turn.new_current,)
-    assert pivot(ctx(row={"id": "b", "texts": {"eng_Latn": "a", "fra_Latn": "b"}})) == Skipped("pivot", "the row has no third language")
+    assert pivot(ctx(row=CorpusRow("b", "c", {"eng_Latn": "a", "fra_Latn": "b"}))) == Skipped("pivot", "the row has no third language")
 
 
 def test_back_translation_is_the_source():
     turn = back_translate(ctx(src="zho_Hans", current="swh_Latn"))
-    assert turn.assistant == ROW["texts"]["zho_Hans"] and "Chinese (Simplified)" in turn.user
+    assert turn.assistant == ROW.texts["zho_Hans"] and "Chinese (Simplified)" in turn.user
 
 
 @pytest.mark.parametrize("current", ["fra_Latn", "zho_Hans"])
@@ -73,7 +75,7 @@ def test_constrained_revision_contains_its_words(current):
     for turn in turns(constrained, current=current):
         words = turn.checks["must_include"]
         assert 1 <= len(words) <= 3
-        assert turn.assistant == ROW["texts"][current]
+        assert turn.assistant == ROW.texts[current]
         assert all(w in turn.assistant and w in turn.user for w in words)
 
 
@@ -91,10 +93,10 @@ def test_correct_draft_plants_one_error_and_answers_with_the_reference():
     kinds = set()
     for turn in turns(correct_draft, n=40):
         draft = turn.checks["draft"]
-        assert draft != ROW["texts"]["fra_Latn"] and draft in turn.user
-        assert turn.assistant.endswith(ROW["texts"]["fra_Latn"])
+        assert draft != ROW.texts["fra_Latn"] and draft in turn.user
+        assert turn.assistant.endswith(ROW.texts["fra_Latn"])
     for seed in range(40):
-        kinds.add(corrupt(ROW["texts"]["eng_Latn"], "eng_Latn", random.Random(seed)).kind)
+        kinds.add(corrupt(ROW.texts["eng_Latn"], "eng_Latn", random.Random(seed)).kind)
     assert kinds == {"swap", "drop", "duplicate", "digit"}
 
 
@@ -112,9 +114,9 @@ def test_translate_list_uses_rows_with_the_pair_only():
     turn = translate_list(ctx(src="eng_Latn", current="fra_Latn"))
     assert set(turn.source_ids) == {"c:2", "c:3"}
     for i, rid in enumerate(turn.source_ids, 1):
-        row = next(r for r in NEIGHBOURS if r["id"] == rid)
-        assert f"{i}. {row['texts']['eng_Latn']}" in turn.user
-        assert f"{i}. {row['texts']['fra_Latn']}" in turn.assistant
+        row = next(r for r in NEIGHBOURS if r.id == rid)
+        assert f"{i}. {row.texts['eng_Latn']}" in turn.user
+        assert f"{i}. {row.texts['fra_Latn']}" in turn.assistant
     assert isinstance(translate_list(ctx(src="swh_Latn", current="zho_Hans")), Skipped)
 
 
@@ -122,14 +124,14 @@ def test_compare_candidates_prefers_the_reference():
     for turn in turns(compare_candidates, n=30):
         better = turn.checks["better"]
         line = next(l for l in turn.user.splitlines() if l.startswith(f"{better}:"))
-        assert line == f"{better}: {ROW['texts']['fra_Latn']}"
+        assert line == f"{better}: {ROW.texts['fra_Latn']}"
         assert turn.assistant.startswith(("Translation " + better, better))
 
 
 def test_multi_target_gives_both_references():
     turn = multi_target(ctx(src="eng_Latn", current="fra_Latn"))
     assert turn.response_langs == ("swh_Latn", "zho_Hans")
-    assert turn.assistant.splitlines() == [f"Swahili: {ROW['texts']['swh_Latn']}", f"Chinese (Simplified): {ROW['texts']['zho_Hans']}"]
+    assert turn.assistant.splitlines() == [f"Swahili: {ROW.texts['swh_Latn']}", f"Chinese (Simplified): {ROW.texts['zho_Hans']}"]
 
 
 def test_identify_language_names_the_source_in_the_instruction_language():
@@ -143,7 +145,7 @@ def test_teacher_tasks_skip_without_teacher_and_ask_with_it():
         assert isinstance(result, Skipped) and "teacher" in result.reason
         turn = TASKS[name](ctx(teacher=True))
         assert isinstance(turn, Turn) and turn.assistant is None and turn.teacher_messages
-        assert ROW["texts"]["fra_Latn"] in turn.teacher_messages[-1][1]
+        assert ROW.texts["fra_Latn"] in turn.teacher_messages[-1][1]
 
 
 def test_content_words():

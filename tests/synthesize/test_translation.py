@@ -2,9 +2,10 @@ import random
 from collections import Counter
 
 from bayling.core.prompts import language_name, translation_prompt
+from bayling.core.records import CorpusRow
 from bayling.synthesize.translation import directions_for, draw_instruction_language, translation_conversations
 
-ROW = {"id": "c:1", "texts": {"eng_Latn": "Wash your hands.", "fra_Latn": "Lavez-vous les mains.", "swh_Latn": "Nawa mikono."}}
+ROW = CorpusRow("c:1", "c", {"eng_Latn": "Wash your hands.", "fra_Latn": "Lavez-vous les mains.", "swh_Latn": "Nawa mikono."})
 
 
 def test_prompt_uses_bayling_wording():
@@ -17,11 +18,11 @@ def test_prompt_uses_bayling_wording():
 def test_every_language_pair_in_both_directions():
     conversations = translation_conversations(ROW)
     pairs = {(c.src_lang, c.tgt_lang) for c in conversations}
-    assert pairs == {(a, b) for a in ROW["texts"] for b in ROW["texts"] if a != b}
+    assert pairs == {(a, b) for a in ROW.texts for b in ROW.texts if a != b}
     for conv in conversations:
         src, tgt = conv.src_lang, conv.tgt_lang
-        assert conv.messages[0]["role"] == "user" and ROW["texts"][src] in conv.messages[0]["content"]
-        assert conv.messages[1] == {"role": "assistant", "content": ROW["texts"][tgt]}
+        assert conv.messages[0]["role"] == "user" and ROW.texts[src] in conv.messages[0]["content"]
+        assert conv.messages[1] == {"role": "assistant", "content": ROW.texts[tgt]}
         assert conv.to_json()["meta"] == {
             "task": "translate", "family": "translation", "group": "cross", "instruction_language": "en",
             "turn_tasks": ["translate"], "src_lang": src, "tgt_lang": tgt, "source_ids": ["c:1"],
@@ -38,13 +39,13 @@ def test_directions_can_be_restricted_and_system_prompt_added():
 
 def test_instruction_language_draws_follow_the_weights():
     conversations = [c for i in range(60) for c in translation_conversations(
-        {"id": f"r{i}", "texts": ROW["texts"]}, instruction_language={"en": 1.0, "zh": 1.0}, seed=3)]
+        CorpusRow(f"r{i}", "c", ROW.texts), instruction_language={"en": 1.0, "zh": 1.0}, seed=3)]
     langs = Counter(c.instruction_language for c in conversations)
     assert set(langs) == {"en", "zh"} and min(langs.values()) > 100
     zh = next(c for c in conversations if c.instruction_language == "zh")
     assert any(name in zh.messages[0]["content"] for name in ("英文", "法文", "斯瓦希里文"))
     again = [c for i in range(60) for c in translation_conversations(
-        {"id": f"r{i}", "texts": ROW["texts"]}, instruction_language={"en": 1.0, "zh": 1.0}, seed=3)]
+        CorpusRow(f"r{i}", "c", ROW.texts), instruction_language={"en": 1.0, "zh": 1.0}, seed=3)]
     assert again == conversations
 
 

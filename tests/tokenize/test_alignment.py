@@ -8,6 +8,7 @@ import pytest
 from conftest import load_offline_tokenizer
 
 from bayling.core.errors import PipelineError
+from bayling.core.records import CorpusRow
 from bayling.synthesize.interactive import interactive_conversation
 from bayling.synthesize.translation import translation_conversations
 from bayling.tokenize.chat import Renderer, prompt_alignment_problem, strip_replies, tokenize_batch
@@ -23,7 +24,7 @@ REFUSED = {("smollm2", "bayling-3")}
 def sample_conversations(repo_root) -> list[list[dict[str, str]]]:
     codes = ["eng_Latn", "fra_Latn", "zho_Hans", "swh_Latn"]
     lines = {c: (repo_root / f"data/sample/tico19/tico19.{c}.txt").read_text("utf-8").splitlines()[:12] for c in codes}
-    rows = [{"id": f"s:{i}", "texts": {c: lines[c][i] for c in codes}} for i in range(12)]
+    rows = [CorpusRow(f"s:{i}", "tico19", {c: lines[c][i] for c in codes}) for i in range(12)]
     out = []
     for row in rows:
         out += [c.messages for c in translation_conversations(row, instruction_language={"en": 1, "zh": 1}, seed=1)[:3]]

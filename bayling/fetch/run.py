@@ -1,5 +1,6 @@
-"""The fetch stage's work: every source read, normalised and admitted into one corpus, with a manifest
-that balances rows in = rows kept + rows quarantined for each input."""
+"""The fetch stage's library entry: every source read, normalised and admitted into one corpus, with a
+manifest that balances rows in = rows kept + rows quarantined for each input (bayling.fetch.publish then
+puts it in place or refuses it)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from typing import Any
 
 from bayling.config.fetch import FetchParams
 from bayling.core.errors import PipelineError
-from bayling.core.jsonl import write_json
 from bayling.core.quarantine import Quarantined
+from bayling.core.records import CorpusRow
 from bayling.core.storage import atomic_writer, materialize, sha256_of
 from bayling.core.textio import detect_encoding, line_endings
-from bayling.fetch.ingest import CorpusBuilder, CorpusRow, HeaderRow, parse_source
-
-INCOMING = ".incoming"  # where a fetch writes before it knows the result is fit to replace the corpus
-FAILED = "failed"  # the report of a fetch that was refused, next to the corpus it left in place
+from bayling.fetch.ingest import CorpusBuilder, HeaderRow, parse_source
+from bayling.fetch.publish import INCOMING
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 def build_corpus(fetch: FetchParams, root: Path, out: Path, on_quarantine: Callable[[Quarantined], None]) -> dict[str, Any]:
     """Write the corpus and quarantine from the sources into out/.incoming/; return the manifest.
 
-    Nothing in `out` is replaced here (see `publish`). A file whose sha256 differs from the one pinned
+    Nothing in `out` is replaced here (see bayling.fetch.publish). A file whose sha256 differs from the one pinned
     in params fails the stage at once.
     """
     import shutil
@@ -87,40 +86,3 @@ def _build(fetch: FetchParams, root: Path, staging: Path, on_quarantine: Callabl
         "corpus": {"path": "data/raw/corpus.jsonl", "sha256": sha256_of(staging / "corpus.jsonl"), "rows": totals["rows_kept"]},
         "quarantine": {"path": "data/raw/quarantine.jsonl", "rows": totals["rows_quarantined"]},
     }
-
-
-def refusal(manifest: dict[str, Any], max_fraction: float) -> str | None:
-    """Why this fetch must not replace the corpus: nothing usable, or too much of it rejected."""
-    totals = manifest["totals"]
-    if totals["rows_kept"] == 0:
-        return "no usable rows: every input row was quarantined"
-    fraction = totals["rows_quarantined"] / totals["rows_in"] if totals["rows_in"] else 0.0
-    if fraction > max_fraction:
-        return f"{fraction:.1%} of rows were quarantined, above fetch.max_quarantine_fraction={max_fraction}"
-    return None
-
-
-def publish(out: Path, manifest: dict[str, Any], max_fraction: float) -> None:
-    """Replace the corpus with the one in out/.incoming/, or refuse and leave the previous corpus in place.
-
-    A refused fetch writes its manifest and quarantine into out/failed/, beside the corpus it did not
-    replace, and fails the stage; the next accepted fetch removes that report.
-    """
-    import shutil
-
-    staging, failed = out / INCOMING, out / FAILED
-    reason = refusal(manifest, max_fraction)
-    if reason:
-        shutil.rmtree(failed, ignore_errors=True)
-        failed.mkdir(parents=True)
-        (staging / "quarantine.jsonl").replace(failed / "quarantine.jsonl")
-        write_json(failed / "manifest.json", {**manifest, "refused": reason,
-                                              "quarantine": {**manifest["quarantine"], "path": f"data/raw/{FAILED}/quarantine.jsonl"}})
-        shutil.rmtree(staging)
-        kept = "the previous corpus stays in place" if (out / "corpus.jsonl").exists() else "no corpus was written"
-        raise PipelineError(f"{reason}; {kept}; see data/raw/{FAILED}/quarantine.jsonl and manifest.json")
-    (staging / "corpus.jsonl").replace(out / "corpus.jsonl")
-    (staging / "quarantine.jsonl").replace(out / "quarantine.jsonl")
-    write_json(out / "manifest.json", manifest)
-    staging.rmdir()
-    shutil.rmtree(failed, ignore_errors=True)

@@ -1,18 +1,16 @@
-"""Materialising the base model as a plain Hugging Face directory (dequantized GGUF, hub copy, or tiny random Llama)."""
+"""Where a base model comes from (the GGUF shipped in a pip package, dequantized; a tiny random Llama on
+its tokenizer) and how one is saved as a plain Hugging Face directory. Tests, tools and benchmarks build
+their small models with these too."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
-from bayling.config.base_model import BaseModelParams, TinyModelParams
+from bayling.config.base_model import TinyModelParams
 from bayling.core.errors import PipelineError
-
-log = logging.getLogger(__name__)
 
 
 def packaged_file(package: str, filename: str) -> Path:
@@ -81,30 +79,3 @@ def save_base(model: Any, tokenizer: Any, out_dir: Path, provenance: dict[str, A
 
 def parameter_count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def materialize(params: BaseModelParams, out: Path) -> dict[str, Any]:
-    """Write the base model that `params` describe into `out` (replacing it); returns its provenance record."""
-    if out.exists():
-        shutil.rmtree(out)
-    provenance: dict[str, Any] = {"source": params.source}
-    if params.source == "gguf":
-        gguf = packaged_file(params.gguf_package, params.gguf_file)
-        log.info("dequantizing %s", gguf)
-        model, tokenizer = dequantize_gguf(gguf)
-        provenance.update(package=params.gguf_package, file=params.gguf_file)
-    elif params.source == "tiny-random":
-        gguf = packaged_file(params.gguf_package, params.gguf_file)
-        tokenizer = load_gguf_tokenizer(gguf)
-        model = tiny_random_llama(tokenizer, params.tiny)
-        provenance.update(tokenizer_from=params.gguf_file, tiny=params.tiny.model_dump())
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(params.hf_id)
-        model = AutoModelForCausalLM.from_pretrained(params.hf_id)
-        provenance.update(hf_id=params.hf_id)
-    provenance["parameters"] = parameter_count(model)
-    provenance["vocabulary"] = len(tokenizer)
-    save_base(model, tokenizer, out, {k: v for k, v in provenance.items() if k != "vocabulary"})
-    return provenance
