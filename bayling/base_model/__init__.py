@@ -1,1 +1,2 @@
-"""Materialising the base model as a plain Hugging Face directory (the base_model prepare step)."""
+"""The base_model prepare step: the base model as a plain Hugging Face directory (a dequantized GGUF, a Hub copy or a
+tiny random Llama). May import core, config and models."""

@@ -1,1 +1,2 @@
-"""params.yaml: the loader (read, validate, line map, flatten), overrides (profiles, -S), and one schema per section."""
+"""params.yaml: the loader (read, validate, line map, flatten), overrides (profiles, -S), the YAML text writer, and
+one schema per section. May import bayling.core only."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bayling.config.evaluate import BudgetParams, EvaluateParams
+from bayling.core.records import CorpusRow
 from bayling.evaluate.test_sets import TestItem
 
 PIVOT = "eng_Latn"
@@ -34,7 +35,7 @@ def language_rates(corpus: Path, tokenizer: Any, languages: Iterable[str], max_r
     pairs: dict[str, tuple[list[str], list[str]]] = {lang: ([], []) for lang in wanted}
     with open(corpus, encoding="utf-8") as handle:
         for line in handle:
-            texts = json.loads(line).get("texts") or {}
+            texts = CorpusRow.from_json(json.loads(line)).texts
             if PIVOT not in texts:
                 continue
             for lang in wanted:

@@ -22,6 +22,7 @@ from typing import Any
 
 from bayling.core.jsonl import iter_jsonl, write_json
 from bayling.core.languages import get_language, is_known
+from bayling.core.records import CorpusRow
 
 ENGLISH = "eng_Latn"
 
@@ -223,7 +224,7 @@ def audit_tokenizer(tokenizer: Any, renderer_tokenize: Any, *, corpus: Path, tra
     counter = TokenCounter(tokenizer)
     tallies: dict[str, LanguageTally] = {}
     seen: list[tuple[str, Iterable[str]]] = []
-    corpus_rows = [row["texts"] for row in itertools.islice(iter_jsonl(corpus), max_rows)]
+    corpus_rows = [CorpusRow.from_json(row).texts for row in itertools.islice(iter_jsonl(corpus), max_rows)]
     tally_parallel(counter, corpus_rows, tallies)
     seen.append(("corpus", languages_of(corpus_rows)))
     for set_name, rows in test_sets:
