@@ -160,3 +160,12 @@ def test_the_layer_check_finds_an_import_up_and_an_unplaced_package(tmp_path: Pa
 
 def test_every_import_in_bayling_points_down_the_layers(repo_root: Path):
     assert layer_violations(repo_root) == []
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_of_bayling_or_flows_is_over_the_size_limit(repo_root: Path):
+    sizes = {path.relative_to(repo_root).as_posix(): len(path.read_text("utf-8").splitlines())
+             for folder in ("bayling", "flows") for path in (repo_root / folder).rglob("*.py")}
+    assert sizes and {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
