@@ -223,7 +223,7 @@ def test_a_registered_version_reproduces_bit_for_bit_and_a_planted_change_names_
     result = run(ops, sys.executable, "-m", "flows.reproduce", f"models:/{MODEL}/1", timeout=FLOW_TIMEOUT_S)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "reproduced bit for bit" in result.stdout, result.stdout[-4000:]
-    assert "cached outputs of base_model, fetch, synthesize, tokenize, train, evaluate match the record" in result.stdout
+    assert "cached outputs of base_model, fetch, synthesize, tokenize, audit, train, evaluate match the record" in result.stdout
     assert not list((ops.project / ".cache" / "reproduce").iterdir())  # a bit-for-bit rebuild leaves no work tree
     client = ops.client()
     experiment = client.get_experiment_by_name("bayling-pipeline")
