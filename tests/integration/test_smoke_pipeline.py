@@ -279,10 +279,13 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     client.set_registered_model_alias("bayling-smoke", "champion", first.version)
     bench = shared_data / "bayling" / "translation_benchmark"
     params = yaml.safe_load((dest / "params.yaml").read_text())
+    # decontamination names its sets among these (synthesize.decontamination.against), so the set it names stays
+    flores = [t for t in params["evaluate"]["test_sets"] if t["name"] in params["synthesize"]["decontamination"]["against"]]
     params["evaluate"].update(
         {
             "test_sets": [
                 {"name": "heldout", "kind": "heldout", "directions": "all", "max_segments": 2},
+                *flores,
                 {
                     "name": "wmt22-zh-en",
                     "kind": "wmt",

@@ -296,7 +296,8 @@ def test_the_license_must_be_one_the_hub_knows_and_other_must_name_and_link_it(r
         return str(caught.value)
 
     bad = problems("    license: not a license")
-    assert "params.yaml:203: register.card.license: 'not a license' is not a license id the Hugging Face Hub knows" in bad
+    (line,) = [n for n, text in enumerate(base.splitlines(), 1) if text.startswith("    license: null")]
+    assert f"params.yaml:{line}: register.card.license: 'not a license' is not a license id the Hugging Face Hub knows" in bad
     assert "https://huggingface.co/docs/hub/repositories-licenses" in bad and "\n" not in bad.split("\n", 1)[1].strip()
     assert "did you mean 'apache-2.0'?" in problems("    license: Apache-2.0")
     missing = problems("    license: other")
