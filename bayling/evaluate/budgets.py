@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from bayling.config.evaluate import BudgetParams, EvaluateParams
-from bayling.core.records import CorpusRow
 from bayling.evaluate.test_sets import TestItem
 
 PIVOT = "eng_Latn"
@@ -35,7 +34,7 @@ def language_rates(corpus: Path, tokenizer: Any, languages: Iterable[str], max_r
     pairs: dict[str, tuple[list[str], list[str]]] = {lang: ([], []) for lang in wanted}
     with open(corpus, encoding="utf-8") as handle:
         for line in handle:
-            texts = CorpusRow.from_json(json.loads(line)).texts
+            texts = json.loads(line).get("texts") or {}
             if PIVOT not in texts:
                 continue
             for lang in wanted:
