@@ -1,7 +1,8 @@
-"""`evaluate`: the test sets, decoding, and the optional comparisons (champion, COMET, XCOPA, BayLing-80)."""
+"""`evaluate`: the test sets, decoding, and the optional comparisons (champion, COMET, XCOPA, lm-eval tasks, BayLing-80)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -66,7 +67,7 @@ class XcopaParams(Section):
     """Log-likelihood multiple choice scored as lm-evaluation-harness does (acc and acc_norm): XCOPA rows
     (format: xcopa), or any lm-eval-style multiple-choice JSONL (format: jsonl, see `fields`)."""
 
-    name: KeyPart = "xcopa"  # leads the metric keys: {name}.{language}.{model}.accuracy / .acc_norm
+    name: KeyPart = "xcopa"  # leads the metric keys: {name}.{language}.{model}.acc / .acc_norm
     format: Literal["xcopa", "jsonl"] = "xcopa"
     dir: str  # the folder `pattern` is relative to
     languages: Annotated[list[KeyPart], Field(min_length=1)]  # the subsets: one file and one score each
@@ -84,7 +85,7 @@ class XcopaParams(Section):
             raise ValueError(f"multiple-choice set name '{self.name}' is taken by metrics.json's own {self.name}.* keys")
         if self.length_normalized:
             raise ValueError("length_normalized is gone: {name}.{lang}.{model}.acc_norm is lm-eval's length-normalised "
-                             "accuracy, reported beside .accuracy; read that key and remove length_normalized")
+                             "accuracy, reported beside .acc; read that key and remove length_normalized")
         if "avg" in self.languages:
             raise ValueError("'avg' cannot be a language: {name}.avg.* holds the average over the languages")
         try:
@@ -106,6 +107,64 @@ def _unique_names(sets: list[XcopaParams]) -> list[XcopaParams]:
 
 # one set, or several (XCOPA and other lm-eval-style multiple-choice sets)
 ChoiceSets = XcopaParams | Annotated[list[XcopaParams], Field(min_length=1), AfterValidator(_unique_names)]
+
+
+def _metric_name(value: str) -> str:
+    metric, _, filter_name = value.partition(",")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", metric) or (filter_name and not re.fullmatch(r"[A-Za-z0-9_-]+", filter_name)):
+        raise ValueError(f"'{value}' is not an lm-eval metric: a name such as acc, or 'name,filter' such as "
+                         "exact_match,flexible-extract")
+    return value
+
+
+class UnderstandingTasks(Section):
+    """lm-evaluation-harness tasks run on the model under evaluation (bayling/evaluate/understanding.py), by lm-eval's
+    own names: a group, single tasks, or {language: task}. Keys: {name}.{language}.{model}.{metric}."""
+
+    name: KeyPart  # leads the metric keys
+    # a list: each task or group's language is its name after "{name}_" (xcopa_sw: sw); a mapping names them
+    tasks: Annotated[list[str], Field(min_length=1)] | Annotated[dict[KeyPart, str], Field(min_length=1)]
+    num_fewshot: NonNegativeInt | None = None  # null: the task's own default
+    limit: PositiveInt | None = None  # the first documents of each task; null: all
+    metrics: Annotated[list[Annotated[str, AfterValidator(_metric_name)]], Field(min_length=1)] = ["acc", "acc_norm"]
+    include_path: str | None = None  # a folder of task YAMLs (local copies of lm-eval's tasks), e.g. lm_eval_tasks/xcopa
+    data_dir: str | None = None  # where those YAMLs' relative data_files start (lm-eval runs there); null: the project root
+    offline: bool = True  # the Hugging Face Hub off (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE): the tasks read local files
+    batch_size: PositiveInt | None = None  # null: evaluate.batch_size
+
+    @model_validator(mode="after")
+    def _languages(self) -> UnderstandingTasks:
+        if self.name in REPORT_NAMES:
+            raise ValueError(f"understanding task name '{self.name}' is taken by metrics.json's own {self.name}.* keys")
+        languages = list(self.languages())
+        if "avg" in languages:
+            raise ValueError("'avg' cannot be a language: {name}.avg.* holds the average over the languages")
+        for lang in languages:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", lang):
+                raise ValueError(f"the language part '{lang}' cannot lead a metric key part (letters, digits, _ and - only): "
+                                 "name the languages with a mapping {language: task}")
+        if len(set(languages)) != len(languages) or len(set(self.languages().values())) != len(languages):
+            raise ValueError("each task and each language may appear once")
+        return self
+
+    def languages(self) -> dict[str, str]:
+        """{language: lm-eval task or group name}."""
+        if isinstance(self.tasks, dict):
+            return dict(self.tasks)
+        prefix = f"{self.name}_"
+        out = {}
+        for task in self.tasks:
+            if not task.startswith(prefix) or task == prefix:
+                raise ValueError(f"task '{task}' does not start with '{prefix}': its language cannot be read from its name; "
+                                 f"give tasks as a mapping {{language: task}}")
+            out[task[len(prefix):]] = task
+        return out
+
+
+def _unique_understanding(entries: list[UnderstandingTasks]) -> list[UnderstandingTasks]:
+    if len({e.name for e in entries}) != len(entries):
+        raise ValueError("understanding names must be unique")
+    return entries
 
 
 class JudgeParams(EndpointParams):
@@ -170,6 +229,8 @@ class EvaluateParams(Section):
     compare_with_champion: bool = True  # paired bootstrap against the predictions stored with register.champion_alias
     bootstrap_samples: PositiveInt = 1000
     xcopa: ChoiceSets | None = None  # multiple-choice understanding sets (XCOPA and any lm-eval-style JSONL)
+    # lm-evaluation-harness tasks by name (belebele_*, xnli_*, global_mmlu_*, mmlu...), through lm-eval itself
+    understanding: Annotated[list[UnderstandingTasks], Field(min_length=1), AfterValidator(_unique_understanding)] | None = None
     instructions: InstructionEvalParams | None = None
 
     @model_validator(mode="after")
@@ -181,4 +242,12 @@ class EvaluateParams(Section):
         for shared in sorted({s.name for s in choice_sets} & set(names)):
             raise ValueError(f"'{shared}' names both a translation test set and a multiple-choice set: both lead their "
                              "metrics.json keys, so give them different names")
+        for entry in self.understanding or []:
+            if entry.name in names or entry.name in {s.name for s in choice_sets}:
+                raise ValueError(f"'{entry.name}' names both an understanding entry and a test set or multiple-choice set: "
+                                 "both lead their metrics.json keys, so give them different names")
         return self
+
+    def choice_sets(self) -> list[XcopaParams]:
+        """The native multiple-choice sets, as a list."""
+        return self.xcopa if isinstance(self.xcopa, list) else [self.xcopa] if self.xcopa else []

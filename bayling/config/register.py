@@ -64,12 +64,23 @@ class BaseDropRule(DropRule):
     points: Annotated[float, Field(ge=0)] = 0.0  # any significant drop fails
 
 
+class UnderstandingDropRule(Section):
+    """No significant drop on named understanding tasks (evaluate.understanding and evaluate.xcopa names), per
+    language and on the pooled documents, by the paired test on per-document correctness (exact McNemar)."""
+
+    tasks: Annotated[list[str], Field(min_length=1)]
+    metric: str = "acc"  # as in the metric keys: acc, acc_norm, exact_match_flexible-extract...
+    alpha: UnitFloat = 0.05  # Holm-adjusted over each task's languages and its average
+    against: Annotated[list[Literal["base", "champion"]], Field(min_length=1)] = ["base", "champion"]
+
+
 class GateParams(Section):
     min_scores: dict[str, float] = {}  # metrics.json key -> minimum, e.g. {heldout.avg.final.chrf: 10}
     required_test_sets: list[str] = []
     max_drop_vs_champion: DropRule | None = DropRule()
     # fine-tuning must not leave the model significantly worse than where it started; null turns the rule off
     max_drop_vs_base: BaseDropRule | None = BaseDropRule()
+    understanding: UnderstandingDropRule | None = None  # e.g. {tasks: [xcopa, belebele], metric: acc}
 
 
 class ApprovalParams(Section):

@@ -1,5 +1,6 @@
 """The evaluation itself: every configured test set translated by the fine-tuned (and base) model, scored,
-compared with reference systems and the champion, plus XCOPA and BayLing-80 when configured, gathered
+compared with reference systems and the champion, plus understanding tasks (lm-eval's, native XCOPA) and BayLing-80
+when configured, gathered
 into one EvaluationResult. Nothing is written here (bayling.evaluate.run writes it)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bayling.evaluate.bayling80 import Question
 from bayling.evaluate.compare import Comparison, TestSets, against_base, against_champion, reference_ratios, reference_streams
 from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
+from bayling.evaluate.outcomes import UnderstandingRun
 from bayling.evaluate.target_language import SourceLanguageShare
 from bayling.evaluate.test_sets import TestItem, load_test_set
 
@@ -53,6 +55,7 @@ class ModelRun:
     cached: bool = False  # some outputs came from the generation cache
     # per test set and direction, how many outputs are in the source language (None: langid.py cannot tell)
     source_language: dict[str, dict[str, SourceLanguageShare | None]] = field(default_factory=dict)
+    understanding: UnderstandingRun | None = None  # lm-eval tasks and native multiple-choice sets, per document
 
     def hypotheses(self) -> dict[str, dict[str, list[str]]]:
         return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
@@ -75,6 +78,14 @@ class EvaluationResult:
 
     def timing(self) -> dict[str, float]:
         return {f"{label}_seconds": round(run.seconds, 2) for label, run in self.runs.items()}
+
+    def understanding_names(self) -> list[str]:
+        return sorted({name for run in self.runs.values() if run.understanding for name in run.understanding.outcomes})
+
+    def understanding_rows(self) -> list[dict[str, Any]]:
+        from bayling.evaluate.outcomes import rows
+
+        return rows(self.metrics, self.understanding_names(), REPORT_MODELS)
 
     def report_models(self) -> list[str]:
         return [m for m in REPORT_MODELS if any(r.get(f"{m}_bleu") is not None for r in self.rows)]
@@ -126,14 +137,6 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
         metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
 
 
-def _xcopa(params: EvaluateParams, model: Any, tokenizer: Any, label: str, resolve: Callable[[str], Path]) -> dict[str, float]:
-    from bayling.evaluate.xcopa import evaluate_sets
-
-    assert params.xcopa is not None
-    specs = params.xcopa if isinstance(params.xcopa, list) else [params.xcopa]
-    return evaluate_sets(specs, model, tokenizer, label, resolve, params.batch_size)  # lm-eval's acc and acc_norm
-
-
 def evaluate_models(
     params: EvaluateParams,
     base_model: BaseModelParams,
@@ -147,6 +150,7 @@ def evaluate_models(
     from transformers import AutoTokenizer
 
     from bayling.core.paths import resolve as resolve_in
+    from bayling.evaluate import understanding_runs
     from bayling.evaluate.engines import LazyModel, LocalReplier, replier_for
 
     def resolve(path: str) -> Path:
@@ -174,9 +178,10 @@ def evaluate_models(
         started = time.perf_counter()
         run = runs[label] = ModelRun(label)
         _translate(run, replier, path, params, test_sets, metrics, notes, cache_dir, tokenizer, resolve)
-        if params.xcopa:  # log-likelihoods of the choices: always on the local weights
+        if understanding_runs.wanted(params):  # log-likelihoods: the local weights, or lm-eval's client of the server
             model = replier.model if isinstance(replier, LocalReplier) else LazyModel(path, params.precision)
-            metrics.update(_xcopa(params, model(), tokenizer, label, resolve))
+            run.understanding = understanding_runs.score_model(params, label, path, model, tokenizer, root, resolve)
+            metrics.update(run.understanding.metrics)
         if params.instructions:
             from bayling.evaluate.bayling80 import answer
 
@@ -202,6 +207,13 @@ def evaluate_models(
     for comparison in (ratios, base, champion):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)
+    if "final" in runs and runs["final"].understanding is not None:
+        final_understanding = runs["final"].understanding
+        if "base" in runs and runs["base"].understanding is not None:
+            metrics.update(understanding_runs.against_base(params, final_understanding, runs["base"].understanding))
+        found, said = understanding_runs.against_champion(params, register, final_understanding, tracking_uri, root, resolve)
+        metrics.update(found)
+        notes.extend(said)
     from bayling.evaluate.comet import comet_scores
 
     comet = comet_scores(params, test_sets, {label: run.hypotheses() for label, run in runs.items()})
@@ -225,7 +237,8 @@ def evaluate_models(
 
     review = build_review(test_sets, runs["final"].hypotheses(), champion.hypotheses or None,
                           runs["base"].hypotheses() if "base" in runs else None, metrics,
-                          champion_absence=champion.absence)
+                          champion_absence=champion.absence,
+                          understanding=sorted({n for run in runs.values() if run.understanding for n in run.understanding.outcomes}))
     return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
 
 

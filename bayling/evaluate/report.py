@@ -56,6 +56,19 @@ def _source_shares(direction: dict[str, Any]) -> str | None:
     return source_shares_text(shares.get("base"), shares.get("candidate"))
 
 
+def moved_section(review: dict[str, Any] | None) -> str:
+    """The understanding tasks and languages that moved: a paired test at p < 0.05 against the base or the champion."""
+    rows = (review or {}).get("understanding_moved") or []
+    if not rows:
+        return ""
+    fields = ("task", "language", "metric", "against", "direction", "final", "change", "p", "items")
+    head = "".join(f"<th>{f}</th>" for f in fields)
+    body = "".join("<tr>" + "".join(_cell(row.get(f)) for f in fields) + "</tr>" for row in rows)
+    return ('<section id="understanding-moved"><h2>Understanding: what moved</h2><p>Tasks and languages where the candidate '
+            "differs from the base model or the champion at p &lt; 0.05 (exact McNemar test on the same documents).</p>"
+            f'<table class="moved"><tr>{head}</tr>{body}</table></section>')
+
+
 def review_section(review: dict[str, Any] | None) -> str:
     """The review per direction: candidate, champion and base scores with p-values against the champion,
     then each direction's most regressed and most improved segments."""
@@ -103,20 +116,36 @@ def averages_table(metrics: dict[str, Any], test_set: str) -> str:
 
 
 def _other_scores(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
-    """What the averages tables leave out: capability ratios, multiple-choice accuracies, the judge's counts."""
+    """What the averages tables leave out: capability ratios and the judge's counts (understanding has its own table)."""
     out = []
     for k, v in sorted(metrics.items()):
         if not isinstance(v, int | float) or isinstance(v, bool):
             continue
         key = ScoreKey.parse(k)
-        if key is None and (k.endswith((".accuracy", ".acc_norm")) or k.startswith("instructions")) \
+        if key is None and k.startswith("instructions") \
                 or key is not None and key.model.startswith("ratio_vs_"):
             out.append((k, v))
     return out
 
 
+def understanding_table(rows: list[dict[str, Any]]) -> str:
+    """Each understanding entry and language: every model's score, the change against base and champion, and the
+    paired test's p-value (McNemar on the documents), one block of columns per metric."""
+    if not rows:
+        return ""
+    metrics = sorted({k[len("final_"):] for row in rows for k in row if k.startswith("final_")})
+    columns = [(f"{model}_{m}", f"{label} {m}") for m in metrics for model, label in (
+        ("final", "candidate"), ("base", "base"), ("delta", "Δ vs base"), ("p_vs_base", "p"), ("champion", "champion"),
+        ("delta_vs_champion", "Δ vs champion"), ("p_vs_champion", "p"))]
+    columns = [(key, label) for key, label in columns if any(row.get(key) is not None for row in rows)]
+    head = "<tr><th>task</th><th>language</th>" + "".join(f"<th>{html.escape(label)}</th>" for _, label in columns) + "</tr>"
+    body = "".join("<tr>" + f"<td>{html.escape(row['test_set'])}</td><td>{html.escape(row['direction'])}</td>"
+                   + "".join(_cell(row.get(key)) for key, _ in columns) + "</tr>" for row in rows)
+    return f'<h2>Understanding</h2><table class="understanding">{head}{body}</table>'
+
+
 def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: list[Path], models: list[str],
-                review: dict[str, Any] | None = None) -> str:
+                review: dict[str, Any] | None = None, understanding: list[dict[str, Any]] | None = None) -> str:
     def img(path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         name = html.escape(path.stem)
@@ -145,6 +174,7 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
         + (f"<h2>Ratios and other scores</h2><table>{summary}</table>" if summary else "")
         + 
         f"<h2>Per direction</h2><table><tr>{header}</tr>{''.join(body)}</table>"
+        f"{understanding_table(understanding or [])}{moved_section(review)}"
         f"{review_section(review)}"
         f"<h2>Charts</h2>{''.join(img(p) for p in charts)}"
         f"<h2>Notes</h2><ul>{notes}</ul></body></html>"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bayling.core.metric_keys import METRICS, score_key, source_language_key
+from bayling.evaluate.outcomes import moved
 from bayling.evaluate.test_sets import TestItem
 
 TOP_K = 5
@@ -130,8 +131,9 @@ def review_direction(test_set: str, direction: str, items: Sequence[TestItem], c
 
 def build_review(test_sets: dict[str, dict[str, list[TestItem]]], candidate: Hypotheses, champion: Hypotheses | None,
                  base: Hypotheses | None, metrics: dict[str, Any], k: int = TOP_K,
-                 champion_absence: str = "no champion") -> dict[str, Any]:
-    """The whole review as reports/eval/review.json holds it, test sets and directions in sorted order.
+                 champion_absence: str = "no champion", understanding: Sequence[str] = ()) -> dict[str, Any]:
+    """The whole review as reports/eval/review.json holds it, test sets and directions in sorted order, and the
+    understanding tasks and languages that moved (a paired test at p < 0.05 against base or champion).
 
     `champion` and `base` may lack a test set or direction (or be None): that direction then falls back
     to the next comparator.
@@ -149,6 +151,7 @@ def build_review(test_sets: dict[str, dict[str, list[TestItem]]], candidate: Hyp
         "ranking": RANKING,
         "champion_version": metrics.get("champion_version"),
         "directions": directions,
+        "understanding_moved": moved(metrics, list(understanding)),
     }
 
 

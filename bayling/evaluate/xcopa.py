@@ -33,15 +33,17 @@ The log-softmax is taken in float32 (lm-eval's ``softmax_dtype=float32``; its de
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bayling.core.errors import PipelineError
+from bayling.evaluate.outcomes import ItemOutcome, UnderstandingRun
 
 # lm_eval/tasks/super_glue/copa/utils.py: doc_to_choice returns " " + convert_choice(choice)
 _CHOICE_PREFIX = {"en": " "}
@@ -64,12 +66,15 @@ def connectors() -> dict[str, tuple[str, str]]:
 
 @dataclass(frozen=True)
 class ChoiceItem:
-    """One multiple-choice document: the context, the choices as doc_to_choice gives them, the gold index."""
+    """One multiple-choice document: the context, the choices as doc_to_choice gives them, the gold index, and
+    lm-eval's hash of the document as read (lm_eval/evaluator.py: sha256 of json.dumps(doc, indent=2,
+    ensure_ascii=False)), which pairs this item with lm-eval's own record of it."""
 
     context: str
     choices: tuple[str, ...]
     label: int
     target_delimiter: str = " "
+    doc_hash: str = ""
 
     def requests(self) -> list[tuple[str, str]]:
         """lm-eval's (context, continuation) pairs: one per choice, the delimiter in the continuation."""
@@ -149,6 +154,10 @@ def _choice_item(row: Any, context: str, choices: str, gold: str, target_delimit
     return ChoiceItem(text, tuple(options), answer, target_delimiter)
 
 
+def document_hash(row: Any) -> str:
+    return hashlib.sha256(json.dumps(row, indent=2, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def _read_rows(path: Path, make: Callable[[Any], ChoiceItem], limit: int | None) -> list[ChoiceItem]:
     items = []
     try:
@@ -160,7 +169,8 @@ def _read_rows(path: Path, make: Callable[[Any], ChoiceItem], limit: int | None)
             if not line.strip():
                 continue
             try:
-                items.append(make(json.loads(line)))
+                row = json.loads(line)
+                items.append(replace(make(row), doc_hash=document_hash(row)))
             except json.JSONDecodeError as exc:
                 raise PipelineError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
             except _RowError as exc:
@@ -294,25 +304,38 @@ def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)  # the first maximum, as np.argmax
 
 
-def choice_metrics(items: Sequence[ChoiceItem], lls: Iterable[float]) -> dict[str, float]:
-    """lm-eval's acc and acc_norm (log-likelihood over the choice's length in characters), averaged over items."""
+def item_scores(items: Sequence[ChoiceItem], lls: Iterable[float]) -> list[dict[str, float]]:
+    """Each item's acc and acc_norm (1.0 or 0.0) as lm-eval's process_results gives them: the highest log-likelihood,
+    and the highest log-likelihood over the choice's length in characters."""
     lls = list(lls)
     if len(lls) != sum(len(item.choices) for item in items):
         raise PipelineError(f"{len(lls)} log-likelihoods for {sum(len(i.choices) for i in items)} choices")
-    acc = acc_norm = 0
+    out = []
     cursor = 0
     for item in items:
         values = lls[cursor : cursor + len(item.choices)]
         cursor += len(item.choices)
-        acc += int(_argmax(values) == item.label)
-        acc_norm += int(_argmax([ll / len(choice) for ll, choice in zip(values, item.choices)]) == item.label)
-    n = len(items)
-    return {"acc": acc / n if n else 0.0, "acc_norm": acc_norm / n if n else 0.0}
+        out.append({"acc": float(_argmax(values) == item.label),
+                    "acc_norm": float(_argmax([ll / len(choice) for ll, choice in zip(values, item.choices)]) == item.label)})
+    return out
+
+
+def choice_metrics(items: Sequence[ChoiceItem], lls: Iterable[float]) -> dict[str, float]:
+    """lm-eval's acc and acc_norm, averaged over items."""
+    scores = item_scores(items, lls)
+    n = len(scores)
+    return {m: sum(s[m] for s in scores) / n if n else 0.0 for m in ("acc", "acc_norm")}
 
 
 def accuracy(items: Sequence[ChoiceItem], lls: Iterable[float], length_normalized: bool = False) -> float:
     """acc, or acc_norm when length_normalized."""
     return choice_metrics(items, lls)["acc_norm" if length_normalized else "acc"]
+
+
+def outcomes(task: str, items: Sequence[ChoiceItem], lls: Iterable[float]) -> list[ItemOutcome]:
+    """Each item's outcome as lm-eval records it for task `task` (its doc_id, document and prompt hashes, acc, acc_norm)."""
+    return [ItemOutcome(task, i, item.doc_hash, hashlib.sha256(item.context.encode("utf-8")).hexdigest(), scores)
+            for i, (item, scores) in enumerate(zip(items, item_scores(items, lls)))]
 
 
 def score_choices(
@@ -331,20 +354,28 @@ def evaluate_choices(
 
 def evaluate_sets(
     specs: Sequence[Any], model: Any, tokenizer: Any, label: str, resolve: Callable[[str], Path], batch_size: int
-) -> dict[str, float]:
-    """{name}.{subset}.{label}.accuracy (lm-eval's acc) and .acc_norm per subset of each configured set, and
-    {name}.avg.{label}.* averaged over the subsets weighted by their size (lm-eval's group aggregation)."""
-    out: dict[str, float] = {}
+) -> UnderstandingRun:
+    """{name}.{subset}.{label}.acc and .acc_norm (lm-eval's) per subset of each configured set, and {name}.avg.{label}.*
+    averaged over the subsets weighted by their size (lm-eval's group aggregation), with each item's outcome recorded
+    as lm-eval records it (task {name}_{subset})."""
+    import time
+
+    run = UnderstandingRun()
+    started = time.perf_counter()
     for spec in specs:
-        sums = {"accuracy": 0.0, "acc_norm": 0.0}
+        sums = {"acc": 0.0, "acc_norm": 0.0}
         total = 0
         for lang in spec.languages:
             items = read_set(spec, lang, resolve(spec.dir))
-            metrics = score_choices(model, tokenizer, items, batch_size, spec.add_bos)
-            for key, value in (("accuracy", metrics["acc"]), ("acc_norm", metrics["acc_norm"])):
-                out[f"{spec.name}.{lang}.{label}.{key}"] = round(value, 4)
+            pairs = [pair for item in items for pair in item.requests()]
+            lls = loglikelihoods(model, tokenizer, pairs, batch_size, spec.add_bos)
+            run.outcomes.setdefault(spec.name, {})[lang] = outcomes(f"{spec.name}_{lang}", items, lls)
+            for key, value in choice_metrics(items, lls).items():
+                run.metrics[f"{spec.name}.{lang}.{label}.{key}"] = round(value, 4)
                 sums[key] += value * len(items)
             total += len(items)
         for key, value in sums.items():
-            out[f"{spec.name}.avg.{label}.{key}"] = round(value / total, 4)
-    return out
+            run.metrics[f"{spec.name}.avg.{label}.{key}"] = round(value / total, 4)
+        run.items += total
+    run.seconds = time.perf_counter() - started
+    return run

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bayling.config.register import DropRule, GateParams
+from bayling.config.register import DropRule, GateParams, UnderstandingDropRule
 from bayling.core.metric_keys import ScoreKey, score_keys, segments_key
 
 
@@ -58,6 +58,8 @@ def evaluate_gate(metrics: dict[str, Any], policy: GateParams, champion: str | N
         results.append(RuleResult("min_score", key, value, minimum, ok, "" if value is not None else "metric missing"))
     if policy.max_drop_vs_base is not None:
         results.extend(_vs_base(metrics, policy.max_drop_vs_base))
+    if policy.understanding is not None:
+        results.extend(understanding_drops(metrics, policy.understanding, champion))
     drop = policy.max_drop_vs_champion
     if drop is None:
         return results
@@ -110,6 +112,44 @@ def _vs_base(metrics: dict[str, Any], rule: DropRule) -> list[RuleResult]:
         significant, detail = significant_drop(metrics, key, "delta", p_value, rule.alpha, adjusted.pop(0), len(keys))
         failed = change < -rule.points and significant
         results.append(RuleResult("max_drop_vs_base", target, round(change, 4), -rule.points, not failed, detail))
+    return results
+
+
+def understanding_drops(metrics: dict[str, Any], rule: UnderstandingDropRule, champion: str | None) -> list[RuleResult]:
+    """Each named task's languages and average against the base model and the champion: a drop fails when the paired
+    test's p-value, Holm-adjusted over the task's languages and average, is below alpha. A task, a base model or a
+    champion comparison that is missing fails too; no champion at all passes, and says so."""
+    results = []
+    for task in rule.tasks:
+        languages = sorted({k.split(".")[1] for k in metrics if k.startswith(f"{task}.") and k.endswith(f".final.{rule.metric}")},
+                           key=lambda lang: (lang == "avg", lang))
+        if not languages:
+            results.append(RuleResult("understanding", f"{task}.{rule.metric}", None, None, False,
+                                      "not in reports/eval/metrics.json (evaluate.understanding or evaluate.xcopa)"))
+            continue
+        for against, change_part, p_part in (("base", "delta", "p_vs_base"), ("champion", "delta_vs_champion", "p_vs_champion")):
+            if against not in rule.against:
+                continue
+            rule_name = f"understanding_vs_{against}"
+            if against == "champion" and champion is None:
+                results.append(RuleResult(rule_name, f"{task}.{rule.metric}", None, None, True, "no champion to compare with"))
+                continue
+            if against == "champion" and str(metrics.get("champion_version")) != champion:
+                results.append(RuleResult(rule_name, f"{task}.{rule.metric}", None, None, False,
+                                          f"not compared with champion v{champion}"))
+                continue
+            p_values = [metrics.get(f"{task}.{lang}.{p_part}.{rule.metric}") for lang in languages]
+            if any(p is None for p in p_values):
+                detail = "the base model was not evaluated (evaluate.evaluate_base)" if against == "base" else "no paired test"
+                results.append(RuleResult(rule_name, f"{task}.{rule.metric}", None, None, False, detail))
+                continue
+            adjusted = holm([float(p) for p in p_values])  # type: ignore[arg-type]
+            for lang, p_value, p_adjusted in zip(languages, p_values, adjusted):
+                change = metrics.get(f"{task}.{lang}.{change_part}.{rule.metric}")
+                items = metrics.get(f"{task}.{lang}.items")
+                failed = change is not None and change < 0 and p_adjusted < rule.alpha
+                detail = f"p={p_value} (Holm-adjusted over {len(languages)} tests: {p_adjusted:.4g}), {items} items"
+                results.append(RuleResult(rule_name, f"{task}.{lang}.{rule.metric}", change, 0.0, not failed, detail))
     return results
 
 

@@ -5,7 +5,7 @@ UI (Artifacts, and the evaluation tables view), queryable with `mlflow.load_tabl
 Two tables: `review/directions.json`, one row per test set and direction with the candidate's,
 champion's and base model's BLEU, chrF and chrF++ and the p-values against the champion and the base; and
 `review/segments.json`, one row per regressed or improved segment with its source, reference, both
-outputs and their sentence chrF++.
+outputs and their sentence chrF++; and `review/understanding_moved.json` when an understanding task moved.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from bayling.core.metric_keys import METRICS
 
 log = logging.getLogger(__name__)
 DIRECTIONS_TABLE = "review/directions.json"
+MOVED_TABLE = "review/understanding_moved.json"
 SEGMENTS_TABLE = "review/segments.json"
 SEGMENT_FIELDS = ("id", "delta", "source", "reference", "comparator_output", "comparator_chrf_pp", "candidate_output",
                   "candidate_chrf_pp")
@@ -73,4 +74,7 @@ def log_review_tables(review_path: Path) -> None:
     segments = segments_table(review)
     if segments["id"]:
         mlflow.log_table(segments, SEGMENTS_TABLE)
+    moved = review.get("understanding_moved") or []
+    if moved:  # one row per understanding task, language and metric that moved against base or champion
+        mlflow.log_table({field: [row.get(field) for row in moved] for field in moved[0]}, MOVED_TABLE)
     mlflow.log_artifact(str(review_path), "review")

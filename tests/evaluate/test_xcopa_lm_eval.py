@@ -198,7 +198,7 @@ def test_bad_json_and_bad_xcopa_rows_name_the_line(tmp_path):
         read_xcopa(path, "xx")
 
 
-def test_configured_sets_give_accuracy_and_acc_norm_keys(tiny, tmp_path):
+def test_configured_sets_give_acc_and_acc_norm_keys_and_outcomes(tiny, tmp_path):
     model, tokenizer = tiny
     _write(tmp_path / "dev.jsonl", [{"q": "The cat", "opts": ["sat.", "flew.", "ran."], "a": 0}] * 3)
     params = EvaluateParams(xcopa=[
@@ -206,16 +206,22 @@ def test_configured_sets_give_accuracy_and_acc_norm_keys(tiny, tmp_path):
         {"name": "toy", "format": "jsonl", "dir": str(tmp_path), "languages": ["en"], "split": "dev", "pattern": "{split}.jsonl",
          "fields": {"context": "q", "choices": "opts", "gold": "a"}},
     ])
-    metrics = evaluate_sets(params.xcopa, model, tokenizer, "final", Path, batch_size=8)
+    run = evaluate_sets(params.xcopa, model, tokenizer, "final", Path, batch_size=8)
+    metrics = run.metrics
     assert set(metrics) == {f"{s}.{lang}.final.{m}" for s, langs in (("xcopa", ("sw", "zh", "avg")), ("toy", ("en", "avg")))
-                            for lang in langs for m in ("accuracy", "acc_norm")}
+                            for lang in langs for m in ("acc", "acc_norm")}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
-    assert metrics["xcopa.avg.final.accuracy"] == pytest.approx(
-        (metrics["xcopa.sw.final.accuracy"] + metrics["xcopa.zh.final.accuracy"]) / 2, abs=1e-4)
+    assert metrics["xcopa.avg.final.acc"] == pytest.approx((metrics["xcopa.sw.final.acc"] + metrics["xcopa.zh.final.acc"]) / 2,
+                                                           abs=1e-4)
+    # each item's outcome, in file order, averages to the reported score
+    sw = run.outcomes["xcopa"]["sw"]
+    assert [o.doc_id for o in sw] == [0, 1, 2] and {o.task for o in sw} == {"xcopa_sw"}
+    assert sum(o.scores["acc"] for o in sw) / 3 == pytest.approx(metrics["xcopa.sw.final.acc"], abs=1e-4)
+    assert run.items == 3 + 3 + 3
     # the old single-set form still validates, and evaluate.evaluation reads it as a list of one
     single = EvaluateParams(xcopa={"dir": "d", "languages": ["sw"], "split": "val", "length_normalized": False})
     assert single.xcopa.name == "xcopa" and single.xcopa.pattern.format(lang="sw", split="val") == "sw/val.sw.jsonl"
-    # the old switch to length normalisation would silently change what `.accuracy` means: refused, with the new key
+    # the old switch to length normalisation would silently change what `.acc` means: refused, with the new key
     with pytest.raises(ValueError, match="acc_norm is lm-eval's length-normalised accuracy"):
         EvaluateParams(xcopa={"dir": "d", "languages": ["sw"], "length_normalized": True})
     with pytest.raises(ValueError, match="'avg' cannot be a language"):
