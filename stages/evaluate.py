@@ -4,9 +4,11 @@ compare with reference systems and with the current champion, and report.
     python -m stages.evaluate
 
 Reads evaluate.test_sets (the held-out split data/synth/heldout.jsonl, WMT-style files, FLORES-style
-folders), models/final and base_model.path; the champion's stored predictions from the MLflow registry.
+folders), evaluate.xcopa and evaluate.understanding (lm-eval tasks, local copies under lm_eval_tasks/),
+models/final and base_model.path; the champion's stored predictions from the MLflow registry.
 Writes reports/eval/metrics.json (flat keys), per_language.csv, predictions/ (BayLing-80 answers and
-reviews under predictions/instructions/), review.json (scores and the most regressed and improved segments
+reviews under predictions/instructions/, each understanding document's outcome under
+predictions/understanding/), review.json (scores and the most regressed and improved segments
 per direction), report.html with charts/, and run.json; nothing, when an output is paired with the wrong
 test item (bayling/evaluate/invariants.py).
 Scoring an existing hypothesis file is `python -m tools.score`.

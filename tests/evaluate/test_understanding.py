@@ -207,3 +207,19 @@ def test_gate_refuses_a_significant_drop_on_a_named_understanding_task():
     assert [r.passed for r in evaluate_gate(_gate_metrics(0.0, 1.0), missing)] == [False]
     no_base = {k: v for k, v in _gate_metrics(0.0, 1.0).items() if "p_vs_base" not in k}
     assert not all(r.passed for r in evaluate_gate(no_base, policy))
+
+
+def test_every_task_the_profiles_name_is_one_lm_eval_knows(repo_root):
+    """The paper profiles name Hub tasks by lm-eval's names; a rename in a new lm-eval release fails here, not on a cluster."""
+    from bayling.config.loader import parse_yaml
+    from bayling.evaluate.understanding import task_manager
+
+    known = set(task_manager(None).all_tasks)
+    named = {}
+    for profile in sorted((repo_root / "profiles").glob("*.yaml")):
+        evaluate = (parse_yaml(profile.read_text("utf-8"), profile) or {}).get("evaluate") or {}
+        for entry in EvaluateParams(understanding=evaluate.get("understanding")).understanding or []:
+            if entry.include_path is None:
+                named.update({task: profile.name for task in entry.languages().values()})
+    assert len(named) >= 20
+    assert {task: where for task, where in named.items() if task not in known} == {}

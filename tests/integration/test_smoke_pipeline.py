@@ -96,6 +96,27 @@ def test_final_model_loads_and_metrics_show_before_and_after(smoke_run):
     assert "<h1>BayLing evaluation report</h1>" in html and "data:image/png;base64," in html
 
 
+def test_the_smoke_profile_runs_one_lm_eval_task_end_to_end(smoke_run):
+    """lm-eval's xcopa_sw on the shipped sample (profiles/smoke.yaml), Hub off: into metrics.json with each document's
+    outcome, the paired test against the base model, per_language.csv and the report."""
+    dest, _, _ = smoke_run
+    metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
+    outcomes = [json.loads(line) for line in (dest / "reports/eval/predictions/understanding/final/xcopa/sw.jsonl").read_text().splitlines()]
+    assert [o["doc_id"] for o in outcomes] == list(range(10)) and {o["task"] for o in outcomes} == {"xcopa_sw"}
+    for metric in ("acc", "acc_norm"):  # the score is the mean of the documents' outcomes, and the average is the one language
+        assert metrics[f"xcopa.sw.final.{metric}"] == round(sum(o["scores"][metric] for o in outcomes) / 10, 4)
+        assert metrics[f"xcopa.avg.final.{metric}"] == metrics[f"xcopa.sw.final.{metric}"]
+        assert metrics[f"xcopa.sw.delta.{metric}"] == round(metrics[f"xcopa.sw.final.{metric}"] - metrics[f"xcopa.sw.base.{metric}"], 4)
+        assert 0 <= metrics[f"xcopa.sw.p_vs_base.{metric}"] <= 1
+    assert metrics["xcopa.sw.items"] == 10
+    rows = (dest / "reports/eval/per_language.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    xcopa = dict(zip(header, next(r for r in rows if r.startswith("xcopa,sw,")).split(",")))
+    assert float(xcopa["final_acc"]) == metrics["xcopa.sw.final.acc"] and xcopa["final_bleu"] == ""
+    html = (dest / "reports/eval/report.html").read_text()
+    assert '<h2>Understanding</h2><table class="understanding">' in html and "<td>xcopa</td><td>sw</td>" in html
+
+
 def test_review_compares_with_base_without_a_champion_in_report_json_and_mlflow_tables(smoke_run, mlflow_uri):
     """No champion yet: every direction is reviewed against the base model's outputs, in review.json, report.html and
     the register run's MLflow tables. The smoke models answer every prompt with a newline (empty outputs), so no
@@ -303,7 +324,9 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
                     "max_segments": 4,
                 },
             ],
-            "xcopa": {"dir": str(shared_data / "mc/xcopa/data"), "languages": ["sw", "zh"], "split": "val", "max_items": 10},
+            # the native engine beside the smoke profile's lm-eval task: the champion has no outcomes for it
+            "xcopa": {"name": "xcopa_native", "dir": str(shared_data / "mc/xcopa/data"), "languages": ["sw", "zh"], "split": "val",
+                      "max_items": 10},
             "instructions": {
                 "paths": [str(shared_data / "bayling/data/BayLing-80/BayLing-80.multiturn.en.jsonl")],
                 "max_questions": 3,
@@ -338,7 +361,12 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     assert not (dest / "reports/eval/predictions/champion").exists()
     assert metrics["wmt22-zh-en.zho_Hans-eng_Latn.gpt-4.bleu"] > 10  # GPT-4 on its first six segments
     assert "wmt22-zh-en.avg.ratio_vs_gpt-4.chrf" in metrics and "flores-swh.eng_Latn-swh_Latn.final.chrf_pp" in metrics
-    assert {"xcopa.sw.final.accuracy", "xcopa.zh.base.accuracy", "xcopa.avg.final.accuracy"} <= set(metrics)
+    assert {"xcopa_native.sw.final.acc", "xcopa_native.zh.base.acc", "xcopa_native.avg.final.acc_norm"} <= set(metrics)
+    # understanding against the champion: lm-eval's xcopa_sw from the outcomes stored with it, the native set (new since)
+    # by scoring its registered model again
+    assert 0 <= metrics["xcopa.sw.p_vs_champion.acc"] <= 1 and 0 <= metrics["xcopa_native.zh.p_vs_champion.acc_norm"] <= 1
+    assert any("do not cover xcopa_native: scored its registered model" in n for n in metrics["notes"])
+    assert not any("do not cover xcopa:" in n or "do not cover xcopa," in n for n in metrics["notes"])
     judged = sum(metrics[f"instructions.judge.{k}"] for k in ("win", "loss", "tie", "error"))
     assert judged == 3
     reviews = [json.loads(line) for line in (dest / "reports/eval/predictions/instructions/reviews.jsonl").read_text().splitlines()]
