@@ -24,6 +24,7 @@ from bayling.evaluate.compare import Comparison, TestSets, against_base, against
 from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
 from bayling.evaluate.target_language import SourceLanguageShare
+from bayling.evaluate.terms import TermUsage, found_terms, term_usage
 from bayling.evaluate.test_sets import TestItem, load_test_set
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,11 @@ class Prediction:
     raw: str  # what the model generated
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.item.id, "source": self.item.source, "reference": self.item.reference,
-                "hypothesis": self.hypothesis, "raw": self.raw, "prompt": self.item.prompt}
+        row = {"id": self.item.id, "source": self.item.source, "reference": self.item.reference,
+               "hypothesis": self.hypothesis, "raw": self.raw, "prompt": self.item.prompt}
+        if self.item.terms:  # a constrained item: its terms, and which of them the hypothesis uses
+            row.update(terms=list(self.item.terms), terms_found=found_terms(self.item.terms, self.hypothesis))
+        return row
 
 
 @dataclass
@@ -53,6 +57,8 @@ class ModelRun:
     cached: bool = False  # some outputs came from the generation cache
     # per test set and direction, how many outputs are in the source language (None: langid.py cannot tell)
     source_language: dict[str, dict[str, SourceLanguageShare | None]] = field(default_factory=dict)
+    # per constrained test set and direction, the terms its outputs use (bayling/evaluate/terms.py)
+    term_usage: dict[str, dict[str, TermUsage]] = field(default_factory=dict)
 
     def hypotheses(self) -> dict[str, dict[str, list[str]]]:
         return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
@@ -115,6 +121,9 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
+            if all(item.terms for item in group):  # a lexically constrained set
+                usage = term_usage([item.terms for item in group], [p.hypothesis for p in predictions])
+                run.term_usage.setdefault(name, {})[direction] = usage
             copied = in_source_language([p.hypothesis for p in predictions], group[0].src_lang, group[0].tgt_lang)
             run.source_language.setdefault(name, {})[direction] = copied
             if copied is not None:
@@ -124,6 +133,7 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             notes.extend(w for w in result.warnings if w not in notes)
         metrics[segments_key(name, AVERAGE)] = min(len(group) for group in items_by_direction.values())
         metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
+        metrics.update(flat.term_usage_scores(name, run.label, run.term_usage.get(name, {})))
 
 
 def _xcopa(params: EvaluateParams, model: Any, tokenizer: Any, label: str, resolve: Callable[[str], Path]) -> dict[str, float]:
