@@ -5,7 +5,7 @@ A score is `{test_set}.{direction}.{model}.{metric}`: test set names have no dot
 `base`, `delta`, `champion` or `p_vs_champion`, and the metric is bleu, chrf, chrf_pp (or comet). A lexically
 constrained set adds term_usage (all the terms found in the outputs over all the terms asked for) and
 term_usage_items (the mean over items of each item's share), shares from 0 to 1 (bayling/evaluate/terms.py), for
-`final` and `base` with their `delta`, and for `avg` (no paired bootstrap: `p_vs_base` and the intervals are
+`final`, `base` (with their `delta`) and `champion`, and for `avg` (no paired bootstrap: `p_vs_base` and the intervals are
 sacreBLEU's metrics alone). A multiple-choice set's keys (`xcopa.sw.final.accuracy`, `xcopa.avg.final.acc_norm`)
 are not score keys, and a sacreBLEU signature is `signature.{test_set}.{target language}.{metric}`.
 

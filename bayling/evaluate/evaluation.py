@@ -212,6 +212,7 @@ def evaluate_models(
     for comparison in (ratios, base, champion):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)
+    metrics.update(outputs_term_usage("champion", test_sets, champion.hypotheses))
     from bayling.evaluate.comet import comet_scores
 
     comet = comet_scores(params, test_sets, {label: run.hypotheses() for label, run in runs.items()})
@@ -237,6 +238,17 @@ def evaluate_models(
                           runs["base"].hypotheses() if "base" in runs else None, metrics,
                           champion_absence=champion.absence)
     return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
+
+
+def outputs_term_usage(label: str, test_sets: TestSets, hypotheses: dict[str, dict[str, list[str]]]) -> dict[str, float]:
+    """Term usage keys of another system's outputs (the champion's, one per item in item order) on the constrained
+    sets among `test_sets`."""
+    out: dict[str, float] = {}
+    for name, by_direction in hypotheses.items():
+        usage = {direction: term_usage([item.terms for item in test_sets[name][direction]], outputs)
+                 for direction, outputs in by_direction.items() if all(item.terms for item in test_sets[name][direction])}
+        out.update(flat.term_usage_scores(name, label, usage))
+    return out
 
 
 def source_language_notes(runs: dict[str, ModelRun], floor: float = 0.2, rise: float = 0.1, fewest: int = 5) -> list[str]:

@@ -250,6 +250,23 @@ def test_term_usage_shows_beside_the_other_scores_and_the_gate_takes_its_keys(re
     assert (refused.passed, refused.value, refused.threshold) == (False, 0.0, 0.5)
 
 
+def test_the_champion_s_outputs_get_their_term_usage_too(reference_run: Evaluation):
+    """The champion's outputs come from the registry (tests/integration/test_oracle_registry.py runs that path); its
+    term usage is counted from them as the two models' are, on the constrained sets alone."""
+    from bayling.evaluate.evaluation import outputs_term_usage
+
+    sets = reference_run.result.test_sets
+    first_terms = {name: {d: [" ".join(i.terms[:1]) for i in items] for d, items in by_d.items()} for name, by_d in sets.items()}
+    metrics = outputs_term_usage("champion", sets, first_terms)  # each output uses its item's first term only
+    for name, (direction, path, _) in SETS.items():
+        rows = raw_rows(path)[:SEGMENTS]
+        asked = [len(r["constraint"]) for r in rows]
+        # in these rows no other term is part of the first one, so each output uses exactly one of its item's terms
+        assert metrics[f"{name}.{direction}.champion.term_usage"] == round(len(rows) / sum(asked), 4)
+        assert metrics[f"{name}.avg.champion.term_usage_items"] == round(sum(1 / n for n in asked) / len(rows), 4)
+    assert outputs_term_usage("champion", sets, {}) == {}
+
+
 def test_an_item_whose_prompt_lacks_one_of_its_terms_breaks_the_invariants(reference_run: Evaluation):
     """The invariants evaluate checks before writing anything: a constrained item's prompt names each of its terms."""
     import dataclasses
