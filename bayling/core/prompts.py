@@ -42,8 +42,9 @@ def translation_prompt(src_text: str, tgt_lang: str, instruction_language: str =
 
 
 # BayLing's lexically constrained request: its translation request, then on a new line the terms the translation must
-# contain, joined by ", " (ictnlp/BayLing scripts/constrained_translate.py, which wrote the exp/constrained_translation
-# outputs of arXiv 2306.10968 §5; some of those outputs echo the line back, which is how it shows in them).
+# contain, joined by ", " (ictnlp/BayLing scripts/constrained_translate.py, the repository's script for translating its
+# data/constrained_translation files, evaluated in arXiv 2306.10968; some of the outputs kept in its
+# exp/constrained_translation echo that line back, so the wording shows there too).
 CONSTRAINT_LINES = {
     "en": "Make sure to include these words: {terms}",
     "zh": "确保包含这些词：{terms}",
