@@ -339,6 +339,7 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
                 assert 0 <= metrics[f"{name}.{where}.{model}.{metric}"] <= 1, (name, where, model, metric)
             assert f"{name}.{direction}.{model}.chrf_pp" in metrics
         assert f"{name}.{direction}.delta.term_usage" in metrics and metrics[f"{name}.{direction}.segments"] == 3
+        assert 0 <= metrics[f"{name}.{direction}.champion.term_usage"] <= 1  # from the champion's re-translations
         rows = [json.loads(line) for line in (dest / f"reports/eval/predictions/final/{name}/{direction}.jsonl").read_text().splitlines()]
         assert len(rows) == 3 and all(len(r["terms_found"]) == len(r["terms"]) > 0 for r in rows)
     assert "wmt22-zh-en.zho_Hans-eng_Latn.p_vs_champion.chrf" in metrics and "flores-swh.eng_Latn-swh_Latn.champion.chrf" in metrics
