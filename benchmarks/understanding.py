@@ -48,13 +48,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from generate import load
     from lm_eval.api.instance import Instance
     from machine import matmul_flops
 
     from bayling.config.evaluate import EvaluateParams
     from bayling.evaluate.understanding import local_lm, run_tasks
     from bayling.evaluate.xcopa import encode_pair, evaluate_sets, read_xcopa
-    from generate import load
 
     model, tokenizer = load(args.model)
     model.eval()

@@ -33,7 +33,8 @@ class Truth:
     direction: str
     source: str
     references: tuple[str, ...]
-    id: str | None = None  # held-out items: the conversation's id
+    id: str | None = None  # held-out items: the conversation's id; constrained items: {test set}:{direction}:{line}
+    terms: tuple[str, ...] = ()  # constrained items: the terms the translation must contain
 
     @property
     def target(self) -> str:
@@ -89,6 +90,23 @@ class TruthTable:
             src, tgt = direction.split("-")
             self.file_set(name, direction, flores_lines(src), [flores_lines(tgt)], limit)
 
+    def constrained(self, name: str, direction: str, path: Path, limit: int, instruction_language: str = "en") -> None:
+        """A lexically constrained set's first `limit` rows, read with json.loads line by line, with the prompt written
+        out here: BayLing's translation request, a newline, and its constraint line (ictnlp/BayLing
+        scripts/constrained_translate.py) with the terms joined by ", "."""
+        from bayling.core.prompts import language_name
+
+        rows = [json.loads(line) for line in path.read_text("utf-8").split("\n") if line.strip()][:limit]
+        target = direction.split("-")[1]
+        for line, row in enumerate(rows, start=1):
+            truth = Truth(name, direction, row["src"], (row["tgt"],), f"{name}:{direction}:{line}", tuple(row["constraint"]))
+            if instruction_language == "zh":
+                text = f"提供这句话的{language_name(target, 'zh')}翻译：{row['src']}\n确保包含这些词：{', '.join(truth.terms)}"
+            else:
+                text = (f"Provide the {language_name(target)} translation for this sentence: {row['src']}\n"
+                        f"Make sure to include these words: {', '.join(truth.terms)}")
+            self.add([{"role": "user", "content": text}], truth)
+
     def heldout(self, name: str, path: Path) -> None:
         for line in path.read_text("utf-8").splitlines():
             row = json.loads(line)
@@ -109,6 +127,8 @@ REFERENCE: Answer = lambda t: t.references[0]  # noqa: E731
 SOURCE: Answer = lambda t: " ".join(t.source.split())  # noqa: E731  (whitespace collapsed, as evaluate cleans outputs)
 TAGGED: Answer = lambda t: f"{t.tag()} {SOURCE(t)}"  # noqa: E731
 SILENT: Answer = lambda t: "..."  # noqa: E731
+EMPTY: Answer = lambda t: ""  # noqa: E731
+ITEM_TERMS: Answer = lambda t: f"<{t.id}> " + " / ".join(t.terms)  # noqa: E731  (its own id, then its own terms)
 
 
 @dataclass

@@ -14,13 +14,14 @@ KeyPart = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]  # no do
 
 
 class EvalTestSet(Section):
-    """A translation test set: the held-out split, WMT-style files, or a FLORES-style folder."""
+    """A translation test set: the held-out split, WMT-style files, a FLORES-style folder, or a lexically
+    constrained set (BayLing's JSONL: each row's terms must appear in its translation; scored for term usage too)."""
 
     name: KeyPart  # it leads the metric keys
-    kind: Literal["heldout", "wmt", "flores"]
+    kind: Literal["heldout", "wmt", "flores", "constrained"]
     directions: Literal["all"] | Annotated[list[Direction], Field(min_length=1)] = "all"
-    direction: Direction | None = None  # wmt: the one direction of src/refs
-    src: str | None = None  # wmt
+    direction: Direction | None = None  # wmt, constrained: the one direction of the set
+    src: str | None = None  # wmt: the source file; constrained: the JSONL of {"src", "tgt", "constraint": [terms]}
     refs: list[str] = []  # wmt: one or more references, used in this order
     dir: str | None = None  # flores: folder with one file per language (inside `archive`, when given)
     archive: str | None = None  # flores: a .tar.gz holding `dir`, unpacked into .cache/unpacked (FLORES is not re-hosted as text)
@@ -46,6 +47,14 @@ class EvalTestSet(Section):
             raise ValueError("a wmt test set needs direction, src and refs")
         if self.kind == "flores" and (not self.dir or self.directions == "all"):
             raise ValueError("a flores test set needs dir and a list of directions")
+        if self.kind == "constrained":
+            if not (self.direction and self.src):
+                raise ValueError("a constrained test set needs direction and src (a JSONL file of rows "
+                                 '{"src": ..., "tgt": ..., "constraint": [terms]})')
+            misplaced = [f for f in ("refs", "dir", "archive", "directions") if f in self.model_fields_set]
+            if misplaced:
+                raise ValueError(f"a constrained test set has one direction (direction) and one file (src), whose rows hold "
+                                 f"the references and terms: remove {', '.join(misplaced)}")
         if "{code}" not in self.pattern:
             raise ValueError("pattern must contain {code}")
         if self.archive:  # a test set inside an archive reads nothing outside it

@@ -190,7 +190,7 @@ def _decontamination_problems(against: list[str], test_sets: list[Any]) -> list[
                                     "or describe a set that is not evaluated under synthesize.decontamination.extra"))
         elif kinds[name] == "heldout":
             problems.append((where, f"'{name}' is the held-out split synthesize itself makes, not a test set of files: name "
-                                    "a FLORES- or WMT-style set"))
+                                    "a FLORES-, WMT-style or constrained set"))
     return problems
 
 

@@ -2,9 +2,12 @@
 
 A score is `{test_set}.{direction}.{model}.{metric}`: test set names have no dots, a direction is
 `src-tgt` in FLORES-200 codes or `avg` for the macro average, the model is a label such as `final`,
-`base`, `delta`, `champion` or `p_vs_champion`, and the metric is bleu, chrf, chrf_pp (or comet). A
-multiple-choice set's keys (`xcopa.sw.final.accuracy`, `xcopa.avg.final.acc_norm`) are not score keys, and a
-sacreBLEU signature is `signature.{test_set}.{target language}.{metric}`.
+`base`, `delta`, `champion` or `p_vs_champion`, and the metric is bleu, chrf, chrf_pp (or comet). A lexically
+constrained set adds term_usage (all the terms found in the outputs over all the terms asked for) and
+term_usage_items (the mean over items of each item's share), shares from 0 to 1 (bayling/evaluate/terms.py), for
+`final`, `base` (with their `delta`) and `champion`, and for `avg` (no paired bootstrap: `p_vs_base` and the intervals are
+sacreBLEU's metrics alone). A multiple-choice set's keys (`xcopa.sw.final.accuracy`, `xcopa.avg.final.acc_norm`)
+are not score keys, and a sacreBLEU signature is `signature.{test_set}.{target language}.{metric}`.
 
 The paired bootstrap of the fine-tuned model against its base adds `delta_low` and `delta_high` (the 95%
 interval of `delta`) and `p_vs_base`; against the champion, `delta_vs_champion` with `delta_vs_champion_low`
@@ -22,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 METRICS = ("bleu", "chrf", "chrf_pp")
-SCORED = (*METRICS, "comet")  # the metrics a score key may end in; a multiple-choice set's accuracy keys are not scores
+TERM_METRICS = ("term_usage", "term_usage_items")  # lexically constrained sets: shares of the terms found, 0 to 1
+# the metrics a score key may end in; a multiple-choice set's accuracy keys are not scores
+SCORED = (*METRICS, "comet", *TERM_METRICS)
 AVERAGE = "avg"
 # the model part of a score key for what evaluate itself reports: a reference system may not take one of these names
 MODEL_LABELS = ("final", "base", "delta", "delta_low", "delta_high", "p_vs_base", "champion", "p_vs_champion",

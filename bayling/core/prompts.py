@@ -1,6 +1,9 @@
-"""BayLing's translation prompt and how instructions name languages, in English and Chinese."""
+"""BayLing's translation prompts (plain and lexically constrained) and how instructions name languages, in English
+and Chinese."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from bayling.core.languages import get_language
 
@@ -36,3 +39,22 @@ def translation_prompt(src_text: str, tgt_lang: str, instruction_language: str =
     """BayLing's translation request; `template` swaps in another phrasing with the same placeholders."""
     template = template or TRANSLATION_PROMPTS[instruction_language]
     return template.format(tgt_lang=language_name(tgt_lang, instruction_language), src=src_text)
+
+
+# BayLing's lexically constrained request: its translation request, then on a new line the terms the translation must
+# contain, joined by ", " (ictnlp/BayLing scripts/constrained_translate.py, the repository's script for translating its
+# data/constrained_translation files, evaluated in arXiv 2306.10968; some of the outputs kept in its
+# exp/constrained_translation echo that line back, so the wording shows there too).
+CONSTRAINT_LINES = {
+    "en": "Make sure to include these words: {terms}",
+    "zh": "确保包含这些词：{terms}",
+}
+
+
+def constrained_translation_prompt(src_text: str, tgt_lang: str, terms: Sequence[str], instruction_language: str = "en") -> str:
+    """BayLing's translation request with the terms its translation must contain on the line after it, worded as
+    BayLing's constrained-translation script words it (see CONSTRAINT_LINES); languages are named as in every other
+    prompt of this project (`language_name`: 中文 in a Chinese instruction, where the script took whatever name it
+    was given on its command line)."""
+    line = CONSTRAINT_LINES[instruction_language].format(terms=", ".join(terms))
+    return f"{translation_prompt(src_text, tgt_lang, instruction_language)}\n{line}"

@@ -26,6 +26,7 @@ from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
 from bayling.evaluate.outcomes import UnderstandingRun
 from bayling.evaluate.target_language import SourceLanguageShare
+from bayling.evaluate.terms import TermUsage, found_terms, term_usage
 from bayling.evaluate.test_sets import TestItem, load_test_set
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,11 @@ class Prediction:
     raw: str  # what the model generated
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.item.id, "source": self.item.source, "reference": self.item.reference,
-                "hypothesis": self.hypothesis, "raw": self.raw, "prompt": self.item.prompt}
+        row = {"id": self.item.id, "source": self.item.source, "reference": self.item.reference,
+               "hypothesis": self.hypothesis, "raw": self.raw, "prompt": self.item.prompt}
+        if self.item.terms:  # a constrained item: its terms, and which of them the hypothesis uses
+            row.update(terms=list(self.item.terms), terms_found=found_terms(self.item.terms, self.hypothesis))
+        return row
 
 
 @dataclass
@@ -56,6 +60,8 @@ class ModelRun:
     # per test set and direction, how many outputs are in the source language (None: langid.py cannot tell)
     source_language: dict[str, dict[str, SourceLanguageShare | None]] = field(default_factory=dict)
     understanding: UnderstandingRun | None = None  # lm-eval tasks and native multiple-choice sets, per document
+    # per constrained test set and direction, the terms its outputs use (bayling/evaluate/terms.py)
+    term_usage: dict[str, dict[str, TermUsage]] = field(default_factory=dict)
 
     def hypotheses(self) -> dict[str, dict[str, list[str]]]:
         return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
@@ -126,6 +132,9 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
+            if all(item.terms for item in group):  # a lexically constrained set
+                usage = term_usage([item.terms for item in group], [p.hypothesis for p in predictions])
+                run.term_usage.setdefault(name, {})[direction] = usage
             copied = in_source_language([p.hypothesis for p in predictions], group[0].src_lang, group[0].tgt_lang)
             run.source_language.setdefault(name, {})[direction] = copied
             if copied is not None:
@@ -135,6 +144,7 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             notes.extend(w for w in result.warnings if w not in notes)
         metrics[segments_key(name, AVERAGE)] = min(len(group) for group in items_by_direction.values())
         metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
+        metrics.update(flat.term_usage_scores(name, run.label, run.term_usage.get(name, {})))
 
 
 def evaluate_models(
@@ -207,6 +217,7 @@ def evaluate_models(
     for comparison in (ratios, base, champion):
         metrics.update(comparison.metrics)
         notes.extend(comparison.notes)
+    metrics.update(outputs_term_usage("champion", test_sets, champion.hypotheses))
     if "final" in runs and runs["final"].understanding is not None:
         final_understanding = runs["final"].understanding
         if "base" in runs and runs["base"].understanding is not None:
@@ -240,6 +251,17 @@ def evaluate_models(
                           champion_absence=champion.absence,
                           understanding=sorted({n for run in runs.values() if run.understanding for n in run.understanding.outcomes}))
     return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
+
+
+def outputs_term_usage(label: str, test_sets: TestSets, hypotheses: dict[str, dict[str, list[str]]]) -> dict[str, float]:
+    """Term usage keys of another system's outputs (the champion's, one per item in item order) on the constrained
+    sets among `test_sets`."""
+    out: dict[str, float] = {}
+    for name, by_direction in hypotheses.items():
+        usage = {direction: term_usage([item.terms for item in test_sets[name][direction]], outputs)
+                 for direction, outputs in by_direction.items() if all(item.terms for item in test_sets[name][direction])}
+        out.update(flat.term_usage_scores(name, label, usage))
+    return out
 
 
 def source_language_notes(runs: dict[str, ModelRun], floor: float = 0.2, rise: float = 0.1, fewest: int = 5) -> list[str]:

@@ -9,7 +9,7 @@ references; nothing failed, the numbers were simply wrong. What these checks can
 - in each direction, prediction k is the record of item k of that direction: the same id, direction, source
   and references, in order (a record reused in another direction or position, as then, stops the stage);
 - every item is of its own direction (its languages spell the direction), and a file-based item's prompt
-  carries its own source segment;
+  carries its own source segment (and a constrained item's, each of its terms);
 - the champion's outputs, where present, number one per item;
 - the review's segments are items of the direction they are listed under, with that item's source and
   reference.
@@ -50,7 +50,8 @@ def _fail(test_set: str, direction: str, what: str) -> BrokenInvariant:
 
 
 def check_items(test_sets: TestSets) -> None:
-    """Every item is of the direction it is listed under, and a file-based item's prompt holds its source."""
+    """Every item is of the direction it is listed under, and a file-based item's prompt holds its source (and a
+    constrained item's, its terms)."""
     for name, by_direction in test_sets.items():
         for direction, items in by_direction.items():
             for position, item in enumerate(items, start=1):
@@ -60,6 +61,8 @@ def check_items(test_sets: TestSets) -> None:
                 prompt = item.prompt[-1]["content"] if item.prompt else ""
                 if item.source not in prompt:
                     raise _fail(name, direction, f"item {position} ({item.id}): its prompt does not contain its source segment")
+                if any(term not in prompt for term in item.terms):
+                    raise _fail(name, direction, f"item {position} ({item.id}): its prompt does not name all of its terms")
 
 
 def check_predictions(label: str, test_sets: TestSets, predictions: Predictions) -> None:

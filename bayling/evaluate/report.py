@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from bayling.core.metric_keys import AVERAGE, METRICS, ScoreKey, score_key, score_keys, source_shares_text
+from bayling.core.metric_keys import AVERAGE, METRICS, TERM_METRICS, ScoreKey, score_key, score_keys, source_shares_text
 from bayling.core.plots import grouped_barh
 
 
@@ -102,13 +102,19 @@ AVERAGE_ROWS = (("base", "base"), ("fine-tuned", "final"), ("change vs base", "d
                 ("95% interval vs champion, high", "delta_vs_champion_high"), ("p vs champion", "p_vs_champion"))
 
 
+NAMES = {"bleu": "BLEU", "chrf": "chrF", "chrf_pp": "chrF++", "term_usage": "term usage",
+         "term_usage_items": "term usage (mean per item)"}
+
+
 def averages_table(metrics: dict[str, Any], test_set: str) -> str:
-    """One test set's macro averages: each model's scores, the changes with their 95% intervals, and the p-values."""
-    names = {"bleu": "BLEU", "chrf": "chrF", "chrf_pp": "chrF++"}
-    head = "<tr><th></th>" + "".join(f"<th>{names[m]}</th>" for m in METRICS) + "</tr>"
+    """One test set's macro averages: each model's scores, the changes with their 95% intervals, and the p-values;
+    for a lexically constrained set, the term usage rates too (shares of the terms found, bayling/evaluate/terms.py)."""
+    shown = (*METRICS, *TERM_METRICS) if any(k.test_set == test_set and k.metric in TERM_METRICS for k in score_keys(metrics)) \
+        else METRICS
+    head = "<tr><th></th>" + "".join(f"<th>{NAMES[m]}</th>" for m in shown) + "</tr>"
     rows = []
     for label, model in AVERAGE_ROWS:
-        values = [metrics.get(score_key(test_set, AVERAGE, model, m)) for m in METRICS]
+        values = [metrics.get(score_key(test_set, AVERAGE, model, m)) for m in shown]
         if any(v is not None for v in values):
             rows.append(f"<tr><td>{html.escape(label)}</td>" + "".join(_cell(v) for v in values) + "</tr>")
     return (f'<table class="averages" data-test-set="{html.escape(test_set)}"><caption>{html.escape(test_set)}: macro average '
@@ -151,12 +157,14 @@ def render_html(metrics: dict[str, Any], rows: list[dict[str, Any]], charts: lis
         name = html.escape(path.stem)
         return f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>'
 
+    # per_language_rows gives every row term usage columns when a lexically constrained set was evaluated
+    shown = (*METRICS, *TERM_METRICS) if rows and f"final_{TERM_METRICS[0]}" in rows[0] else METRICS
     header = "".join(
-        f"<th>{html.escape(h)}</th>" for h in ["test set", "direction"] + [f"{m} {k}" for m in models for k in ("BLEU", "chrF", "chrF++")]
+        f"<th>{html.escape(h)}</th>" for h in ["test set", "direction"] + [f"{m} {NAMES[k]}" for m in models for k in shown]
     )
     body = []
     for row in rows:
-        cells = [row["test_set"], row["direction"]] + [row.get(f"{m}_{k}") for m in models for k in ("bleu", "chrf", "chrf_pp")]
+        cells = [row["test_set"], row["direction"]] + [row.get(f"{m}_{k}") for m in models for k in shown]
         body.append("<tr>" + "".join(f"<td>{'' if c is None else html.escape(str(c))}</td>" for c in cells) + "</tr>")
     averaged = {k.test_set for k in score_keys(metrics) if k.is_average}
     tables = "".join(averages_table(metrics, name) for name in sorted(averaged))

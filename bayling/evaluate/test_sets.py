@@ -1,12 +1,15 @@
 """Test sets for the evaluate stage and the flat report built from their scores.
 
-Three kinds of translation test set: the synthesized held-out split, WMT-style files (a source file
-and one or more reference files for one direction), and FLORES-style folders (one file per language,
-so any pair of the languages present is a direction); the files are read by bayling.core.test_sets, as
-decontamination and the tokenizer audit read them. Prompts for file-based sets use BayLing's own
-translation prompt.
+Four kinds of translation test set: the synthesized held-out split, WMT-style files (a source file
+and one or more reference files for one direction), FLORES-style folders (one file per language,
+so any pair of the languages present is a direction), and lexically constrained sets (BayLing's JSONL for
+one direction: each row a source, a reference and the terms the translation must contain); the files are
+read by bayling.core.test_sets, as decontamination and the tokenizer audit read them. Prompts for file-based
+sets use BayLing's own translation prompt, and for constrained sets BayLing's constrained one, which adds
+the terms (bayling.core.prompts).
 
-An item's id is unique within its test set: file-based items are `{test set}:{direction}:{line}`, held-out
+An item's id is unique within its test set: file-based items are `{test set}:{direction}:{line}` (a
+constrained set's line is its row's line in the JSONL), held-out
 items carry their conversation's id (which names its direction). A FLORES-style set is multi-parallel, so
 the same line number occurs in every direction; an id without the direction would send one direction's
 outputs to all of them wherever outputs are looked up by id. Loading refuses a set with a repeated id.
@@ -21,10 +24,10 @@ from pathlib import Path
 
 from bayling.config.evaluate import EvalTestSet
 from bayling.core.errors import PipelineError
-from bayling.core.prompts import translation_prompt
+from bayling.core.prompts import constrained_translation_prompt, translation_prompt
 from bayling.core.records import Conversation, Message
 from bayling.core.seeding import rank_key
-from bayling.core.test_sets import direction_texts
+from bayling.core.test_sets import ConstrainedRow, constrained_rows, direction_texts
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class TestItem:
     prompt: list[Message]
     source: str
     references: tuple[str, ...]
+    terms: tuple[str, ...] = ()  # a constrained set's item: what its translation must contain (bayling.evaluate.terms)
 
     @property
     def reference(self) -> str:
@@ -76,6 +80,22 @@ def file_items(
     return items
 
 
+def constrained_items(
+    name: str, rows: Sequence[ConstrainedRow], direction: str, *, instruction_language: str = "en",
+    system_prompt: str | None = None, limit: int | None = None,
+) -> list[TestItem]:
+    """Items for a lexically constrained set: BayLing's constrained prompt (the translation request, then the terms)
+    around each row's source, the first `limit` rows of the file."""
+    src, tgt = direction.split("-")
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    items = []
+    for row in rows[:limit] if limit else rows:
+        content = constrained_translation_prompt(row.source, tgt, row.terms, instruction_language)
+        items.append(TestItem(item_id(name, direction, row.line), direction, src, tgt, system + [{"role": "user", "content": content}],
+                              row.source, (row.reference,), row.terms))
+    return items
+
+
 def item_id(test_set: str, direction: str, line: int) -> str:
     """The id of a file-based test item: its direction is part of it, as the line number repeats across directions."""
     return f"{test_set}:{direction}:{line}"
@@ -106,6 +126,11 @@ def _load_items(spec: EvalTestSet, root: Path, heldout: Iterable[Conversation] |
         if heldout is None:
             raise PipelineError("the heldout test set needs data/synth/heldout.jsonl")
         return heldout_items(heldout, directions, spec.max_segments, seed, spec.name)
+    if spec.kind == "constrained":
+        direction = spec.direction or ""
+        return {direction: constrained_items(spec.name, constrained_rows(spec, root), direction,
+                                             instruction_language=spec.instruction_language, system_prompt=spec.system_prompt,
+                                             limit=spec.max_segments)}
     return {
         texts.direction: file_items(spec.name, texts.sources, texts.references, *texts.direction.split("-"),
                                     instruction_language=spec.instruction_language, system_prompt=spec.system_prompt,

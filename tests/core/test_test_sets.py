@@ -84,3 +84,20 @@ def test_read_segments_keeps_blank_lines_and_drops_a_byte_order_mark(tmp_path):
     warnings: list[str] = []
     assert read_segments(tmp_path / "x.txt", "test", warnings) == ["one", "", "two"]
     assert warnings and "byte-order mark" in warnings[0]
+
+
+def test_a_constrained_set_is_its_rows_sources_and_references(tmp_path):
+    """BayLing's lexically constrained JSONL: decontamination gets every row's source and reference (not its JSON
+    line), the audit the two side by side, evaluate the rows with their terms."""
+    from bayling.core.test_sets import constrained_rows
+
+    (tmp_path / "c.jsonl").write_text('{"src": "源一", "tgt": "one", "constraint": ["one"]}\n\n'
+                                      '{"src": "源二", "tgt": "two too", "constraint": ["two", "too"]}\n', "utf-8")
+    spec = EvalTestSet(name="c", kind="constrained", direction="zho_Hans-eng_Latn", src="c.jsonl")
+    assert [(r.line, r.source, r.reference, r.terms) for r in constrained_rows(spec, tmp_path)] == [
+        (1, "源一", "one", ("one",)), (3, "源二", "two too", ("two", "too"))]
+    (texts,) = direction_texts(spec, tmp_path)
+    assert (texts.direction, texts.sources, texts.references) == ("zho_Hans-eng_Latn", ["源一", "源二"], [["one", "two too"]])
+    assert parallel_rows(spec, tmp_path) == [{"zho_Hans": "源一", "eng_Latn": "one"}, {"zho_Hans": "源二", "eng_Latn": "two too"}]
+    assert list(every_segment(spec, tmp_path)) == ["源一", "源二", "one", "two too"]
+    assert set_files(spec, tmp_path) == [tmp_path / "c.jsonl"]

@@ -101,7 +101,8 @@ def test_the_smoke_profile_runs_one_lm_eval_task_end_to_end(smoke_run):
     outcome, the paired test against the base model, per_language.csv and the report."""
     dest, _, _ = smoke_run
     metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
-    outcomes = [json.loads(line) for line in (dest / "reports/eval/predictions/understanding/final/xcopa/sw.jsonl").read_text().splitlines()]
+    stored = dest / "reports/eval/predictions/understanding/final/xcopa/sw.jsonl"
+    outcomes = [json.loads(line) for line in stored.read_text().splitlines()]
     assert [o["doc_id"] for o in outcomes] == list(range(10)) and {o["task"] for o in outcomes} == {"xcopa_sw"}
     for metric in ("acc", "acc_norm"):  # the score is the mean of the documents' outcomes, and the average is the one language
         assert metrics[f"xcopa.sw.final.{metric}"] == round(sum(o["scores"][metric] for o in outcomes) / 10, 4)
@@ -289,7 +290,8 @@ def test_changing_the_chat_template_reruns_tokenize_and_everything_downstream(sm
 
 
 def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, mlflow_uri, shared_data, flores_dir, teacher_server):
-    """Everything evaluate can do, configured at once: WMT and FLORES sets with a reference system,
+    """Everything evaluate can do, configured at once: WMT and FLORES sets with a reference system, BayLing's
+    lexically constrained sets (both directions, both instruction languages) with their term usage rates,
     significance against the champion (its stored predictions, and its registered model for new segments), XCOPA,
     BayLing-80 with an LLM judge."""
     import mlflow
@@ -316,6 +318,10 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
                     "max_segments": 6,
                     "reference_systems": {"gpt-4": {"zho_Hans-eng_Latn": str(bench / "gpt-4/zh-en.hypo")}},
                 },
+                *({"name": f"constrained-{pair}", "kind": "constrained", "direction": direction, "max_segments": 3,
+                   "src": str(shared_data / f"bayling/data/constrained_translation/constraints.{pair}.{pair[-2:]}.jsonl"),
+                   "instruction_language": language}
+                  for pair, direction, language in (("en-zh", "eng_Latn-zho_Hans", "en"), ("zh-en", "zho_Hans-eng_Latn", "zh"))),
                 {
                     "name": "flores-swh",  # not the smoke profile's "flores": the champion has none of its outputs
                     "kind": "flores",
@@ -349,7 +355,17 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     assert 0 < metrics["heldout.avg.final.chrf"] + 1 and "heldout.eng_Latn-fra_Latn.p_vs_champion.bleu" in metrics
     assert 0 <= metrics["heldout.eng_Latn-fra_Latn.p_vs_champion.chrf"] <= 1
     # the champion never saw the WMT and FLORES segments: its registered model translated them for the comparison
-    assert metrics["champion_regenerated_segments"] == 6 + 4
+    assert metrics["champion_regenerated_segments"] == 6 + 3 + 3 + 4
+    # the constrained sets score like the others, and with a term usage rate per direction for both models
+    for name, direction in (("constrained-en-zh", "eng_Latn-zho_Hans"), ("constrained-zh-en", "zho_Hans-eng_Latn")):
+        for model in ("final", "base"):
+            for where, metric in ((w, m) for w in (direction, "avg") for m in ("term_usage", "term_usage_items")):
+                assert 0 <= metrics[f"{name}.{where}.{model}.{metric}"] <= 1, (name, where, model, metric)
+            assert f"{name}.{direction}.{model}.chrf_pp" in metrics
+        assert f"{name}.{direction}.delta.term_usage" in metrics and metrics[f"{name}.{direction}.segments"] == 3
+        assert 0 <= metrics[f"{name}.{direction}.champion.term_usage"] <= 1  # from the champion's re-translations
+        rows = [json.loads(line) for line in (dest / f"reports/eval/predictions/final/{name}/{direction}.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 and all(len(r["terms_found"]) == len(r["terms"]) > 0 for r in rows)
     assert "wmt22-zh-en.zho_Hans-eng_Latn.p_vs_champion.chrf" in metrics and "flores-swh.eng_Latn-swh_Latn.champion.chrf" in metrics
     # the review ranks segments against the champion's outputs, stored and re-translated alike; the predictions folder
     # (a DVC out) holds only what this evaluation's models wrote, so it does not depend on the registry's state
@@ -375,6 +391,7 @@ def test_full_evaluation_against_champion_references_xcopa_and_judge(smoke_run, 
     assert [len(a["text"]) for a in answers] == [2, 2, 2]
     rows = (dest / "reports/eval/per_language.csv").read_text().splitlines()
     assert rows[0].startswith("test_set,direction,src_lang,tgt_lang,final_bleu") and any(r.startswith("flores-swh,") for r in rows)
+    assert "final_term_usage" in rows[0].split(",") and any(r.startswith("constrained-zh-en,zho_Hans-eng_Latn,") for r in rows)
 
 
 def test_review_shows_where_a_candidate_got_worse_than_base(smoke_run, repo_root, mlflow_uri, tmp_path):
