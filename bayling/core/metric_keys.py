@@ -6,7 +6,7 @@ A score is `{test_set}.{direction}.{model}.{metric}`: test set names have no dot
 constrained set adds term_usage (all the terms found in the outputs over all the terms asked for) and
 term_usage_items (the mean over items of each item's share), shares from 0 to 1 (bayling/evaluate/terms.py), for
 `final`, `base` (with their `delta`) and `champion`, and for `avg` (no paired bootstrap: `p_vs_base` and the intervals are
-sacreBLEU's metrics alone). A multiple-choice set's keys (`xcopa.sw.final.accuracy`, `xcopa.avg.final.acc_norm`)
+sacreBLEU's metrics alone). An understanding task's keys (`xcopa.sw.final.acc`, `xcopa.avg.final.acc_norm`)
 are not score keys, and a sacreBLEU signature is `signature.{test_set}.{target language}.{metric}`.
 
 The paired bootstrap of the fine-tuned model against its base adds `delta_low` and `delta_high` (the 95%

@@ -88,7 +88,8 @@ def local_lm(model: Any, tokenizer: Any, batch_size: int) -> Any:
 
 def served_lm_args(params: EvaluateParams, label: str, model_dir: Path) -> dict[str, Any]:
     """lm-eval `local-completions` arguments for a model behind evaluate.server (as bayling/evaluate/engines.py names
-    it there): the completions endpoint, the served name, and the local tokenizer for lm-eval's own encoding."""
+    it there): the completions endpoint, the served name, the local tokenizer for lm-eval's own encoding, and the
+    key from the variable evaluate.server.api_key_env names as a bearer header (local-completions sends no key else)."""
     server = params.server
     base_url = server.base_urls.get(label, server.base_url).rstrip("/")  # type: ignore[call-overload]
     args: dict[str, Any] = {"base_url": f"{base_url}/completions",
@@ -96,16 +97,15 @@ def served_lm_args(params: EvaluateParams, label: str, model_dir: Path) -> dict[
                             "tokenizer_backend": "huggingface", "tokenizer": str(model_dir.resolve()),
                             "num_concurrent": server.max_concurrency or params.batch_size, "max_retries": server.max_retries,
                             "timeout": int(server.timeout_s)}
+    key = os.environ.get(server.api_key_env) if server.api_key_env else None
+    if key:
+        args["header"] = {"Authorization": f"Bearer {key}"}
     return args
 
 
 def served_lm(params: EvaluateParams, label: str, model_dir: Path) -> Any:
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
-    if params.server.api_key_env:
-        key = os.environ.get(params.server.api_key_env)
-        if key:
-            os.environ["OPENAI_API_KEY"] = key
     return LocalCompletionsAPI(**served_lm_args(params, label, model_dir))
 
 

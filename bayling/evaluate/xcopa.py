@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -74,7 +74,7 @@ class ChoiceItem:
     choices: tuple[str, ...]
     label: int
     target_delimiter: str = " "
-    doc_hash: str = ""
+    doc_hash: str = field(default="", compare=False)  # where the item came from, not what it asks
 
     def requests(self) -> list[tuple[str, str]]:
         """lm-eval's (context, continuation) pairs: one per choice, the delimiter in the continuation."""
@@ -289,15 +289,34 @@ def loglikelihoods(
             seq = inputs[i][0]
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
+        # the vocabulary projection and its log-softmax only where a continuation token is predicted (each row's last
+        # n positions), not at every position: the rest of a row's logits are never read
+        keep = torch.zeros((len(index), width), dtype=torch.bool)
         for row, i in enumerate(index):
             seq, continuation_enc = inputs[i]
+            keep[row, len(seq) - len(continuation_enc) : len(seq)] = True
+        with torch.inference_mode():
+            logits = _kept_logits(model, ids, mask, keep)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        cursor = 0
+        for i in index:
+            continuation_enc = inputs[i][1]
             n = len(continuation_enc)
             targets = torch.tensor(continuation_enc, device=logprobs.device).unsqueeze(-1)
-            out[i] = float(logprobs[row, len(seq) - n : len(seq)].gather(-1, targets).sum())
+            out[i] = float(logprobs[cursor : cursor + n].gather(-1, targets).sum())
+            cursor += n
     return out
+
+
+def _kept_logits(model: Any, ids: Any, mask: Any, keep: Any) -> Any:
+    """The logits at the `keep` positions, flattened row by row: transformers' logits_to_keep with a boolean mask
+    projects only those hidden states; a model without it gives every position's logits, and they are picked here."""
+    device = model.device
+    try:
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep.to(device)).logits
+    except TypeError:  # a forward without logits_to_keep
+        return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[keep.to(device)]
+    return logits if logits.dim() == 2 else logits[keep.to(device)]
 
 
 def _argmax(values: Sequence[float]) -> int:

@@ -52,6 +52,15 @@ def test_generate_short_run(tiny_model_dir):
     assert 0 <= flores["regroup"]["outputs_changed"] <= 6
 
 
+def test_understanding_short_run(tiny_model_dir):
+    figures = last_json("benchmarks/understanding.py", "--model", str(tiny_model_dir), "--languages", "sw", "--items", "4",
+                        "--batch-size", "4")
+    assert {"native_items_per_s", "lm_eval_items_per_s", "lm_eval_requests_items_per_s", "ratio_native_vs_lm_eval",
+            "native_vs_compute_bound", "outcomes_equal", "belebele"} <= set(figures)
+    assert figures["outcomes_equal"] is True and figures["documents"] == 4 and figures["requests"] == 8
+    assert {"this_model_this_machine_h", "paper_model_this_machine_h", "paper_model_gpu_h"} <= set(figures["belebele"]["profile"])
+
+
 def test_tokenize_pack_short_run():
     figures = last_json("benchmarks/tokenize_pack.py", "--conversations", "300", "--raw-limit", "300", "--naive-limit", "50",
                         "--max-seq-len", "1024", "--num-proc", "1")

@@ -99,6 +99,18 @@ def test_an_unknown_task_and_a_missing_folder_are_clear_errors(tiny, tmp_path):
         run_tasks(spec, lm, "final", ROOT)
 
 
+def test_a_hub_task_with_the_hub_off_is_a_clear_error_and_no_connection(tiny, no_network):
+    """lm-eval's own xcopa_sw reads cambridgeltl/xcopa from the Hub: with offline (the default) that is refused at once,
+    in words that say what to do, and nothing tries the network."""
+    from bayling.evaluate.understanding import local_lm
+
+    model, tokenizer = tiny
+    spec = EvaluateParams(understanding=[{"name": "xcopa", "tasks": ["xcopa_sw"], "limit": 2}]).understanding[0]
+    with pytest.raises(PipelineError, match="with offline: true each task must read local files"):
+        run_tasks(spec, local_lm(model, tokenizer, 4), "final", ROOT)
+    assert no_network == []
+
+
 def test_understanding_config_reads_languages_and_refuses_clashes():
     entry = EvaluateParams(understanding=[{"name": "belebele", "tasks": ["belebele_swh_Latn", "belebele_zho_Hans"]}]).understanding[0]
     assert entry.languages() == {"swh_Latn": "belebele_swh_Latn", "zho_Hans": "belebele_zho_Hans"}
@@ -115,7 +127,7 @@ def test_understanding_config_reads_languages_and_refuses_clashes():
     assert metric_key_part("acc,none") == "acc" and metric_key_part("exact_match,flexible-extract") == "exact_match_flexible-extract"
 
 
-def test_a_served_model_goes_to_lm_eval_local_completions(tmp_path):
+def test_a_served_model_goes_to_lm_eval_local_completions(tmp_path, monkeypatch):
     params = EvaluateParams(engine="openai", server={"base_url": "http://127.0.0.1:8000/v1/", "models": {"final": "cand"},
                                                       "base_urls": {"base": "http://127.0.0.1:8001/v1"}, "max_concurrency": 3})
     final = served_lm_args(params, "final", tmp_path)
@@ -123,6 +135,11 @@ def test_a_served_model_goes_to_lm_eval_local_completions(tmp_path):
     assert final["tokenizer"] == str(tmp_path.resolve()) and final["num_concurrent"] == 3
     base = served_lm_args(params, "base", tmp_path)
     assert base["base_url"] == "http://127.0.0.1:8001/v1/completions" and base["model"] == str(tmp_path.resolve())
+    assert "header" not in base
+    monkeypatch.setenv("SERVED_KEY", "s3cret")
+    keyed = served_lm_args(params.model_copy(update={"server": params.server.model_copy(update={"api_key_env": "SERVED_KEY"})}),
+                           "final", tmp_path)
+    assert keyed["header"] == {"Authorization": "Bearer s3cret"}
 
 
 def test_mcnemar_equals_scipy_exact_binomial_test():
