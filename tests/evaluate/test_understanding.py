@@ -231,7 +231,7 @@ def test_every_task_the_profiles_name_is_one_lm_eval_knows(repo_root):
     from bayling.config.loader import parse_yaml
     from bayling.evaluate.understanding import task_manager
 
-    known = set(task_manager(None).all_tasks)
+    known = set(task_manager(None, True).all_tasks)
     named = {}
     for profile in sorted((repo_root / "profiles").glob("*.yaml")):
         evaluate = (parse_yaml(profile.read_text("utf-8"), profile) or {}).get("evaluate") or {}
