@@ -54,6 +54,7 @@ def main(evaluate: EvaluateParams, base_model: BaseModelParams, register: Regist
         logger.log_params(
             {
                 "evaluate.test_sets": ",".join(t.name for t in evaluate.test_sets),
+                **({"evaluate.understanding": ",".join(u.name for u in evaluate.understanding)} if evaluate.understanding else {}),
                 "evaluate.num_beams": evaluate.num_beams,
                 "evaluate.max_new_tokens": evaluate.max_new_tokens,
                 "evaluate.batch_size": evaluate.batch_size,

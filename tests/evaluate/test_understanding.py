@@ -84,7 +84,7 @@ def test_lm_eval_log_likelihoods_equal_native_ones(tiny):
     assert ours == pytest.approx(theirs, abs=1e-4)
 
 
-def test_an_unknown_task_and_a_missing_folder_are_clear_errors(tiny, tmp_path):
+def test_an_unknown_task_missing_data_and_an_unreported_metric_are_clear_errors(tiny, tmp_path):
     from bayling.evaluate.understanding import local_lm
 
     model, tokenizer = tiny
@@ -96,6 +96,16 @@ def test_an_unknown_task_and_a_missing_folder_are_clear_errors(tiny, tmp_path):
     spec = EvaluateParams(understanding=[{"name": "x", "tasks": {"sw": "xcopa_sw"}, "include_path": "lm_eval_tasks/xcopa",
                                           "data_dir": str(tmp_path / "absent")}]).understanding[0]
     with pytest.raises(PipelineError, match="is not a folder"):
+        run_tasks(spec, lm, "final", ROOT)
+    # the shipped sample has no Estonian: the task's data file is missing, said as such
+    spec = EvaluateParams(understanding=[{"name": "x", "tasks": {"et": "xcopa_et"}, "include_path": "lm_eval_tasks/xcopa",
+                                          "data_dir": "data/sample/xcopa", "limit": 2}]).understanding[0]
+    with pytest.raises(PipelineError, match="lm-eval could not read a task's data"):
+        run_tasks(spec, lm, "final", ROOT)
+    # a metric the task does not report names the ones it does
+    spec = EvaluateParams(understanding=[{"name": "x", "tasks": {"sw": "xcopa_sw"}, "include_path": "lm_eval_tasks/xcopa",
+                                          "data_dir": "data/sample/xcopa", "limit": 2, "metrics": ["f1"]}]).understanding[0]
+    with pytest.raises(PipelineError, match=r"reports no 'f1' for xcopa_sw \(it reports acc,none, acc_norm,none"):
         run_tasks(spec, lm, "final", ROOT)
 
 

@@ -96,9 +96,11 @@ def test_final_model_loads_and_metrics_show_before_and_after(smoke_run):
     assert "<h1>BayLing evaluation report</h1>" in html and "data:image/png;base64," in html
 
 
-def test_the_smoke_profile_runs_one_lm_eval_task_end_to_end(smoke_run):
+def test_the_smoke_profile_runs_one_lm_eval_task_end_to_end(smoke_run, mlflow_uri):
     """lm-eval's xcopa_sw on the shipped sample (profiles/smoke.yaml), Hub off: into metrics.json with each document's
-    outcome, the paired test against the base model, per_language.csv and the report."""
+    outcome, the paired test against the base model, per_language.csv, the report and the stage's MLflow run."""
+    import mlflow
+
     dest, _, _ = smoke_run
     metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
     stored = dest / "reports/eval/predictions/understanding/final/xcopa/sw.jsonl"
@@ -116,6 +118,10 @@ def test_the_smoke_profile_runs_one_lm_eval_task_end_to_end(smoke_run):
     assert float(xcopa["final_acc"]) == metrics["xcopa.sw.final.acc"] and xcopa["final_bleu"] == ""
     html = (dest / "reports/eval/report.html").read_text()
     assert '<h2>Understanding</h2><table class="understanding">' in html and "<td>xcopa</td><td>sw</td>" in html
+    run_id = json.loads((dest / "reports/eval/run.json").read_text())["run_id"]
+    logged = mlflow.MlflowClient(mlflow_uri).get_run(run_id).data
+    assert logged.metrics["xcopa.sw.final.acc"] == metrics["xcopa.sw.final.acc"] and "xcopa.sw.p_vs_base.acc_norm" in logged.metrics
+    assert logged.params["evaluate.understanding"] == "xcopa"
 
 
 def test_review_compares_with_base_without_a_champion_in_report_json_and_mlflow_tables(smoke_run, mlflow_uri):
