@@ -4,9 +4,11 @@ BayLing 1 (arXiv 2306.10968) scores its constrained translation sets for transla
 the required terms are used; its repository (ictnlp/BayLing, exp/constrained_translation) keeps the outputs but no
 script that counts them, so the counting here is this project's, as plainly as it can be put:
 
-- a term is used when it appears in the output exactly as written: a case-sensitive substring, for Chinese and
-  English terms alike (no lowercasing, no word boundaries, no inflection). The English term "I" is therefore found
-  in "It", and "Is" in "Island"; a looser match would credit outputs with terms they do not use as asked;
+- a term is used when it appears in the output exactly as written: case-sensitive, no lowercasing, no inflection;
+- where a term begins or ends with a Latin letter or a digit, the output must not continue the word there: the
+  English term "I" is not found in "It", nor "Is" in "Island", nor "App" in "Apple" (a plain substring would credit
+  an output with a term it does not use). A term's Chinese edge needs no boundary, as Chinese writes none:
+  "可能会晚" is found inside "餐可能会晚到", and "App 与" inside "通过 App 与他联系";
 - both sides have their runs of whitespace collapsed first, as evaluate scores outputs whitespace-collapsed
   (bayling.models.generation.clean_output), so a term is never missed for a doubled space;
 - a term listed twice for one item is asked for, and counted, twice (BayLing's files list a few so).
@@ -18,19 +20,32 @@ one asking for three). Both are shares from 0 to 1.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bayling.core.errors import PipelineError
+
+_WORD = "A-Za-z0-9\u00c0-\u024f"  # Latin letters (with Latin-1 and Extended-A/B accents) and digits: one word's characters
 
 
 def _collapsed(text: str) -> str:
     return " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=8192)
+def _pattern(term: str) -> re.Pattern[str]:
+    body = re.escape(term)
+    before = f"(?<![{_WORD}])" if re.match(f"[{_WORD}]", term) else ""
+    after = f"(?![{_WORD}])" if re.match(f"[{_WORD}]", term[-1]) else ""
+    return re.compile(before + body + after)
+
+
 def used(term: str, output: str) -> bool:
-    """Whether `output` contains `term` as written (case-sensitive), whitespace runs collapsed in both."""
-    return _collapsed(term) in _collapsed(output)
+    """Whether `output` contains `term` as written (case-sensitive, not inside a longer Latin word), whitespace runs
+    collapsed in both."""
+    return _pattern(_collapsed(term)).search(_collapsed(output)) is not None
 
 
 def found_terms(terms: Sequence[str], output: str) -> list[bool]:

@@ -250,3 +250,20 @@ def test_every_task_the_profiles_name_is_one_lm_eval_knows(repo_root):
                 named.update({task: profile.name for task in entry.languages().values()})
     assert len(named) >= 20
     assert {task: where for task, where in named.items() if task not in known} == {}
+
+
+def test_a_group_by_name_scores_its_tasks_and_aggregates_as_lm_eval_does(tiny):
+    """lm-eval's own `xcopa` group (its 11 tasks, here read from the local copies): acc is the group's own
+    size-weighted aggregate; acc_norm, which the group does not aggregate, is the same weighted mean of its tasks."""
+    from bayling.evaluate.understanding import local_lm
+
+    model, tokenizer = tiny
+    spec = EvaluateParams(understanding=[{"name": "copa", "tasks": {"all": "xcopa"}, "include_path": "lm_eval_tasks/xcopa",
+                                          "data_dir": XCOPA, "limit": 3}]).understanding[0]
+    run = run_tasks(spec, local_lm(model, tokenizer, 8), "final", ROOT)
+    outcomes = run.outcomes["copa"]["all"]
+    assert len(outcomes) == 33 and len({o.task for o in outcomes}) == 11
+    for metric in ("acc", "acc_norm"):
+        mean = sum(o.scores[metric] for o in outcomes) / 33
+        assert run.metrics[f"copa.all.final.{metric}"] == pytest.approx(mean, abs=1e-4)
+        assert run.metrics[f"copa.avg.final.{metric}"] == run.metrics[f"copa.all.final.{metric}"]
