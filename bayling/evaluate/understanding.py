@@ -189,8 +189,10 @@ def run_tasks(spec: UnderstandingTasks, lm: Any, label: str, root: Path, seed: i
                                           numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
                                           bootstrap_iters=0)
         except (FileNotFoundError, ConnectionError) as exc:
+            hint = ("with offline: true each task must read local files (include_path)" if spec.offline
+                    else "check the Hub is reachable, or point include_path at local copies")
             raise PipelineError(f"evaluate.understanding '{spec.name}': lm-eval could not read a task's data ({exc}); "
-                                "with offline: true each task must read local files (include_path)") from None
+                                f"{hint}") from None
     if out is None:
         raise PipelineError(f"evaluate.understanding '{spec.name}': lm-eval returned no results")
     run = UnderstandingRun()
