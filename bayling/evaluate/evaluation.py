@@ -26,7 +26,7 @@ from bayling.evaluate.engines import Replier
 from bayling.evaluate.metrics import Scores
 from bayling.evaluate.outcomes import UnderstandingRun
 from bayling.evaluate.target_language import SourceLanguageShare
-from bayling.evaluate.terms import TermUsage, found_terms, term_usage
+from bayling.evaluate.terms import found_terms, term_usage
 from bayling.evaluate.test_sets import TestItem, load_test_set
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,6 @@ class ModelRun:
     # per test set and direction, how many outputs are in the source language (None: langid.py cannot tell)
     source_language: dict[str, dict[str, SourceLanguageShare | None]] = field(default_factory=dict)
     understanding: UnderstandingRun | None = None  # lm-eval tasks and native multiple-choice sets, per document
-    # per constrained test set and direction, the terms its outputs use (bayling/evaluate/terms.py)
-    term_usage: dict[str, dict[str, TermUsage]] = field(default_factory=dict)
 
     def hypotheses(self) -> dict[str, dict[str, list[str]]]:
         return {name: {d: [p.hypothesis for p in preds] for d, preds in by_d.items()} for name, by_d in self.predictions.items()}
@@ -85,13 +83,10 @@ class EvaluationResult:
     def timing(self) -> dict[str, float]:
         return {f"{label}_seconds": round(run.seconds, 2) for label, run in self.runs.items()}
 
-    def understanding_names(self) -> list[str]:
-        return sorted({name for run in self.runs.values() if run.understanding for name in run.understanding.outcomes})
-
     def understanding_rows(self) -> list[dict[str, Any]]:
         from bayling.evaluate.outcomes import rows
 
-        return rows(self.metrics, self.understanding_names(), REPORT_MODELS)
+        return rows(self.metrics, understanding_names(self.runs), REPORT_MODELS)
 
     def report_models(self) -> list[str]:
         return [m for m in REPORT_MODELS if any(r.get(f"{m}_bleu") is not None for r in self.rows)]
@@ -132,9 +127,6 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             result = score_corpus([p.hypothesis for p in predictions], reference_streams(group), group[0].tgt_lang)
             run.predictions.setdefault(name, {})[direction] = predictions
             run.scores.setdefault(name, {})[direction] = result
-            if all(item.terms for item in group):  # a lexically constrained set
-                usage = term_usage([item.terms for item in group], [p.hypothesis for p in predictions])
-                run.term_usage.setdefault(name, {})[direction] = usage
             copied = in_source_language([p.hypothesis for p in predictions], group[0].src_lang, group[0].tgt_lang)
             run.source_language.setdefault(name, {})[direction] = copied
             if copied is not None:
@@ -144,7 +136,7 @@ def _translate(run: ModelRun, replier: Replier, model_dir: Path, params: Evaluat
             notes.extend(w for w in result.warnings if w not in notes)
         metrics[segments_key(name, AVERAGE)] = min(len(group) for group in items_by_direction.values())
         metrics.update(flat.flat_scores(name, run.label, run.scores[name]))
-        metrics.update(flat.term_usage_scores(name, run.label, run.term_usage.get(name, {})))
+    metrics.update(outputs_term_usage(run.label, test_sets, run.hypotheses()))
 
 
 def evaluate_models(
@@ -249,13 +241,18 @@ def evaluate_models(
     review = build_review(test_sets, runs["final"].hypotheses(), champion.hypotheses or None,
                           runs["base"].hypotheses() if "base" in runs else None, metrics,
                           champion_absence=champion.absence,
-                          understanding=sorted({n for run in runs.values() if run.understanding for n in run.understanding.outcomes}))
+                          understanding=understanding_names(runs))
     return EvaluationResult(metrics, rows, runs, questions, reviews, review, test_sets, champion.hypotheses)
 
 
+def understanding_names(runs: dict[str, ModelRun]) -> list[str]:
+    """The understanding entries and native multiple-choice sets any model was scored on."""
+    return sorted({name for run in runs.values() if run.understanding for name in run.understanding.outcomes})
+
+
 def outputs_term_usage(label: str, test_sets: TestSets, hypotheses: dict[str, dict[str, list[str]]]) -> dict[str, float]:
-    """Term usage keys of another system's outputs (the champion's, one per item in item order) on the constrained
-    sets among `test_sets`."""
+    """Term usage keys of a model's outputs (one per item in item order: an evaluated model's, the champion's) on the
+    constrained sets among `test_sets`."""
     out: dict[str, float] = {}
     for name, by_direction in hypotheses.items():
         usage = {direction: term_usage([item.terms for item in test_sets[name][direction]], outputs)

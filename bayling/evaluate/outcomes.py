@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bayling.core.jsonl import write_jsonl
-
-AVERAGE = "avg"
+from bayling.core.metric_keys import AVERAGE
 
 
 @dataclass(frozen=True)
